@@ -1,0 +1,78 @@
+/**
+ * The closed set of errors the service answers with. Each carries a stable code, the HTTP status,
+ * a public message safe to show anyone, and internal detail for the logs only.
+ */
+export type ErrorCode =
+  | 'bad_request'
+  | 'invalid_forwarded_request'
+  | 'unauthenticated'
+  | 'forbidden'
+  | 'email_not_verified'
+  | 'login_state_missing'
+  | 'login_state_invalid'
+  | 'provider_denied'
+  | 'provider_error'
+  | 'provider_unavailable'
+  | 'session_unavailable'
+  | 'rate_limited'
+  | 'redirect_loop'
+  | 'header_too_large'
+  | 'not_found'
+  | 'method_not_allowed'
+  | 'internal';
+
+const STATUS: Record<ErrorCode, number> = {
+  bad_request: 400,
+  invalid_forwarded_request: 400,
+  unauthenticated: 401,
+  forbidden: 403,
+  email_not_verified: 403,
+  login_state_missing: 400,
+  login_state_invalid: 400,
+  provider_denied: 403,
+  provider_error: 502,
+  provider_unavailable: 503,
+  session_unavailable: 503,
+  rate_limited: 429,
+  redirect_loop: 508,
+  header_too_large: 431,
+  not_found: 404,
+  method_not_allowed: 405,
+  internal: 500,
+};
+
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** Text safe to show the user. */
+  readonly publicMessage: string;
+  /** Detail for logs; never shown. Must not contain tokens or secrets. */
+  readonly detail: string | undefined;
+  /** Extra response headers (Retry-After, WWW-Authenticate …). */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(
+    code: ErrorCode,
+    publicMessage: string,
+    options: { detail?: string; headers?: Record<string, string>; cause?: unknown } = {},
+  ) {
+    super(`${code}: ${publicMessage}`, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'AppError';
+    this.code = code;
+    this.status = STATUS[code];
+    this.publicMessage = publicMessage;
+    this.detail = options.detail;
+    this.headers = options.headers ?? {};
+  }
+}
+
+export function isAppError(error: unknown): error is AppError {
+  return error instanceof AppError;
+}
+
+/** Any thrown value as an AppError; unknown errors become a generic 500 whose detail is logged. */
+export function toAppError(error: unknown): AppError {
+  if (isAppError(error)) return error;
+  const detail = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
+  return new AppError('internal', 'Something went wrong on our side.', { detail, cause: error });
+}

@@ -1,0 +1,41 @@
+import { BlockList, isIP } from 'node:net';
+
+/** Parses CIDR entries ("10.0.0.0/8", "::1/128", "192.0.2.7") into a BlockList; throws on a bad entry. */
+export function parseCidrList(entries: readonly string[]): BlockList {
+  const list = new BlockList();
+  for (const entry of entries) {
+    const [address = '', prefixText] = entry.split('/');
+    const family = isIP(address);
+    if (family === 0) throw new Error(`"${entry}" is not an IP address or CIDR range`);
+    const type = family === 4 ? 'ipv4' : 'ipv6';
+    const max = family === 4 ? 32 : 128;
+    const prefix = prefixText === undefined ? max : Number(prefixText);
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new Error(`"${entry}" has a bad prefix length`);
+    list.addSubnet(address, prefix, type);
+  }
+  return list;
+}
+
+/** Decides whether a TCP peer may set X-Forwarded-* headers. Results are memoised per address. */
+export class ProxyTrust {
+  readonly #list: BlockList;
+  readonly #memo = new Map<string, boolean>();
+
+  constructor(entries: readonly string[]) {
+    this.#list = parseCidrList(entries);
+  }
+
+  isTrusted(remoteAddress: string | undefined): boolean {
+    if (!remoteAddress) return false;
+    const hit = this.#memo.get(remoteAddress);
+    if (hit !== undefined) return hit;
+    let address = remoteAddress;
+    // IPv4-mapped IPv6 ("::ffff:127.0.0.1") is checked as IPv4.
+    if (address.startsWith('::ffff:') && isIP(address.slice(7)) === 4) address = address.slice(7);
+    const family = isIP(address);
+    const trusted = family !== 0 && this.#list.check(address, family === 4 ? 'ipv4' : 'ipv6');
+    if (this.#memo.size > 10_000) this.#memo.clear();
+    this.#memo.set(remoteAddress, trusted);
+    return trusted;
+  }
+}

@@ -1,0 +1,323 @@
+import { createRemoteJWKSet, errors as joseErrors, type JWTPayload, jwtVerify } from 'jose';
+import * as client from 'openid-client';
+import type { Clock } from '../clock.ts';
+import type { Config } from '../config.ts';
+import { AppError } from '../errors.ts';
+import type { Logger } from '../log.ts';
+
+/**
+ * The only importer of openid-client (STYLE: one owner per library). Speaks the protocol steps
+ * — discover, authorize URL, code grant, refresh grant — and translates every lower-level error
+ * into AppError or RefreshError at this border.
+ */
+
+export interface IdClaims extends JWTPayload {
+  readonly sub: string;
+  readonly exp: number;
+  readonly email?: string;
+  readonly email_verified?: boolean;
+  readonly name?: string;
+  readonly preferred_username?: string;
+  readonly nonce?: string;
+  readonly [claim: string]: unknown;
+}
+
+export interface TokenResult {
+  readonly idToken: string;
+  /** Absent when the provider issued none (no offline_access) — Dex may also return the same one. */
+  readonly refreshToken: string | undefined;
+  readonly claims: IdClaims;
+}
+
+/** How a refresh failed: terminal ends the session; transient keeps it and retries later. */
+export class RefreshError extends Error {
+  readonly kind: 'terminal' | 'transient';
+  readonly status: number | undefined;
+  readonly oauthError: string | undefined;
+  constructor(kind: 'terminal' | 'transient', message: string, status?: number, oauthError?: string) {
+    super(message);
+    this.name = 'RefreshError';
+    this.kind = kind;
+    this.status = status;
+    this.oauthError = oauthError;
+  }
+}
+
+export interface AuthorizationRequest {
+  readonly redirectUri: string;
+  readonly state: string;
+  readonly nonce: string;
+  readonly codeVerifier: string;
+}
+
+export interface OidcProvider {
+  readonly issuer: string;
+  /** 'ready' once discovery succeeded. */
+  status(): 'ready' | 'unavailable';
+  /** The provider's end_session_endpoint when discovery offers one (released Dex has none). */
+  endSessionEndpoint(): string | undefined;
+  authorizationUrl(request: AuthorizationRequest): Promise<string>;
+  exchangeCode(callbackUrl: URL, request: AuthorizationRequest): Promise<TokenResult>;
+  refresh(refreshToken: string): Promise<TokenResult>;
+  /** Verifies an ID token (signature via JWKS, iss, aud, exp) and returns its claims. */
+  verifyIdToken(idToken: string, expectedNonce?: string): Promise<IdClaims>;
+  close(): void;
+}
+
+export function newLoginSecrets(): { state: string; nonce: string; codeVerifier: string } {
+  return {
+    state: client.randomState(),
+    nonce: client.randomNonce(),
+    codeVerifier: client.randomPKCECodeVerifier(),
+  };
+}
+
+interface Discovered {
+  readonly configuration: client.Configuration;
+  readonly jwks: ReturnType<typeof createRemoteJWKSet>;
+  readonly algorithms: string[];
+}
+
+export interface OidcProviderOptions {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly clock: Clock;
+  /** Per-call timeout for provider requests, ms. */
+  readonly timeoutMs?: number;
+}
+
+/**
+ * Discovery runs in the background and is retried with back-off (1 s → 30 s) so a briefly
+ * unreachable Dex never crash-loops the service; callers that need it get a clean 503 meanwhile.
+ */
+export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
+  const { config, log, clock } = options;
+  const timeoutSeconds = Math.ceil((options.timeoutMs ?? 10_000) / 1000);
+  let discovered: Discovered | undefined;
+  let inflight: Promise<Discovered | undefined> | undefined;
+  let lastAttempt = 0;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let backoff = 1_000;
+  let closed = false;
+
+  const discover = async (): Promise<Discovered | undefined> => {
+    lastAttempt = clock.now();
+    try {
+      const execute = config.allowInsecureHttp ? [client.allowInsecureRequests] : [];
+      const configuration = await client.discovery(
+        new URL(config.issuerUrl),
+        config.clientId,
+        undefined,
+        client.ClientSecretBasic(config.clientSecret),
+        { execute, timeout: timeoutSeconds },
+      );
+      const metadata = configuration.serverMetadata();
+      if (metadata.issuer !== config.issuerUrl) {
+        throw new Error(`discovery issuer "${metadata.issuer}" differs from OIDC_ISSUER_URL "${config.issuerUrl}"`);
+      }
+      if (!metadata.jwks_uri) throw new Error('discovery has no jwks_uri');
+      const jwks = createRemoteJWKSet(new URL(metadata.jwks_uri), {
+        timeoutDuration: options.timeoutMs ?? 10_000,
+        cooldownDuration: 30_000,
+        cacheMaxAge: 600_000,
+      });
+      const algorithms = metadata.id_token_signing_alg_values_supported?.filter((a) => a !== 'none') ?? ['RS256'];
+      const result = { configuration, jwks, algorithms: algorithms.length > 0 ? algorithms : ['RS256'] };
+      discovered = result;
+      backoff = 1_000;
+      log.info({ issuer: config.issuerUrl }, 'oidc provider discovered');
+      return result;
+    } catch (error) {
+      log.warn(
+        { issuer: config.issuerUrl, err: { message: (error as Error).message }, retryInMs: backoff },
+        'oidc discovery failed; will retry',
+      );
+      scheduleRetry();
+      return undefined;
+    }
+  };
+
+  const scheduleRetry = (): void => {
+    if (closed || retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      if (!discovered) void ensure();
+    }, backoff);
+    retryTimer.unref();
+    backoff = Math.min(backoff * 2, 30_000);
+  };
+
+  const ensure = (): Promise<Discovered | undefined> => {
+    if (discovered) return Promise.resolve(discovered);
+    inflight ??= discover().finally(() => {
+      inflight = undefined;
+    });
+    return inflight;
+  };
+
+  const ready = async (): Promise<Discovered> => {
+    // On demand, try again at most once a second while discovery is failing.
+    const d = discovered ?? (inflight || clock.now() - lastAttempt >= 1_000 ? await ensure() : undefined);
+    if (!d) {
+      throw new AppError('provider_unavailable', 'The identity provider cannot be reached right now. Please try again shortly.', {
+        detail: 'oidc discovery has not succeeded',
+        headers: { 'Retry-After': '5' },
+      });
+    }
+    return d;
+  };
+
+  void ensure();
+
+  const verify = async (d: Discovered, idToken: string, expectedNonce?: string): Promise<IdClaims> => {
+    const { payload } = await jwtVerify(idToken, d.jwks, {
+      issuer: config.issuerUrl,
+      audience: config.clientId,
+      algorithms: d.algorithms,
+      currentDate: new Date(clock.now()),
+      requiredClaims: ['sub', 'exp', 'iat'],
+    });
+    if (expectedNonce !== undefined && payload['nonce'] !== expectedNonce) {
+      throw new AppError('login_state_invalid', 'The login could not be verified. Please sign in again.', {
+        detail: 'id token nonce mismatch',
+      });
+    }
+    return payload as IdClaims;
+  };
+
+  const tokenResult = async (
+    d: Discovered,
+    response: client.TokenEndpointResponse,
+    expectedNonce?: string,
+  ): Promise<TokenResult> => {
+    const idToken = response.id_token;
+    if (!idToken) throw new Error('the token response has no id_token');
+    const claims = await verify(d, idToken, expectedNonce);
+    return { idToken, refreshToken: response.refresh_token, claims };
+  };
+
+  return {
+    issuer: config.issuerUrl,
+    status: () => (discovered ? 'ready' : 'unavailable'),
+    endSessionEndpoint: () => discovered?.configuration.serverMetadata().end_session_endpoint,
+
+    async authorizationUrl(request) {
+      const d = await ready();
+      const url = client.buildAuthorizationUrl(d.configuration, {
+        redirect_uri: request.redirectUri,
+        scope: config.scopes.join(' '),
+        state: request.state,
+        nonce: request.nonce,
+        code_challenge: await client.calculatePKCECodeChallenge(request.codeVerifier),
+        code_challenge_method: 'S256',
+      });
+      return url.toString();
+    },
+
+    async exchangeCode(callbackUrl, request) {
+      const d = await ready();
+      try {
+        const response = await client.authorizationCodeGrant(
+          d.configuration,
+          callbackUrl,
+          {
+            pkceCodeVerifier: request.codeVerifier,
+            expectedState: request.state,
+            expectedNonce: request.nonce,
+            idTokenExpected: true,
+          },
+          { redirect_uri: request.redirectUri },
+        );
+        return await tokenResult(d, response, request.nonce);
+      } catch (error) {
+        throw translateCodeError(error);
+      }
+    },
+
+    async refresh(refreshToken) {
+      let d: Discovered;
+      try {
+        d = await ready();
+      } catch {
+        throw new RefreshError('transient', 'provider not discovered');
+      }
+      let response: client.TokenEndpointResponse;
+      try {
+        response = await client.refreshTokenGrant(d.configuration, refreshToken);
+      } catch (error) {
+        throw classifyRefreshError(error);
+      }
+      try {
+        const result = await tokenResult(d, response);
+        // Dex returns the same refresh token inside its reuse window; keep the old one if none came.
+        return { ...result, refreshToken: result.refreshToken ?? refreshToken };
+      } catch (error) {
+        if (error instanceof joseErrors.JOSEError) {
+          throw new RefreshError('terminal', `refreshed id token rejected: ${error.code}`);
+        }
+        throw new RefreshError('transient', `refresh response unusable: ${(error as Error).message}`);
+      }
+    },
+
+    async verifyIdToken(idToken, expectedNonce) {
+      return verify(await ready(), idToken, expectedNonce);
+    },
+
+    close() {
+      closed = true;
+      if (retryTimer) clearTimeout(retryTimer);
+    },
+  };
+}
+
+function translateCodeError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  if (error instanceof client.AuthorizationResponseError) {
+    return new AppError('provider_denied', 'The identity provider did not complete the sign-in.', {
+      detail: `authorization response error: ${error.error}`,
+    });
+  }
+  if (error instanceof client.ResponseBodyError) {
+    const status = error.status;
+    if (status >= 500) {
+      return new AppError('provider_error', 'The identity provider failed while finishing the sign-in.', {
+        detail: `token endpoint ${status} ${error.error}`,
+      });
+    }
+    return new AppError('login_state_invalid', 'This sign-in link has expired or was already used. Please sign in again.', {
+      detail: `token endpoint ${status} ${error.error}`,
+    });
+  }
+  if (error instanceof joseErrors.JOSEError) {
+    return new AppError('login_state_invalid', 'The identity token could not be verified. Please sign in again.', {
+      detail: `id token rejected: ${error.code}`,
+    });
+  }
+  const e = error as { code?: string; message?: string; name?: string };
+  if (e?.code?.startsWith?.('OAUTH_') && e.code !== 'OAUTH_RESPONSE_IS_NOT_CONFORM') {
+    return new AppError('login_state_invalid', 'The sign-in response could not be verified. Please sign in again.', {
+      detail: `${e.code}: ${e.message}`,
+    });
+  }
+  return new AppError('provider_unavailable', 'The identity provider cannot be reached right now. Please try again shortly.', {
+    detail: `${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`,
+    headers: { 'Retry-After': '5' },
+  });
+}
+
+/** Dex answers most refusals with 400 invalid_request (spec A9): any 4xx is terminal. */
+export function classifyRefreshError(error: unknown): RefreshError {
+  if (error instanceof client.ResponseBodyError) {
+    const kind = error.status >= 400 && error.status < 500 ? 'terminal' : 'transient';
+    return new RefreshError(kind, `token endpoint answered ${error.status} ${error.error}`, error.status, error.error);
+  }
+  const e = error as { code?: string; message?: string; cause?: unknown };
+  if (e?.code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' || e?.code === 'OAUTH_INVALID_RESPONSE') {
+    // A non-JSON error page (proxy 502 etc.) or a malformed answer: treat as transient.
+    const status = (e.cause as { status?: number } | undefined)?.status;
+    if (status !== undefined && status >= 400 && status < 500) {
+      return new RefreshError('terminal', `token endpoint answered ${status}`, status);
+    }
+  }
+  return new RefreshError('transient', `token endpoint unreachable: ${e?.message ?? String(error)}`);
+}

@@ -1,0 +1,112 @@
+import type { Clock } from '../clock.ts';
+import { systemClock } from '../clock.ts';
+import type { Store } from './store.ts';
+
+interface Entry {
+  value: string;
+  expiresAt: number;
+}
+
+/**
+ * In-process store for a single replica (REDIS_URL unset). Expired entries are dropped on read
+ * and by a periodic sweep; the number of entries is capped so memory stays bounded.
+ */
+export class MemoryStore implements Store {
+  readonly kind = 'memory' as const;
+  readonly #entries = new Map<string, Entry>();
+  readonly #clock: Clock;
+  readonly #maxEntries: number;
+  readonly #sweeper: NodeJS.Timeout;
+
+  constructor(options: { clock?: Clock; maxEntries?: number } = {}) {
+    this.#clock = options.clock ?? systemClock;
+    this.#maxEntries = options.maxEntries ?? 1_000_000;
+    this.#sweeper = setInterval(() => this.sweep(), 30_000);
+    this.#sweeper.unref();
+  }
+
+  #live(key: string): Entry | undefined {
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return undefined;
+    if (entry.expiresAt <= this.#clock.now()) {
+      this.#entries.delete(key);
+      return undefined;
+    }
+    return entry;
+  }
+
+  #put(key: string, value: string, ttlMs: number): void {
+    this.#entries.delete(key);
+    if (this.#entries.size >= this.#maxEntries) {
+      // Evict the oldest insertion: Map iteration order is insertion order.
+      const oldest = this.#entries.keys().next();
+      if (!oldest.done) this.#entries.delete(oldest.value);
+    }
+    this.#entries.set(key, { value, expiresAt: this.#clock.now() + Math.max(1, ttlMs) });
+  }
+
+  async get(key: string): Promise<string | null> {
+    return this.#live(key)?.value ?? null;
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    this.#put(key, value, ttlMs);
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    if (this.#live(key)) return false;
+    this.#put(key, value, ttlMs);
+    return true;
+  }
+
+  async del(key: string): Promise<void> {
+    this.#entries.delete(key);
+  }
+
+  async deleteIfEquals(key: string, value: string): Promise<boolean> {
+    if (this.#live(key)?.value !== value) return false;
+    this.#entries.delete(key);
+    return true;
+  }
+
+  async expireIfEquals(key: string, value: string, ttlMs: number): Promise<boolean> {
+    const entry = this.#live(key);
+    if (entry?.value !== value) return false;
+    entry.expiresAt = this.#clock.now() + Math.max(1, ttlMs);
+    return true;
+  }
+
+  async increment(key: string, ttlMs: number): Promise<number> {
+    const entry = this.#live(key);
+    if (!entry) {
+      this.#put(key, '1', ttlMs);
+      return 1;
+    }
+    const next = (Number.parseInt(entry.value, 10) || 0) + 1;
+    entry.value = String(next);
+    return next;
+  }
+
+  async ttl(key: string): Promise<number> {
+    const entry = this.#live(key);
+    return entry ? entry.expiresAt - this.#clock.now() : -2;
+  }
+
+  async ping(): Promise<boolean> {
+    return true;
+  }
+
+  sweep(): void {
+    const now = this.#clock.now();
+    for (const [key, entry] of this.#entries) if (entry.expiresAt <= now) this.#entries.delete(key);
+  }
+
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.#sweeper);
+    this.#entries.clear();
+  }
+}

@@ -1,0 +1,143 @@
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
+import type { RedisSettings } from '../config.ts';
+import type { Logger } from '../log.ts';
+import { type Store, StoreUnavailableError } from './store.ts';
+
+const DELETE_IF_EQUALS = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
+const EXPIRE_IF_EQUALS = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
+const INCREMENT = `local v = redis.call('INCR', KEYS[1]) if v == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return v`;
+
+type Client = Redis | Cluster;
+
+interface Scripts {
+  dfaDeleteIfEquals(key: string, value: string): Promise<number>;
+  dfaExpireIfEquals(key: string, value: string, ttl: number): Promise<number>;
+  dfaIncrement(key: string, ttl: number): Promise<number>;
+}
+
+/** Builds the ioredis client for single, Sentinel or Cluster deployments (DESIGN §8). */
+export function createRedisClient(settings: RedisSettings): Client {
+  // Fail fast while Redis is away (no offline queue, one short retry): callers degrade instead
+  // of piling up requests. Reconnect in the background with a capped back-off.
+  const common: RedisOptions = {
+    enableAutoPipelining: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2_000,
+    commandTimeout: 1_000,
+    retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 4), 1_000),
+    lazyConnect: false,
+    ...(settings.username ? { username: settings.username } : {}),
+    ...(settings.password ? { password: settings.password } : {}),
+  };
+  switch (settings.mode) {
+    case 'single':
+      return new Redis(settings.url, common);
+    case 'sentinel':
+      return new Redis({
+        ...common,
+        sentinels: settings.sentinels.map((s) => ({ host: s.host, port: s.port })),
+        name: settings.name,
+        ...(settings.password ? { sentinelPassword: settings.password } : {}),
+        ...(settings.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+      });
+    case 'cluster':
+      return new Cluster(
+        settings.nodes.map((n) => ({ host: n.host, port: n.port })),
+        {
+          enableAutoPipelining: true,
+          enableOfflineQueue: false,
+          clusterRetryStrategy: (times) => Math.min(100 * 2 ** Math.min(times, 4), 1_000),
+          redisOptions: { ...common, ...(settings.tls ? { tls: {} } : {}) },
+        },
+      );
+  }
+}
+
+/** The Store on Redis. Every failure surfaces as StoreUnavailableError. */
+export class RedisStore implements Store {
+  readonly kind = 'redis' as const;
+  readonly #client: Client & Scripts;
+  readonly #prefix: string;
+
+  constructor(client: Client, options: { prefix?: string; log?: Logger } = {}) {
+    this.#prefix = options.prefix ?? 'dfa:';
+    client.defineCommand('dfaDeleteIfEquals', { numberOfKeys: 1, lua: DELETE_IF_EQUALS });
+    client.defineCommand('dfaExpireIfEquals', { numberOfKeys: 1, lua: EXPIRE_IF_EQUALS });
+    client.defineCommand('dfaIncrement', { numberOfKeys: 1, lua: INCREMENT });
+    let lastLogged = 0;
+    client.on('error', (error: Error) => {
+      // ioredis emits an error per reconnect attempt; log at most every 10 s.
+      const now = Date.now();
+      if (now - lastLogged > 10_000) {
+        lastLogged = now;
+        options.log?.warn({ err: { message: error.message } }, 'redis unavailable');
+      }
+    });
+    this.#client = client as Client & Scripts;
+  }
+
+  get client(): Client {
+    return this.#client;
+  }
+
+  async #run<T>(op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (error) {
+      throw new StoreUnavailableError(`redis: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  get(key: string): Promise<string | null> {
+    return this.#run(() => this.#client.get(this.#prefix + key));
+  }
+
+  async set(key: string, value: string, ttlMs: number): Promise<void> {
+    await this.#run(() => this.#client.set(this.#prefix + key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
+  }
+
+  async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
+    const result = await this.#run(() =>
+      this.#client.set(this.#prefix + key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'),
+    );
+    return result === 'OK';
+  }
+
+  async del(key: string): Promise<void> {
+    await this.#run(() => this.#client.del(this.#prefix + key));
+  }
+
+  async deleteIfEquals(key: string, value: string): Promise<boolean> {
+    return (await this.#run(() => this.#client.dfaDeleteIfEquals(this.#prefix + key, value))) === 1;
+  }
+
+  async expireIfEquals(key: string, value: string, ttlMs: number): Promise<boolean> {
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    return (await this.#run(() => this.#client.dfaExpireIfEquals(this.#prefix + key, value, ttl))) === 1;
+  }
+
+  increment(key: string, ttlMs: number): Promise<number> {
+    return this.#run(() => this.#client.dfaIncrement(this.#prefix + key, Math.max(1, Math.ceil(ttlMs))));
+  }
+
+  ttl(key: string): Promise<number> {
+    return this.#run(() => this.#client.pttl(this.#prefix + key));
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      return (await this.#client.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.#client.quit();
+    } catch {
+      this.#client.disconnect();
+    }
+  }
+}

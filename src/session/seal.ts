@@ -1,0 +1,49 @@
+import { hash } from 'node:crypto';
+import { sealData, unsealData } from 'iron-session';
+import type { CookieSecret } from '../config.ts';
+
+/**
+ * Sealed cookie values (iron-session: AES-256-CBC + HMAC-SHA256, expiry inside the seal).
+ * The first COOKIE_SECRETS entry seals; every entry unseals, so secrets rotate by list.
+ */
+export class Sealer {
+  readonly #sealPassword: Record<number, string>;
+  readonly #unsealPasswords: Record<number, string>;
+  readonly #currentId: string;
+
+  constructor(secrets: readonly CookieSecret[]) {
+    const first = secrets[0];
+    if (!first) throw new Error('at least one cookie secret is required');
+    this.#currentId = String(numericId(first.id));
+    this.#sealPassword = { [numericId(first.id)]: first.secret };
+    this.#unsealPasswords = Object.fromEntries(secrets.map((s) => [numericId(s.id), s.secret]));
+  }
+
+  /** Seals `data`; the seal itself expires after `ttlSeconds`. */
+  seal(data: Record<string, unknown>, ttlSeconds: number): Promise<string> {
+    return sealData(data, { password: this.#sealPassword, ttl: Math.max(1, Math.ceil(ttlSeconds)) });
+  }
+
+  /** The sealed data, or undefined when the value is not a valid, unexpired seal of ours. */
+  async unseal<T extends object>(value: string): Promise<T | undefined> {
+    if (value.length < 40 || value.length > 4096 || !value.startsWith('Fe26.2*')) return undefined;
+    try {
+      // ttl 0: the expiry embedded in the seal is what counts.
+      const data = await unsealData<T>(value, { password: this.#unsealPasswords, ttl: 0 });
+      return Object.keys(data).length === 0 ? undefined : data;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** True when `value` was sealed with a secret other than the current (first) one. */
+  isSealedWithOldSecret(value: string): boolean {
+    return value.split('*', 3)[1] !== this.#currentId;
+  }
+}
+
+/** iron-session needs numeric password ids; map ours stably (digits as is, else a 31-bit hash). */
+function numericId(id: string): number {
+  if (/^\d{1,9}$/.test(id)) return Number(id);
+  return Number.parseInt(hash('sha256', id, 'hex').slice(0, 7), 16) + 1_000_000_000;
+}

@@ -1,0 +1,33 @@
+/**
+ * The storage seam (DESIGN §5): a small key-value contract with expiry, implemented in memory
+ * (one replica only) and on Redis. Values are opaque strings; callers encrypt what is secret.
+ * One contract test suite (test/unit/store-contract.test.ts) runs against both.
+ */
+export interface Store {
+  readonly kind: 'memory' | 'redis';
+  get(key: string): Promise<string | null>;
+  /** Sets with a time to live in milliseconds (> 0). */
+  set(key: string, value: string, ttlMs: number): Promise<void>;
+  /** Sets only when absent (SET NX PX); true when this call set it. */
+  setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean>;
+  del(key: string): Promise<void>;
+  /** Deletes only when the current value equals `value` (lock release); true when deleted. */
+  deleteIfEquals(key: string, value: string): Promise<boolean>;
+  /** Extends the TTL only when the current value equals `value` (lock lease renewal). */
+  expireIfEquals(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /** Increments a counter, setting its TTL when it is created; returns the new value. */
+  increment(key: string, ttlMs: number): Promise<number>;
+  /** Remaining TTL in ms, or -1 without one / -2 when absent. */
+  ttl(key: string): Promise<number>;
+  /** True when the backing store answers. */
+  ping(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+/** Thrown by stores when the backend cannot be reached: callers degrade, never log users out. */
+export class StoreUnavailableError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreUnavailableError';
+  }
+}

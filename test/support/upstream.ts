@@ -1,0 +1,81 @@
+/**
+ * A recording "backend" on 127.0.0.1 for proxy tests: answers every request
+ * 200 with a JSON echo of what it received.
+ */
+import { createServer, type IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+export interface RecordedRequest {
+  method: string;
+  url: string;
+  /** rawHeaders as [name, value] pairs, in arrival order, duplicates kept. */
+  headers: [string, string][];
+  host: string | undefined;
+}
+
+export interface Upstream {
+  url: string;
+  port: number;
+  requests: RecordedRequest[];
+  close(): Promise<void>;
+}
+
+/** All values of header `name` (case-insensitive) in a recorded request. */
+export function headerValues(req: Pick<RecordedRequest, 'headers'>, name: string): string[] {
+  const lower = name.toLowerCase();
+  return req.headers.filter(([n]) => n.toLowerCase() === lower).map(([, v]) => v);
+}
+
+function pairs(raw: readonly string[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
+  return out;
+}
+
+function record(req: IncomingMessage): RecordedRequest {
+  return {
+    method: req.method ?? '',
+    url: req.url ?? '',
+    headers: pairs(req.rawHeaders),
+    host: req.headers.host,
+  };
+}
+
+export async function startUpstream(): Promise<Upstream> {
+  const requests: RecordedRequest[] = [];
+  const server = createServer((req, res) => {
+    const entry = record(req);
+    requests.push(entry);
+    req.resume(); // drain any body so keep-alive connections stay usable
+    req.on('end', () => {
+      const body = JSON.stringify(entry);
+      const path = entry.url.split('?')[0];
+      if (path === '/set-backend-cookie') res.setHeader('Set-Cookie', 'backend=1; Path=/');
+      res.writeHead(200, {
+        'Content-Type': 'application/json; charset=utf-8',
+        'Content-Length': Buffer.byteLength(body),
+      });
+      res.end(body);
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  let closed = false;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    requests,
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
