@@ -1,5 +1,4 @@
 import { readFileSync } from 'node:fs';
-import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseCidrList } from './forward/trust.ts';
@@ -353,6 +352,7 @@ export function parseConfig(
     cookieDomain = cookieDomain.toLowerCase();
   }
 
+  const cookieSecure = bool('COOKIE_SECURE', true);
   const sessionTtlMs = duration('SESSION_TTL', '168h');
   const refreshSkewMs = duration('REFRESH_SKEW', '30s');
 
@@ -432,7 +432,7 @@ export function parseConfig(
     cookieSecrets: Object.freeze(cookieSecrets),
     cookieName,
     cookieDomain,
-    cookieSecure: bool('COOKIE_SECURE', true),
+    cookieSecure,
     sessionTtlMs,
     refreshSkewMs,
     redis,
@@ -508,9 +508,4 @@ export function loadConfig(
 ): Config {
   const { raw, problems } = collectSettings(env, readFile);
   return parseConfig(raw, problems, readFile);
-}
-
-/** True when `host` is an IP literal (v4 or v6, brackets allowed). */
-export function isIpHost(host: string): boolean {
-  return isIP(host.replace(/^\[|\]$/g, '')) !== 0;
 }

@@ -50,11 +50,21 @@ export class AppError extends Error {
   readonly detail: string | undefined;
   /** Extra response headers (Retry-After, WWW-Authenticate …). */
   readonly headers: Readonly<Record<string, string>>;
+  /** Set-Cookie lines to send with the error (e.g. clearing a used login cookie). */
+  readonly cookies: readonly string[];
+  /** A link the error page offers (e.g. "Sign in again"). */
+  readonly action: { readonly href: string; readonly label: string } | undefined;
 
   constructor(
     code: ErrorCode,
     publicMessage: string,
-    options: { detail?: string; headers?: Record<string, string>; cause?: unknown } = {},
+    options: {
+      detail?: string;
+      headers?: Record<string, string>;
+      cookies?: readonly string[];
+      action?: { href: string; label: string };
+      cause?: unknown;
+    } = {},
   ) {
     super(`${code}: ${publicMessage}`, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'AppError';
@@ -63,6 +73,8 @@ export class AppError extends Error {
     this.publicMessage = publicMessage;
     this.detail = options.detail;
     this.headers = options.headers ?? {};
+    this.cookies = options.cookies ?? [];
+    this.action = options.action;
   }
 }
 

@@ -1,4 +1,4 @@
-import { pino, type Logger, type LoggerOptions } from 'pino';
+import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
 
 export type { Logger };
 
@@ -35,7 +35,7 @@ export function createLogger(
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   };
-  if (options.destination) return pino(base, options.destination as pino.DestinationStream);
+  if (options.destination) return pino(base, options.destination as DestinationStream);
   return pino(base);
 }
 

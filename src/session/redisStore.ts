@@ -125,6 +125,22 @@ export class RedisStore implements Store {
     return this.#run(() => this.#client.pttl(this.#prefix + key));
   }
 
+  /** Resolves when connected, or after `timeoutMs` (start-up never waits on Redis for long). */
+  async ready(timeoutMs = 2_000): Promise<boolean> {
+    if (this.#client.status === 'ready') return true;
+    return await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => {
+        this.#client.off('ready', onReady);
+        resolve(false);
+      }, timeoutMs);
+      const onReady = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      this.#client.once('ready', onReady);
+    });
+  }
+
   async ping(): Promise<boolean> {
     try {
       return (await this.#client.ping()) === 'PONG';

@@ -246,10 +246,16 @@ export class SessionService {
     }
   }
 
-  /** Reads the identity of a cookie without refreshing (for pages). */
-  async peek(cookie: string): Promise<SessionRecord | undefined> {
-    const resolution = await this.resolve(cookie);
-    return resolution.kind === 'valid' ? resolution.record : undefined;
+  /** The identity behind a cookie as last stored, without refreshing (for logs and pages). */
+  async peekIdentity(cookie: string): Promise<Identity | undefined> {
+    const now = this.#clock.now();
+    const unsealed = await this.#unseal(cookie, now);
+    if (!unsealed) return undefined;
+    try {
+      return (await this.#loadRecord(unsealed.keys))?.identity ?? this.#records.get(unsealed.keys.lookup, now)?.identity;
+    } catch {
+      return this.#records.get(unsealed.keys.lookup, now)?.identity;
+    }
   }
 
   /** Marks a one-time value used (login state); false when it was already used. */

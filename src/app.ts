@@ -1,0 +1,121 @@
+import { readFileSync } from 'node:fs';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import express from 'express';
+import helmet from 'helmet';
+import { defaultAuthorizer } from './authz/policy.ts';
+import { type Clock, systemClock } from './clock.ts';
+import type { Config } from './config.ts';
+import type { Deps } from './deps.ts';
+import { ReturnUrlGuard } from './forward/returnUrl.ts';
+import { ProxyTrust } from './forward/trust.ts';
+import { helmetHeaders } from './http/security.ts';
+import { Views } from './http/views.ts';
+import type { Logger } from './log.ts';
+import { createMetrics } from './metrics.ts';
+import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
+import { createForwardAuthHandler } from './routes/auth.ts';
+import { directRoutes } from './routes/direct.ts';
+import { CookieNames } from './session/cookieNames.ts';
+import { MemoryStore } from './session/memoryStore.ts';
+import { createRedisClient, RedisStore } from './session/redisStore.ts';
+import { Sealer } from './session/seal.ts';
+import { SessionService } from './session/sessions.ts';
+import type { Store } from './session/store.ts';
+
+function readVersion(): string {
+  for (const candidate of ['../package.json', '../../package.json']) {
+    try {
+      return (JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { version: string }).version;
+    } catch {
+      // try the next location (src/ when run from source, dist/src/ when built)
+    }
+  }
+  return '0.0.0';
+}
+
+export const VERSION = readVersion();
+
+export interface BuildOptions {
+  readonly log: Logger;
+  readonly clock?: Clock;
+  /** Injected store (tests); otherwise Redis when configured, else memory. */
+  readonly store?: Store;
+  readonly oidc?: OidcProvider;
+}
+
+/** Builds every dependency from a Config. No I/O beyond opening connections. */
+export function buildDeps(config: Config, options: BuildOptions): Deps {
+  const { log } = options;
+  const clock = options.clock ?? systemClock;
+  const metrics = createMetrics(VERSION);
+  let store = options.store;
+  if (!store) {
+    if (config.redis) {
+      store = new RedisStore(createRedisClient(config.redis), { log });
+    } else {
+      log.warn('REDIS_URL is not set: sessions are kept in memory; run ONE replica only');
+      store = new MemoryStore({ clock });
+    }
+  }
+  const oidc = options.oidc ?? createOidcProvider({ config, log, clock });
+  if (config.allowInsecureHttp) {
+    log.warn({ issuer: config.issuerUrl }, 'OIDC_ALLOW_INSECURE_HTTP=true: talking to the identity provider without TLS (demos and tests only)');
+  }
+  const sealer = new Sealer(config.cookieSecrets);
+  const sessions = new SessionService({
+    config,
+    store,
+    oidc,
+    sealer,
+    clock,
+    log,
+    events: {
+      refresh: (result) => metrics.refresh(result),
+      lockWait: () => metrics.lockWait(),
+      storeError: () => {
+        metrics.storeError();
+        metrics.setDegraded(true);
+      },
+    },
+  });
+  const views = new Views();
+  return {
+    config,
+    log,
+    clock,
+    metrics,
+    oidc,
+    store,
+    sealer,
+    sessions,
+    cookies: new CookieNames(config),
+    trust: new ProxyTrust(config.trustedProxies),
+    returnUrls: new ReturnUrlGuard(config.allowedRedirectDomains),
+    authorizer: defaultAuthorizer,
+    views,
+    pageHeaders: helmetHeaders(views.contentSecurityPolicy),
+  };
+}
+
+/**
+ * The request listener: the forward-auth endpoints on a raw fast path, everything else through
+ * Express (helmet, direct routes, the one error middleware). Wiring only.
+ */
+export function createApp(deps: Deps): RequestListener {
+  const traefik = createForwardAuthHandler(deps, 'redirect');
+  const nginx = createForwardAuthHandler(deps, 'status-only');
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('trust proxy', false);
+  app.use(helmet({ contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"] } }, strictTransportSecurity: false }));
+  app.use(directRoutes(deps));
+
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    if (path === '/auth') void traefik(req, res);
+    else if (path === '/oauth2/auth') void nginx(req, res);
+    else app(req, res);
+  };
+}

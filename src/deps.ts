@@ -1,0 +1,32 @@
+import type { Authorizer } from './authz/policy.ts';
+import type { Clock } from './clock.ts';
+import type { Config } from './config.ts';
+import type { ProxyTrust } from './forward/trust.ts';
+import type { ReturnUrlGuard } from './forward/returnUrl.ts';
+import type { Views } from './http/views.ts';
+import type { Logger } from './log.ts';
+import type { Metrics } from './metrics.ts';
+import type { OidcProvider } from './oidc/provider.ts';
+import type { CookieNames } from './session/cookieNames.ts';
+import type { Sealer } from './session/seal.ts';
+import type { SessionService } from './session/sessions.ts';
+import type { Store } from './session/store.ts';
+
+/** Everything a handler may use; built once by main (or a test) and passed down. */
+export interface Deps {
+  readonly config: Config;
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly metrics: Metrics;
+  readonly oidc: OidcProvider;
+  readonly store: Store;
+  readonly sealer: Sealer;
+  readonly sessions: SessionService;
+  readonly cookies: CookieNames;
+  readonly trust: ProxyTrust;
+  readonly returnUrls: ReturnUrlGuard;
+  readonly authorizer: Authorizer;
+  readonly views: Views;
+  /** helmet's headers plus our CSP, for every HTML page. */
+  readonly pageHeaders: Readonly<Record<string, string>>;
+}

@@ -1,0 +1,105 @@
+import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
+import { wantsHtml } from '../forward/navigation.ts';
+import { type AppError, toAppError } from '../errors.ts';
+import { html, type SafeHtml, type ViewName, type ViewValue, type Views } from './views.ts';
+
+/**
+ * What a handler answers, independent of Express or the raw fast path: a status, headers,
+ * cookies, and either a redirect, a page (for browsers) and/or JSON (for everything else).
+ */
+export interface Reply {
+  readonly status: number;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly cookies?: readonly string[];
+  readonly location?: string;
+  readonly page?: { readonly view: ViewName; readonly title: string; readonly data: Readonly<Record<string, ViewValue>> };
+  /** A page built in code (already escaped). */
+  readonly html?: { readonly title: string; readonly content: SafeHtml };
+  readonly json?: unknown;
+  readonly text?: string;
+}
+
+export interface ReplyContext {
+  readonly views: Views;
+  readonly pageHeaders: Readonly<Record<string, string>>;
+  readonly requestId: string;
+}
+
+/** Writes a reply. Every answer carries Cache-Control: no-store (DESIGN §4.7). */
+export function writeReply(
+  res: ServerResponse,
+  reply: Reply,
+  requestHeaders: IncomingHttpHeaders,
+  ctx: ReplyContext,
+  method = 'GET',
+): void {
+  res.statusCode = reply.status;
+  res.setHeader('Cache-Control', 'no-store');
+  if (reply.headers) for (const [name, value] of Object.entries(reply.headers)) res.setHeader(name, value);
+  if (reply.cookies && reply.cookies.length > 0) res.setHeader('Set-Cookie', reply.cookies as string[]);
+  if (reply.location) res.setHeader('Location', reply.location);
+
+  let body: string | undefined;
+  const browser = wantsHtml(requestHeaders);
+  if ((reply.page || reply.html) && (browser || reply.json === undefined)) {
+    for (const [name, value] of Object.entries(ctx.pageHeaders)) res.setHeader(name, value);
+    res.setHeader('Content-Type', 'text/html; charset=utf-8');
+    body = reply.page
+      ? ctx.views.render(reply.page.view, reply.page.title, reply.page.data, ctx.requestId)
+      : ctx.views.page(reply.html!.title, reply.html!.content, ctx.requestId);
+  } else if (reply.json !== undefined) {
+    res.setHeader('Content-Type', 'application/json; charset=utf-8');
+    res.setHeader('X-Content-Type-Options', 'nosniff');
+    body = JSON.stringify(reply.json);
+  } else if (reply.text !== undefined) {
+    res.setHeader('Content-Type', 'text/plain; charset=utf-8');
+    body = reply.text;
+  }
+  if (body === undefined) {
+    res.setHeader('Content-Length', '0');
+    res.end();
+    return;
+  }
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(method === 'HEAD' ? undefined : body);
+}
+
+const TITLES: Partial<Record<AppError['code'], string>> = {
+  unauthenticated: 'Sign-in required',
+  forbidden: 'Access denied',
+  email_not_verified: 'Email address not verified',
+  login_state_missing: 'Sign-in could not be completed',
+  login_state_invalid: 'Sign-in could not be completed',
+  provider_denied: 'Sign-in was refused',
+  provider_error: 'Identity provider error',
+  provider_unavailable: 'Identity provider unavailable',
+  session_unavailable: 'Session temporarily unavailable',
+  rate_limited: 'Too many sign-in attempts',
+  redirect_loop: 'Sign-in keeps looping',
+  header_too_large: 'Request headers too large',
+  not_found: 'Not found',
+  invalid_forwarded_request: 'Bad request',
+  bad_request: 'Bad request',
+};
+
+/** An error as a reply: a page for browsers, JSON otherwise; never internal detail. */
+export function errorReply(error: unknown, requestId: string): Reply {
+  const e = toAppError(error);
+  const action = e.action;
+  return {
+    status: e.status,
+    headers: e.headers,
+    cookies: e.cookies,
+    page: {
+      view: 'error',
+      title: TITLES[e.code] ?? 'Something went wrong',
+      data: {
+        message: e.publicMessage,
+        status: e.status,
+        code: e.code,
+        action: action ? html`<p><a class="button" href="${action.href}">${action.label}</a></p>` : undefined,
+      },
+    },
+    json: { error: e.code, message: e.publicMessage, status: e.status, requestId },
+  };
+}

@@ -1,0 +1,100 @@
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { type BuildOptions, buildDeps, createApp } from './app.ts';
+import { type Config, ConfigError, loadConfig } from './config.ts';
+import type { Deps } from './deps.ts';
+import { RedisStore } from './session/redisStore.ts';
+import { createLogger, type Logger } from './log.ts';
+
+/**
+ * The process edge: the only reader of process.env. Builds the dependencies, listens, and drains
+ * on SIGTERM (stop accepting, finish in-flight requests within a bound, close Redis).
+ */
+
+export interface RunningService {
+  readonly server: Server;
+  readonly deps: Deps;
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** Node's header limit; above it the client gets 431 with advice (see README: authRequestHeaders). */
+export const MAX_HEADER_BYTES = 32 * 1024;
+
+export async function startService(
+  config: Config,
+  options: Partial<BuildOptions> & { host?: string; drainMs?: number } = {},
+): Promise<RunningService> {
+  const log = options.log ?? createLogger({ level: config.logLevel });
+  const deps = buildDeps(config, { ...options, log });
+  if (deps.store instanceof RedisStore && !(await deps.store.ready(2_000))) {
+    log.warn('redis is not reachable yet; starting degraded and reconnecting in the background');
+  }
+  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 }, createApp(deps));
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return;
+    if (error.code === 'HPE_HEADER_OVERFLOW') {
+      const body = `Request headers too large (limit ${MAX_HEADER_BYTES} bytes). Configure the proxy to forward only the headers the auth service needs (Traefik: authRequestHeaders).\n`;
+      socket.end(
+        `HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, options.host ?? '0.0.0.0', () => resolve());
+  });
+  const port = (server.address() as AddressInfo).port;
+  log.info({ port, store: deps.store.kind, issuer: config.issuerUrl }, 'dex-forward-auth listening');
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closing ??= (async () => {
+      const drainMs = options.drainMs ?? 10_000;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => {
+          server.closeAllConnections();
+          resolve();
+        }, drainMs);
+        timer.unref();
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+      deps.oidc.close();
+      await deps.store.close();
+    })();
+    return closing;
+  };
+  return { server, deps, url: `http://127.0.0.1:${port}`, port, close };
+}
+
+/** `serve`: load config from the environment, start, drain on SIGTERM/SIGINT. */
+export async function serve(env: Readonly<Record<string, string | undefined>> = process.env): Promise<void> {
+  let config: Config;
+  try {
+    config = loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      process.stderr.write(`dex-forward-auth: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
+  const log: Logger = createLogger({ level: config.logLevel, pretty: process.stdout.isTTY });
+  const service = await startService(config, { log });
+  const stop = (signal: string) => {
+    log.info({ signal }, 'draining');
+    service.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once('SIGTERM', () => stop('SIGTERM'));
+  process.once('SIGINT', () => stop('SIGINT'));
+}

@@ -1,0 +1,123 @@
+import express, { type NextFunction, type Request, type Response, type Router } from 'express';
+import type { Deps } from '../deps.ts';
+import { AppError, toAppError } from '../errors.ts';
+import { readOriginalRequest } from '../forward/original.ts';
+import { readCookie } from '../http/cookies.ts';
+import { errorReply, type Reply, writeReply } from '../http/reply.ts';
+import { requestIdOf } from './auth.ts';
+import { finishLogin } from './callback.ts';
+import { startLogin } from './login.ts';
+import { signOut } from './signOut.ts';
+
+/**
+ * Endpoints reached on a direct route to the service (a central auth host, or an IngressRoute for
+ * PathPrefix(/oauth2) on the protected host): they may answer with pages and JSON.
+ */
+export function directRoutes(deps: Deps): Router {
+  const router = express.Router();
+  const send = (req: Request, res: Response, reply: Reply): void =>
+    writeReply(res, reply, req.headers, { views: deps.views, pageHeaders: deps.pageHeaders, requestId: requestIdOf(req) }, req.method);
+  const route =
+    (handler: (req: Request) => Promise<Reply>) =>
+    (req: Request, res: Response, next: NextFunction): void => {
+      handler(req).then((reply) => send(req, res, reply), next);
+    };
+
+  router.get(
+    '/oauth2/start',
+    route(async (req) => {
+      const original = readOriginalRequest(req, deps.trust);
+      const rd = typeof req.query['rd'] === 'string' ? req.query['rd'] : undefined;
+      const target = deps.returnUrls.check(rd, original) ?? `${original.proto}://${original.host}/`;
+      return startLogin(deps, original, target, req.headers.cookie);
+    }),
+  );
+
+  router.get(
+    '/oauth2/callback',
+    route((req) => finishLogin(deps, readOriginalRequest(req, deps.trust), req.headers.cookie)),
+  );
+
+  const signOutRoute = route((req) =>
+    signOut(deps, readOriginalRequest(req, deps.trust), req.headers.cookie, { viaForwardAuth: false }),
+  );
+  router.get('/oauth2/sign_out', signOutRoute);
+  router.post('/oauth2/sign_out', signOutRoute);
+
+  router.get(
+    '/oauth2/userinfo',
+    route(async (req) => {
+      const cookie = readCookie(req.headers.cookie, deps.cookies.session);
+      const session = cookie ? await deps.sessions.resolve(cookie) : undefined;
+      if (session?.kind !== 'valid') {
+        throw new AppError('unauthenticated', 'Sign-in required.', {
+          headers: { 'WWW-Authenticate': 'Bearer realm="dex-forward-auth"' },
+        });
+      }
+      const { identity, tokenExp } = session.record;
+      const cookies = session.setCookie
+        ? [deps.cookies.set(deps.cookies.session, session.setCookie, (session.sessionEnd - deps.clock.now()) / 1000)]
+        : [];
+      return {
+        status: 200,
+        cookies,
+        json: {
+          user: identity.user,
+          email: identity.email,
+          emailVerified: identity.emailVerified,
+          groups: identity.groups,
+          name: identity.name,
+          preferredUsername: identity.preferredUsername,
+          sub: identity.sub,
+          tokenExpiresAt: new Date(tokenExp).toISOString(),
+          sessionEndsAt: new Date(session.sessionEnd).toISOString(),
+        },
+      };
+    }),
+  );
+
+  router.get('/healthz', (_req, res) => {
+    res.setHeader('Cache-Control', 'no-store');
+    res.json({ status: 'ok' });
+  });
+
+  router.get(
+    '/readyz',
+    route(async () => {
+      // Ready = configured and serving. Dex and Redis are reported, never gating (DESIGN §2).
+      const storeUp = await deps.store.ping();
+      deps.metrics.setDegraded(!storeUp);
+      return {
+        status: 200,
+        json: {
+          status: 'ready',
+          provider: deps.oidc.status(),
+          store: { kind: deps.store.kind, status: storeUp ? 'ok' : 'unavailable' },
+          degraded: !storeUp || deps.sessions.degraded,
+        },
+      };
+    }),
+  );
+
+  router.get('/metrics', (_req, res, next) => {
+    deps.metrics.registry
+      .metrics()
+      .then((text) => {
+        res.setHeader('Content-Type', deps.metrics.registry.contentType);
+        res.setHeader('Cache-Control', 'no-store');
+        res.end(text);
+      })
+      .catch(next);
+  });
+
+  router.use((req, res) => send(req, res, errorReply(new AppError('not_found', 'There is nothing here.'), requestIdOf(req))));
+
+  // The one error middleware: a page for browsers, JSON otherwise; logged once.
+  router.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
+    const appError = toAppError(error);
+    const requestId = requestIdOf(req);
+    if (appError.status >= 500) deps.log.warn({ requestId, code: appError.code, detail: appError.detail }, 'request failed');
+    send(req, res, errorReply(appError, requestId));
+  });
+  return router;
+}

@@ -1,0 +1,117 @@
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryStore } from '../../src/session/memoryStore.ts';
+import { RedisStore } from '../../src/session/redisStore.ts';
+import { type Store, StoreUnavailableError } from '../../src/session/store.ts';
+import { type RedisServer, startRedis } from '../support/redis.ts';
+
+/** One contract, every store (STYLE 7): the memory store and the Redis store behave the same. */
+function storeContract(name: string, make: () => Store, wait: (ms: number) => Promise<void>) {
+  describe(`${name} store contract`, () => {
+    let store: Store;
+    beforeAll(() => {
+      store = make();
+    });
+    afterAll(async () => {
+      await store.close();
+    });
+    const key = (k: string) => `${name}-${k}-${Math.random().toString(36).slice(2)}`;
+
+    it('returns null for a key that was never set', async () => {
+      expect(await store.get(key('missing'))).toBeNull();
+    });
+
+    it('returns what was set until its time to live runs out', async () => {
+      const k = key('ttl');
+      await store.set(k, 'value', 150);
+      expect(await store.get(k)).toBe('value');
+      await wait(300);
+      expect(await store.get(k)).toBeNull();
+    });
+
+    it('sets only when absent and says whether it did', async () => {
+      const k = key('nx');
+      expect(await store.setIfAbsent(k, 'a', 10_000)).toBe(true);
+      expect(await store.setIfAbsent(k, 'b', 10_000)).toBe(false);
+      expect(await store.get(k)).toBe('a');
+    });
+
+    it('deletes only when the value matches (lock release by its owner)', async () => {
+      const k = key('cad');
+      await store.set(k, 'owner-1', 10_000);
+      expect(await store.deleteIfEquals(k, 'owner-2')).toBe(false);
+      expect(await store.get(k)).toBe('owner-1');
+      expect(await store.deleteIfEquals(k, 'owner-1')).toBe(true);
+      expect(await store.get(k)).toBeNull();
+    });
+
+    it('extends a lease only for its owner', async () => {
+      const k = key('lease');
+      await store.set(k, 'owner', 200);
+      expect(await store.expireIfEquals(k, 'intruder', 10_000)).toBe(false);
+      expect(await store.expireIfEquals(k, 'owner', 10_000)).toBe(true);
+      await wait(350);
+      expect(await store.get(k)).toBe('owner');
+    });
+
+    it('counts with a time to live set when the counter is created', async () => {
+      const k = key('count');
+      expect(await store.increment(k, 10_000)).toBe(1);
+      expect(await store.increment(k, 10_000)).toBe(2);
+      const ttl = await store.ttl(k);
+      expect(ttl).toBeGreaterThan(0);
+      expect(ttl).toBeLessThanOrEqual(10_000);
+    });
+
+    it('reports -2 as the ttl of a missing key', async () => {
+      expect(await store.ttl(key('nokey'))).toBe(-2);
+    });
+
+    it('deletes', async () => {
+      const k = key('del');
+      await store.set(k, 'x', 10_000);
+      await store.del(k);
+      expect(await store.get(k)).toBeNull();
+    });
+
+    it('answers ping', async () => {
+      expect(await store.ping()).toBe(true);
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+storeContract('memory', () => new MemoryStore(), sleep);
+
+let redis: RedisServer;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis?.close();
+});
+storeContract('redis', () => new RedisStore(new Redis(redis.url, { enableAutoPipelining: true })), sleep);
+
+describe('redis store when Redis is down', () => {
+  it('fails fast with StoreUnavailableError instead of hanging or crashing', async () => {
+    const down = await startRedis();
+    const { createRedisClient } = await import('../../src/session/redisStore.ts');
+    const store = new RedisStore(createRedisClient({ mode: 'single', url: down.url }));
+    expect(await store.ready()).toBe(true);
+    await store.set('k', 'v', 10_000);
+    await down.kill('SIGKILL');
+    await expect(store.get('k')).rejects.toBeInstanceOf(StoreUnavailableError);
+    expect(await store.ping()).toBe(false);
+    await down.start();
+    // Reconnects by itself; the restarted server is empty.
+    let value: string | null | undefined;
+    for (let i = 0; i < 50 && value === undefined; i++) {
+      value = await store.get('k').catch(() => undefined);
+      if (value === undefined) await sleep(100);
+    }
+    expect(value).toBeNull();
+    await store.close();
+    await down.close();
+  });
+});
