@@ -25,7 +25,8 @@ import type { Store } from './session/store.ts';
 function readVersion(): string {
   for (const candidate of ['../package.json', '../../package.json']) {
     try {
-      return (JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { version: string }).version;
+      return (JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { version: string })
+        .version;
     } catch {
       // try the next location (src/ when run from source, dist/src/ when built)
     }
@@ -59,7 +60,10 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
   }
   const oidc = options.oidc ?? createOidcProvider({ config, log, clock });
   if (config.allowInsecureHttp) {
-    log.warn({ issuer: config.issuerUrl }, 'OIDC_ALLOW_INSECURE_HTTP=true: talking to the identity provider without TLS (demos and tests only)');
+    log.warn(
+      { issuer: config.issuerUrl },
+      'OIDC_ALLOW_INSECURE_HTTP=true: talking to the identity provider without TLS (demos and tests only)',
+    );
   }
   const sealer = new Sealer(config.cookieSecrets);
   const sessions = new SessionService({
@@ -107,7 +111,12 @@ export function createApp(deps: Deps): RequestListener {
   const app = express();
   app.disable('x-powered-by');
   app.set('trust proxy', false);
-  app.use(helmet({ contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"] } }, strictTransportSecurity: false }));
+  app.use(
+    helmet({
+      contentSecurityPolicy: { useDefaults: false, directives: { defaultSrc: ["'none'"] } },
+      strictTransportSecurity: false,
+    }),
+  );
   app.use(directRoutes(deps));
 
   return (req: IncomingMessage, res: ServerResponse) => {

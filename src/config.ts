@@ -233,7 +233,9 @@ export function collectSettings(
       try {
         raw[name] = readFile(file).replace(/\r?\n$/, '');
       } catch (error) {
-        problems.push(`${name}_FILE ${file}: cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+        problems.push(
+          `${name}_FILE ${file}: cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+        );
       }
     }
   }
@@ -292,7 +294,9 @@ export function parseConfig(
       problems.push(`OIDC_ISSUER_URL must be an absolute URL, got "${issuerUrl}"`);
     }
     if (url && url.protocol === 'http:' && !allowInsecureHttp) {
-      problems.push('OIDC_ISSUER_URL uses http://; set OIDC_ALLOW_INSECURE_HTTP=true for local demos and tests only');
+      problems.push(
+        'OIDC_ISSUER_URL uses http://; set OIDC_ALLOW_INSECURE_HTTP=true for local demos and tests only',
+      );
     } else if (url && url.protocol !== 'http:' && url.protocol !== 'https:') {
       problems.push('OIDC_ISSUER_URL must be an https:// URL');
     }
@@ -324,7 +328,9 @@ export function parseConfig(
       const id = idx > 0 ? entry.slice(0, idx).trim() : '';
       const secret = idx > 0 ? entry.slice(idx + 1).trim() : '';
       if (!/^[A-Za-z0-9_.-]{1,32}$/.test(id) || secret === '') {
-        problems.push(`COOKIE_SECRETS entry ${i + 1} must look like id:secret (id of letters, digits, - _ .)`);
+        problems.push(
+          `COOKIE_SECRETS entry ${i + 1} must look like id:secret (id of letters, digits, - _ .)`,
+        );
         continue;
       }
       if (seen.has(id)) problems.push(`COOKIE_SECRETS id "${id}" appears twice`);
@@ -365,7 +371,8 @@ export function parseConfig(
     }
   }
 
-  const trustedProxies = raw.TRUSTED_PROXIES === undefined ? DEFAULT_TRUSTED_PROXIES : list(raw.TRUSTED_PROXIES);
+  const trustedProxies =
+    raw.TRUSTED_PROXIES === undefined ? DEFAULT_TRUSTED_PROXIES : list(raw.TRUSTED_PROXIES);
   try {
     parseCidrList(trustedProxies);
   } catch (error) {
@@ -384,7 +391,9 @@ export function parseConfig(
   }
   const logLevel = (raw.LOG_LEVEL ?? 'info').toLowerCase();
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
-    problems.push(`LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`);
+    problems.push(
+      `LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`,
+    );
   }
 
   const kubeClusters: KubeCluster[] = [];
@@ -392,7 +401,9 @@ export function parseConfig(
     try {
       const parsed = kubeClustersSchema.safeParse(parseYaml(raw.KUBE_CLUSTERS));
       if (!parsed.success) {
-        problems.push(`KUBE_CLUSTERS: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`);
+        problems.push(
+          `KUBE_CLUSTERS: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`,
+        );
       } else {
         for (const c of parsed.data) {
           let caData = c.caData;

@@ -1,8 +1,8 @@
 import type { Authorizer } from './authz/policy.ts';
 import type { Clock } from './clock.ts';
 import type { Config } from './config.ts';
-import type { ProxyTrust } from './forward/trust.ts';
 import type { ReturnUrlGuard } from './forward/returnUrl.ts';
+import type { ProxyTrust } from './forward/trust.ts';
 import type { Views } from './http/views.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';

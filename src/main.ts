@@ -3,8 +3,8 @@ import type { AddressInfo } from 'node:net';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
 import { type Config, ConfigError, loadConfig } from './config.ts';
 import type { Deps } from './deps.ts';
-import { RedisStore } from './session/redisStore.ts';
 import { createLogger, type Logger } from './log.ts';
+import { RedisStore } from './session/redisStore.ts';
 
 /**
  * The process edge: the only reader of process.env. Builds the dependencies, listens, and drains

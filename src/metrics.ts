@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 /** Outcomes of a forward-auth decision, as counted in metrics and logs. */
 export type Outcome = 'allow' | 'redirect' | 'unauthenticated' | 'forbidden' | 'rate_limited' | 'error';

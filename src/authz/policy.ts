@@ -25,7 +25,11 @@ const ALLOW: Decision = Object.freeze({ allowed: true });
 export const defaultAuthorizer: Authorizer = {
   decide(identity) {
     if (identity.emailVerified === false) {
-      return { allowed: false, code: 'email_not_verified', reason: 'The identity provider says your email address is not verified.' };
+      return {
+        allowed: false,
+        code: 'email_not_verified',
+        reason: 'The identity provider says your email address is not verified.',
+      };
     }
     if (identity.user === '') {
       return { allowed: false, code: 'forbidden', reason: 'Your token carries no user name claim.' };

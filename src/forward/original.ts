@@ -18,7 +18,8 @@ export interface OriginalRequest {
   readonly forwarded: boolean;
 }
 
-const HOST_RE = /^(?:[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/;
+const HOST_RE =
+  /^(?:[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9_-]*[a-z0-9])?)*\.?|\[[0-9a-f:.]+\])(?::\d{1,5})?$/;
 const METHOD_RE = /^[A-Z]{1,16}$/;
 // A request-target path: printable ASCII only, no spaces, no backslash, no fragment.
 const URI_RE = /^\/[\x21-\x7e]*$/;
@@ -31,12 +32,17 @@ function first(value: string | string[] | undefined): string | undefined {
 }
 
 function bad(detail: string): never {
-  throw new AppError('invalid_forwarded_request', 'The request forwarded by the proxy is malformed.', { detail });
+  throw new AppError('invalid_forwarded_request', 'The request forwarded by the proxy is malformed.', {
+    detail,
+  });
 }
 
 /** Removes the scheme's default port so that `host:443` and `host` compare equal. */
 export function normaliseHost(host: string, proto: 'http' | 'https'): string {
-  const h = host.toLowerCase().replace(/\.$/, '').replace(/\.(:\d+)$/, '$1');
+  const h = host
+    .toLowerCase()
+    .replace(/\.$/, '')
+    .replace(/\.(:\d+)$/, '$1');
   if (proto === 'https' && h.endsWith(':443')) return h.slice(0, -4);
   if (proto === 'http' && h.endsWith(':80')) return h.slice(0, -3);
   return h;
@@ -47,7 +53,11 @@ export function normaliseHost(host: string, proto: 'http' | 'https'): string {
  * from anyone else the request is taken as it arrived. `defaultUri` is used when a trusted proxy
  * sent no X-Forwarded-Uri (the /auth endpoints pass "/": their own path means nothing).
  */
-export function readOriginalRequest(req: IncomingMessage, trust: ProxyTrust, defaultUri?: string): OriginalRequest {
+export function readOriginalRequest(
+  req: IncomingMessage,
+  trust: ProxyTrust,
+  defaultUri?: string,
+): OriginalRequest {
   const peer = req.socket.remoteAddress ?? '';
   const trusted = trust.isTrusted(peer);
   const h = req.headers;
@@ -65,10 +75,18 @@ export function readOriginalRequest(req: IncomingMessage, trust: ProxyTrust, def
   if (!HOST_RE.test(hostLower)) bad('bad host');
   const host = normaliseHost(hostLower, proto);
 
-  const method = ((trusted ? first(h['x-forwarded-method']) : undefined) || req.method || 'GET').toUpperCase();
+  const method = (
+    (trusted ? first(h['x-forwarded-method']) : undefined) ||
+    req.method ||
+    'GET'
+  ).toUpperCase();
   if (!METHOD_RE.test(method)) bad('bad method');
 
-  const forwardedUri = trusted ? (Array.isArray(h['x-forwarded-uri']) ? h['x-forwarded-uri'][0] : h['x-forwarded-uri']) : undefined;
+  const forwardedUri = trusted
+    ? Array.isArray(h['x-forwarded-uri'])
+      ? h['x-forwarded-uri'][0]
+      : h['x-forwarded-uri']
+    : undefined;
   const uri = forwardedUri || defaultUri || req.url || '/';
   if (!URI_RE.test(uri)) bad('bad uri');
   const q = uri.indexOf('?');

@@ -10,7 +10,8 @@ export function parseCidrList(entries: readonly string[]): BlockList {
     const type = family === 4 ? 'ipv4' : 'ipv6';
     const max = family === 4 ? 32 : 128;
     const prefix = prefixText === undefined ? max : Number(prefixText);
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > max) throw new Error(`"${entry}" has a bad prefix length`);
+    if (!Number.isInteger(prefix) || prefix < 0 || prefix > max)
+      throw new Error(`"${entry}" has a bad prefix length`);
     list.addSubnet(address, prefix, type);
   }
   return list;

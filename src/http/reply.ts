@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
-import { wantsHtml } from '../forward/navigation.ts';
 import { type AppError, toAppError } from '../errors.ts';
-import { html, type SafeHtml, type ViewName, type ViewValue, type Views } from './views.ts';
+import { wantsHtml } from '../forward/navigation.ts';
+import { html, type SafeHtml, type ViewName, type Views, type ViewValue } from './views.ts';
 
 /**
  * What a handler answers, independent of Express or the raw fast path: a status, headers,
@@ -12,7 +12,11 @@ export interface Reply {
   readonly headers?: Readonly<Record<string, string>>;
   readonly cookies?: readonly string[];
   readonly location?: string;
-  readonly page?: { readonly view: ViewName; readonly title: string; readonly data: Readonly<Record<string, ViewValue>> };
+  readonly page?: {
+    readonly view: ViewName;
+    readonly title: string;
+    readonly data: Readonly<Record<string, ViewValue>>;
+  };
   /** A page built in code (already escaped). */
   readonly html?: { readonly title: string; readonly content: SafeHtml };
   readonly json?: unknown;

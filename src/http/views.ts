@@ -16,7 +16,13 @@ export class SafeHtml {
 export type ViewName = 'error' | 'denied' | 'signed-out';
 export type ViewValue = string | number | SafeHtml | undefined;
 
-const ESCAPES: Record<string, string> = { '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' };
+const ESCAPES: Record<string, string> = {
+  '&': '&amp;',
+  '<': '&lt;',
+  '>': '&gt;',
+  '"': '&quot;',
+  "'": '&#39;',
+};
 
 export function escapeHtml(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ESCAPES[c] as string);
@@ -64,11 +70,20 @@ export class Views {
   constructor() {
     this.#layout = load('layout.html');
     this.#style = load('style.css').trim();
-    this.#views = { error: load('error.html'), denied: load('denied.html'), 'signed-out': load('signed-out.html') };
+    this.#views = {
+      error: load('error.html'),
+      denied: load('denied.html'),
+      'signed-out': load('signed-out.html'),
+    };
     this.styleHash = `'sha256-${hash('sha256', this.#style, 'base64')}'`;
   }
 
-  render(view: ViewName, title: string, data: Readonly<Record<string, ViewValue>>, requestId: string): string {
+  render(
+    view: ViewName,
+    title: string,
+    data: Readonly<Record<string, ViewValue>>,
+    requestId: string,
+  ): string {
     const content = new SafeHtml(fill(this.#views[view], data));
     return this.page(title, content, requestId);
   }

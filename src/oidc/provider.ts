@@ -1,4 +1,4 @@
-import { createRemoteJWKSet, errors as joseErrors, type JWTPayload, jwtVerify } from 'jose';
+import { createRemoteJWKSet, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
 import * as client from 'openid-client';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
@@ -113,7 +113,9 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
       );
       const metadata = configuration.serverMetadata();
       if (metadata.issuer !== config.issuerUrl) {
-        throw new Error(`discovery issuer "${metadata.issuer}" differs from OIDC_ISSUER_URL "${config.issuerUrl}"`);
+        throw new Error(
+          `discovery issuer "${metadata.issuer}" differs from OIDC_ISSUER_URL "${config.issuerUrl}"`,
+        );
       }
       if (!metadata.jwks_uri) throw new Error('discovery has no jwks_uri');
       const jwks = createRemoteJWKSet(new URL(metadata.jwks_uri), {
@@ -121,7 +123,9 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
         cooldownDuration: 30_000,
         cacheMaxAge: 600_000,
       });
-      const algorithms = metadata.id_token_signing_alg_values_supported?.filter((a) => a !== 'none') ?? ['RS256'];
+      const algorithms = metadata.id_token_signing_alg_values_supported?.filter((a) => a !== 'none') ?? [
+        'RS256',
+      ];
       const result = { configuration, jwks, algorithms: algorithms.length > 0 ? algorithms : ['RS256'] };
       discovered = result;
       backoff = 1_000;
@@ -159,10 +163,14 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
     // On demand, try again at most once a second while discovery is failing.
     const d = discovered ?? (inflight || clock.now() - lastAttempt >= 1_000 ? await ensure() : undefined);
     if (!d) {
-      throw new AppError('provider_unavailable', 'The identity provider cannot be reached right now. Please try again shortly.', {
-        detail: 'oidc discovery has not succeeded',
-        headers: { 'Retry-After': '5' },
-      });
+      throw new AppError(
+        'provider_unavailable',
+        'The identity provider cannot be reached right now. Please try again shortly.',
+        {
+          detail: 'oidc discovery has not succeeded',
+          headers: { 'Retry-After': '5' },
+        },
+      );
     }
     return d;
   };
@@ -284,32 +292,53 @@ function translateCodeError(error: unknown): AppError {
         detail: `token endpoint ${status} ${error.error}`,
       });
     }
-    return new AppError('login_state_invalid', 'This sign-in link has expired or was already used. Please sign in again.', {
-      detail: `token endpoint ${status} ${error.error}`,
-    });
+    return new AppError(
+      'login_state_invalid',
+      'This sign-in link has expired or was already used. Please sign in again.',
+      {
+        detail: `token endpoint ${status} ${error.error}`,
+      },
+    );
   }
   if (error instanceof joseErrors.JOSEError) {
-    return new AppError('login_state_invalid', 'The identity token could not be verified. Please sign in again.', {
-      detail: `id token rejected: ${error.code}`,
-    });
+    return new AppError(
+      'login_state_invalid',
+      'The identity token could not be verified. Please sign in again.',
+      {
+        detail: `id token rejected: ${error.code}`,
+      },
+    );
   }
   const e = error as { code?: string; message?: string; name?: string };
   if (e?.code?.startsWith?.('OAUTH_') && e.code !== 'OAUTH_RESPONSE_IS_NOT_CONFORM') {
-    return new AppError('login_state_invalid', 'The sign-in response could not be verified. Please sign in again.', {
-      detail: `${e.code}: ${e.message}`,
-    });
+    return new AppError(
+      'login_state_invalid',
+      'The sign-in response could not be verified. Please sign in again.',
+      {
+        detail: `${e.code}: ${e.message}`,
+      },
+    );
   }
-  return new AppError('provider_unavailable', 'The identity provider cannot be reached right now. Please try again shortly.', {
-    detail: `${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`,
-    headers: { 'Retry-After': '5' },
-  });
+  return new AppError(
+    'provider_unavailable',
+    'The identity provider cannot be reached right now. Please try again shortly.',
+    {
+      detail: `${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`,
+      headers: { 'Retry-After': '5' },
+    },
+  );
 }
 
 /** Dex answers most refusals with 400 invalid_request (spec A9): any 4xx is terminal. */
 export function classifyRefreshError(error: unknown): RefreshError {
   if (error instanceof client.ResponseBodyError) {
     const kind = error.status >= 400 && error.status < 500 ? 'terminal' : 'transient';
-    return new RefreshError(kind, `token endpoint answered ${error.status} ${error.error}`, error.status, error.error);
+    return new RefreshError(
+      kind,
+      `token endpoint answered ${error.status} ${error.error}`,
+      error.status,
+      error.error,
+    );
   }
   const e = error as { code?: string; message?: string; cause?: unknown };
   if (e?.code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' || e?.code === 'OAUTH_INVALID_RESPONSE') {

@@ -65,7 +65,12 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     return { status: 200, headers, ...(cookies ? { cookies } : {}) };
   };
 
-  const deny = (identity: Identity, original: OriginalRequest, reason: string, code: 'forbidden' | 'email_not_verified'): Reply => {
+  const deny = (
+    identity: Identity,
+    original: OriginalRequest,
+    reason: string,
+    code: 'forbidden' | 'email_not_verified',
+  ): Reply => {
     deps.log.info({ user: identity.user, host: original.host, path: original.path, code }, 'access denied');
     const groups =
       identity.groups.length === 0
@@ -159,7 +164,14 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     deps.metrics.decision(outcome, (performance.now() - started) / 1000);
     if (deps.log.isLevelEnabled('debug')) {
       deps.log.debug(
-        { requestId, outcome, status: reply.status, host: original?.host, path: original?.path, method: original?.method },
+        {
+          requestId,
+          outcome,
+          status: reply.status,
+          host: original?.host,
+          path: original?.path,
+          method: original?.method,
+        },
         'decision',
       );
     }

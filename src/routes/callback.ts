@@ -12,7 +12,11 @@ import { LOGIN_TTL_SECONDS, type LoginTransaction } from './login.ts';
  * the provider's error, code exchange with PKCE, ID token signature/iss/aud/exp/nonce. Then a
  * session, and a redirect to where the user was going.
  */
-export async function finishLogin(deps: Deps, original: OriginalRequest, cookieHeader: string | undefined): Promise<Reply> {
+export async function finishLogin(
+  deps: Deps,
+  original: OriginalRequest,
+  cookieHeader: string | undefined,
+): Promise<Reply> {
   const query = original.uri.includes('?') ? original.uri.slice(original.uri.indexOf('?')) : '';
   const params = new URLSearchParams(query);
   const state = params.get('state') ?? '';
@@ -36,15 +40,27 @@ export async function finishLogin(deps: Deps, original: OriginalRequest, cookieH
     );
   }
   if (tx === 'invalid') {
-    throw fail('login_state_invalid', 'This sign-in could not be verified. Please sign in again.', 'login cookie unreadable, expired or for another state');
+    throw fail(
+      'login_state_invalid',
+      'This sign-in could not be verified. Please sign in again.',
+      'login cookie unreadable, expired or for another state',
+    );
   }
   if (!(await deps.sessions.useOnce(`state:${state}`, LOGIN_TTL_SECONDS * 1000))) {
-    throw fail('login_state_invalid', 'This sign-in link was already used. Please sign in again.', 'state replayed');
+    throw fail(
+      'login_state_invalid',
+      'This sign-in link was already used. Please sign in again.',
+      'state replayed',
+    );
   }
   const providerError = params.get('error');
   if (providerError) {
     const code = /^[\w.-]{1,64}$/.test(providerError) ? providerError : 'unknown';
-    throw fail('provider_denied', `The identity provider refused the sign-in (${code}).`, `provider error ${code}`);
+    throw fail(
+      'provider_denied',
+      `The identity provider refused the sign-in (${code}).`,
+      `provider error ${code}`,
+    );
   }
 
   const callbackUrl = new URL(tx.redirectUri);
@@ -76,6 +92,7 @@ async function readTransaction(
   const sealed = readCookie(cookieHeader, deps.cookies.login(state));
   if (!sealed) return 'missing';
   const tx = await deps.sealer.unseal<LoginTransaction>(sealed);
-  if (!tx || tx.v !== 1 || tx.state !== state || deps.clock.now() - tx.iat > LOGIN_TTL_SECONDS * 1000) return 'invalid';
+  if (tx?.v !== 1 || tx.state !== state || deps.clock.now() - tx.iat > LOGIN_TTL_SECONDS * 1000)
+    return 'invalid';
   return tx;
 }

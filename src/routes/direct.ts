@@ -16,7 +16,13 @@ import { signOut } from './signOut.ts';
 export function directRoutes(deps: Deps): Router {
   const router = express.Router();
   const send = (req: Request, res: Response, reply: Reply): void =>
-    writeReply(res, reply, req.headers, { views: deps.views, pageHeaders: deps.pageHeaders, requestId: requestIdOf(req) }, req.method);
+    writeReply(
+      res,
+      reply,
+      req.headers,
+      { views: deps.views, pageHeaders: deps.pageHeaders, requestId: requestIdOf(req) },
+      req.method,
+    );
   const route =
     (handler: (req: Request) => Promise<Reply>) =>
     (req: Request, res: Response, next: NextFunction): void => {
@@ -56,7 +62,13 @@ export function directRoutes(deps: Deps): Router {
       }
       const { identity, tokenExp } = session.record;
       const cookies = session.setCookie
-        ? [deps.cookies.set(deps.cookies.session, session.setCookie, (session.sessionEnd - deps.clock.now()) / 1000)]
+        ? [
+            deps.cookies.set(
+              deps.cookies.session,
+              session.setCookie,
+              (session.sessionEnd - deps.clock.now()) / 1000,
+            ),
+          ]
         : [];
       return {
         status: 200,
@@ -110,13 +122,16 @@ export function directRoutes(deps: Deps): Router {
       .catch(next);
   });
 
-  router.use((req, res) => send(req, res, errorReply(new AppError('not_found', 'There is nothing here.'), requestIdOf(req))));
+  router.use((req, res) =>
+    send(req, res, errorReply(new AppError('not_found', 'There is nothing here.'), requestIdOf(req))),
+  );
 
   // The one error middleware: a page for browsers, JSON otherwise; logged once.
   router.use((error: unknown, req: Request, res: Response, _next: NextFunction) => {
     const appError = toAppError(error);
     const requestId = requestIdOf(req);
-    if (appError.status >= 500) deps.log.warn({ requestId, code: appError.code, detail: appError.detail }, 'request failed');
+    if (appError.status >= 500)
+      deps.log.warn({ requestId, code: appError.code, detail: appError.detail }, 'request failed');
     send(req, res, errorReply(appError, requestId));
   });
   return router;

@@ -28,7 +28,9 @@ export async function signOut(
   }
   deps.log.info({ user, host: original.host }, 'signed out');
 
-  const query = new URLSearchParams(original.uri.includes('?') ? original.uri.slice(original.uri.indexOf('?')) : '');
+  const query = new URLSearchParams(
+    original.uri.includes('?') ? original.uri.slice(original.uri.indexOf('?')) : '',
+  );
   const rd = deps.returnUrls.check(query.get('rd'), original);
   const endSession = deps.oidc.endSessionEndpoint();
   if (endSession) {

@@ -1,6 +1,6 @@
-import { fingerprint } from './crypto.ts';
 import type { Config } from '../config.ts';
 import { serializeCookie } from '../http/cookies.ts';
+import { fingerprint } from './crypto.ts';
 
 /**
  * Names and attributes of our cookies (DESIGN §5): HttpOnly, SameSite=Lax, Secure unless
@@ -27,7 +27,11 @@ export class CookieNames {
   }
 
   set(name: string, value: string, maxAgeSeconds: number): string {
-    return serializeCookie(name, value, { domain: this.#domain, secure: this.#secure, maxAge: maxAgeSeconds });
+    return serializeCookie(name, value, {
+      domain: this.#domain,
+      secure: this.#secure,
+      maxAge: maxAgeSeconds,
+    });
   }
 
   /** Deletes a cookie everywhere we may have set it: with our Domain and host-only. */

@@ -6,7 +6,14 @@ import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
-import { decrypt, deriveSessionKeys, encrypt, fingerprint, newSessionId, type SessionKeys } from './crypto.ts';
+import {
+  decrypt,
+  deriveSessionKeys,
+  encrypt,
+  fingerprint,
+  newSessionId,
+  type SessionKeys,
+} from './crypto.ts';
 import { Lru } from './lru.ts';
 import type { Sealer } from './seal.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
@@ -206,12 +213,19 @@ export class SessionService {
         }
         // Transient: serve the current token while it is still valid (DESIGN §5).
         if (record !== undefined && record.tokenExp > this.#clock.now()) {
-          this.#log.warn({ reason: (error as Error).message }, 'refresh failed transiently; serving current token');
+          this.#log.warn(
+            { reason: (error as Error).message },
+            'refresh failed transiently; serving current token',
+          );
         } else {
-          throw new AppError('session_unavailable', 'Your session could not be renewed right now. Please retry in a moment.', {
-            detail: (error as Error).message,
-            headers: { 'Retry-After': '5' },
-          });
+          throw new AppError(
+            'session_unavailable',
+            'Your session could not be renewed right now. Please retry in a moment.',
+            {
+              detail: (error as Error).message,
+              headers: { 'Retry-After': '5' },
+            },
+          );
         }
       }
     }
@@ -252,7 +266,10 @@ export class SessionService {
     const unsealed = await this.#unseal(cookie, now);
     if (!unsealed) return undefined;
     try {
-      return (await this.#loadRecord(unsealed.keys))?.identity ?? this.#records.get(unsealed.keys.lookup, now)?.identity;
+      return (
+        (await this.#loadRecord(unsealed.keys))?.identity ??
+        this.#records.get(unsealed.keys.lookup, now)?.identity
+      );
     } catch {
       return this.#records.get(unsealed.keys.lookup, now)?.identity;
     }
@@ -275,7 +292,12 @@ export class SessionService {
     const hit = this.#unsealed.get(key, now);
     if (hit) return hit;
     const data = await this.#sealer.unseal<SessionCookieData>(cookie);
-    if (!data || data.v !== 1 || typeof data.sid !== 'string' || typeof data.rt !== 'string' || typeof data.exp !== 'number') {
+    if (
+      data?.v !== 1 ||
+      typeof data.sid !== 'string' ||
+      typeof data.rt !== 'string' ||
+      typeof data.exp !== 'number'
+    ) {
       return undefined;
     }
     const unsealed = { data, keys: deriveSessionKeys(data.sid) };
@@ -317,7 +339,11 @@ export class SessionService {
     const ttl = record.tokenExp - now;
     if (ttl <= 0) return;
     try {
-      await this.#store.set(KEY.record(keys.lookup), encrypt(JSON.stringify(record), keys.encryption, keys.lookup), ttl);
+      await this.#store.set(
+        KEY.record(keys.lookup),
+        encrypt(JSON.stringify(record), keys.encryption, keys.lookup),
+        ttl,
+      );
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
       this.#events.storeError();
@@ -336,7 +362,8 @@ export class SessionService {
   #setDegraded(value: boolean): void {
     if (this.#degraded === value) return;
     this.#degraded = value;
-    if (value) this.#log.warn('session store unavailable: degraded mode, serving from cookies and local cache');
+    if (value)
+      this.#log.warn('session store unavailable: degraded mode, serving from cookies and local cache');
     else this.#log.info('session store available again');
   }
 
@@ -361,7 +388,11 @@ export class SessionService {
     return task;
   }
 
-  async #refreshAcrossReplicas(data: SessionCookieData, keys: SessionKeys, rtHash: string): Promise<RefreshOutcome> {
+  async #refreshAcrossReplicas(
+    data: SessionCookieData,
+    keys: SessionKeys,
+    rtHash: string,
+  ): Promise<RefreshOutcome> {
     const deadline = this.#clock.now() + this.#lockWaitMs;
     const lockKey = KEY.lock(keys.lookup);
     const owner = randomBytes(16).toString('base64url');
@@ -392,14 +423,18 @@ export class SessionService {
         waited = true;
         this.#events.lockWait();
       }
-      if (this.#clock.now() >= deadline) throw new RefreshError('transient', 'timed out waiting for another refresh');
+      if (this.#clock.now() >= deadline)
+        throw new RefreshError('transient', 'timed out waiting for another refresh');
       await sleep(40);
     }
 
     const renew = storeUp
-      ? setInterval(() => {
-          this.#store.expireIfEquals(lockKey, owner, this.#leaseMs).catch(() => undefined);
-        }, Math.max(50, Math.floor(this.#leaseMs / 3)))
+      ? setInterval(
+          () => {
+            this.#store.expireIfEquals(lockKey, owner, this.#leaseMs).catch(() => undefined);
+          },
+          Math.max(50, Math.floor(this.#leaseMs / 3)),
+        )
       : undefined;
     try {
       const answer = await this.#callProviderWithRetries(data.rt, rtHash);
@@ -412,7 +447,9 @@ export class SessionService {
       const record = this.#recordFrom(tokens);
       const newRt = tokens.refreshToken ?? data.rt;
       const cookie =
-        newRt === data.rt ? undefined : await this.#sealer.seal({ ...data, rt: newRt }, (data.exp - now) / 1000);
+        newRt === data.rt
+          ? undefined
+          : await this.#sealer.seal({ ...data, rt: newRt }, (data.exp - now) / 1000);
       const outcome: RefreshOutcome = { record, cookie };
       await this.#saveRecord(keys, record);
       await this.#writeShared(rtHash, data.rt, { record, ...(cookie !== undefined ? { cookie } : {}) });
@@ -445,7 +482,8 @@ export class SessionService {
       try {
         return { tokens: await this.#oidc.refresh(rt) };
       } catch (error) {
-        const refreshError = error instanceof RefreshError ? error : new RefreshError('transient', String(error));
+        const refreshError =
+          error instanceof RefreshError ? error : new RefreshError('transient', String(error));
         const delay = this.#retryDelays[attempt];
         if (refreshError.kind === 'terminal' || delay === undefined) throw refreshError;
         await sleep(delay);
@@ -474,7 +512,11 @@ export class SessionService {
 
   async #writeShared(rtHash: string, rt: string, result: SharedResult): Promise<void> {
     try {
-      await this.#store.set(KEY.result(rtHash), encrypt(JSON.stringify(result), this.#resultKey(rt), rtHash), this.#graceMs);
+      await this.#store.set(
+        KEY.result(rtHash),
+        encrypt(JSON.stringify(result), this.#resultKey(rt), rtHash),
+        this.#graceMs,
+      );
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
     }

@@ -35,12 +35,22 @@ describe('configuration', () => {
     expect(c.usernameClaim).toBe('email');
     expect(c.groupsClaim).toBe('groups');
     expect(c.redis).toBeUndefined();
-    expect(c.upstreamHeaders).toEqual(['Authorization', 'X-Auth-Request-User', 'X-Auth-Request-Email', 'X-Auth-Request-Groups']);
+    expect(c.upstreamHeaders).toEqual([
+      'Authorization',
+      'X-Auth-Request-User',
+      'X-Auth-Request-Email',
+      'X-Auth-Request-Groups',
+    ]);
     expect(Object.isFrozen(c)).toBe(true);
   });
 
   it('reports every problem at once, naming each setting', () => {
-    const found = problems({ COOKIE_SECRET: 'short', PORT: 'x', SESSION_TTL: 'forever', COOKIE_SECURE: 'maybe' });
+    const found = problems({
+      COOKIE_SECRET: 'short',
+      PORT: 'x',
+      SESSION_TTL: 'forever',
+      COOKIE_SECURE: 'maybe',
+    });
     expect(found).toEqual(
       expect.arrayContaining([
         'OIDC_ISSUER_URL is required',
@@ -58,7 +68,9 @@ describe('configuration', () => {
     expect(problems({ ...base, OIDC_ISSUER_URL: 'http://127.0.0.1:5556/' })).toEqual([
       expect.stringContaining('OIDC_ALLOW_INSECURE_HTTP'),
     ]);
-    expect(problems({ ...base, OIDC_ISSUER_URL: 'http://127.0.0.1:5556/', OIDC_ALLOW_INSECURE_HTTP: 'true' })).toEqual([]);
+    expect(
+      problems({ ...base, OIDC_ISSUER_URL: 'http://127.0.0.1:5556/', OIDC_ALLOW_INSECURE_HTTP: 'true' }),
+    ).toEqual([]);
   });
 
   it('reads X_FILE variants and lets them win', () => {
@@ -70,7 +82,8 @@ describe('configuration', () => {
   });
 
   it('reads CONFIG_FILE YAML, with the environment winning', () => {
-    const yaml = 'OIDC_CLIENT_ID: from-yaml\nCOOKIE_NAME: from_yaml\nALLOWED_REDIRECT_DOMAINS: [".example.com", "other.org"]\n';
+    const yaml =
+      'OIDC_CLIENT_ID: from-yaml\nCOOKIE_NAME: from_yaml\nALLOWED_REDIRECT_DOMAINS: [".example.com", "other.org"]\n';
     const c = loadConfig({ ...base, CONFIG_FILE: '/c.yaml', COOKIE_NAME: 'from_env' }, () => yaml);
     expect(c.clientId).toBe('fwd');
     expect(c.cookieName).toBe('from_env');
@@ -78,14 +91,24 @@ describe('configuration', () => {
   });
 
   it('names unknown keys in CONFIG_FILE and unreadable X_FILE paths', () => {
-    const found = problems({ ...base, CONFIG_FILE: '/c.yaml', COOKIE_SECRET_FILE: '/missing' }, { '/c.yaml': 'NOPE: 1\n' });
+    const found = problems(
+      { ...base, CONFIG_FILE: '/c.yaml', COOKIE_SECRET_FILE: '/missing' },
+      { '/c.yaml': 'NOPE: 1\n' },
+    );
     expect(found).toEqual(
-      expect.arrayContaining([expect.stringContaining('unknown setting NOPE'), expect.stringContaining('COOKIE_SECRET_FILE /missing')]),
+      expect.arrayContaining([
+        expect.stringContaining('unknown setting NOPE'),
+        expect.stringContaining('COOKIE_SECRET_FILE /missing'),
+      ]),
     );
   });
 
   it('parses COOKIE_SECRETS for rotation: first seals, all unseal', () => {
-    const c = loadConfig({ ...base, COOKIE_SECRET: '', COOKIE_SECRETS: `new:${'n'.repeat(32)},old:${'o'.repeat(40)}` });
+    const c = loadConfig({
+      ...base,
+      COOKIE_SECRET: '',
+      COOKIE_SECRETS: `new:${'n'.repeat(32)},old:${'o'.repeat(40)}`,
+    });
     expect(c.cookieSecrets.map((s) => s.id)).toEqual(['new', 'old']);
   });
 
@@ -97,12 +120,31 @@ describe('configuration', () => {
   });
 
   it('understands Redis Sentinel and Cluster settings', () => {
-    const s = loadConfig({ ...base, REDIS_SENTINELS: '10.0.0.1:26379, 10.0.0.2:26379', REDIS_SENTINEL_NAME: 'mymaster' });
-    expect(s.redis).toMatchObject({ mode: 'sentinel', name: 'mymaster', sentinels: [{ host: '10.0.0.1', port: 26379 }, { host: '10.0.0.2', port: 26379 }] });
+    const s = loadConfig({
+      ...base,
+      REDIS_SENTINELS: '10.0.0.1:26379, 10.0.0.2:26379',
+      REDIS_SENTINEL_NAME: 'mymaster',
+    });
+    expect(s.redis).toMatchObject({
+      mode: 'sentinel',
+      name: 'mymaster',
+      sentinels: [
+        { host: '10.0.0.1', port: 26379 },
+        { host: '10.0.0.2', port: 26379 },
+      ],
+    });
     const c = loadConfig({ ...base, REDIS_CLUSTER_NODES: 'a:7000,b:7001' });
-    expect(c.redis).toMatchObject({ mode: 'cluster', nodes: [{ host: 'a', port: 7000 }, { host: 'b', port: 7001 }] });
+    expect(c.redis).toMatchObject({
+      mode: 'cluster',
+      nodes: [
+        { host: 'a', port: 7000 },
+        { host: 'b', port: 7001 },
+      ],
+    });
     expect(problems({ ...base, REDIS_URL: 'http://x' })).toEqual([expect.stringContaining('REDIS_URL')]);
-    expect(problems({ ...base, REDIS_SENTINELS: 'a:1' })).toEqual([expect.stringContaining('REDIS_SENTINEL_NAME')]);
+    expect(problems({ ...base, REDIS_SENTINELS: 'a:1' })).toEqual([
+      expect.stringContaining('REDIS_SENTINEL_NAME'),
+    ]);
   });
 
   it('parses Go-style durations', () => {

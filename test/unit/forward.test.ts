@@ -7,7 +7,12 @@ import { ProxyTrust } from '../../src/forward/trust.ts';
 
 const trust = new ProxyTrust(['127.0.0.0/8', '10.0.0.0/8']);
 
-function req(headers: Record<string, string>, remoteAddress = '127.0.0.1', url = '/auth', method = 'GET'): IncomingMessage {
+function req(
+  headers: Record<string, string>,
+  remoteAddress = '127.0.0.1',
+  url = '/auth',
+  method = 'GET',
+): IncomingMessage {
   return { headers, method, url, socket: { remoteAddress } } as unknown as IncomingMessage;
 }
 
@@ -39,7 +44,11 @@ describe('reading the original request', () => {
 
   it('ignores X-Forwarded-* from an untrusted peer', () => {
     const o = readOriginalRequest(
-      req({ host: 'svc:4180', 'x-forwarded-host': 'evil.example', 'x-forwarded-for': '1.2.3.4' }, '198.51.100.9', '/x'),
+      req(
+        { host: 'svc:4180', 'x-forwarded-host': 'evil.example', 'x-forwarded-for': '1.2.3.4' },
+        '198.51.100.9',
+        '/x',
+      ),
       trust,
     );
     expect(o.host).toBe('svc:4180');
@@ -48,7 +57,10 @@ describe('reading the original request', () => {
   });
 
   it('drops the default port and maps ws/wss', () => {
-    const o = readOriginalRequest(req({ 'x-forwarded-proto': 'wss', 'x-forwarded-host': 'app.example.com:443', 'x-forwarded-uri': '/' }), trust);
+    const o = readOriginalRequest(
+      req({ 'x-forwarded-proto': 'wss', 'x-forwarded-host': 'app.example.com:443', 'x-forwarded-uri': '/' }),
+      trust,
+    );
     expect(o.proto).toBe('https');
     expect(o.host).toBe('app.example.com');
   });
@@ -61,12 +73,18 @@ describe('reading the original request', () => {
     ['a userinfo host', { 'x-forwarded-host': 'user@a.example.com' }],
     ['a bad method', { 'x-forwarded-host': 'a.example.com', 'x-forwarded-method': 'G E T' }],
   ])('rejects %s with a 400', (_name, headers) => {
-    expect(() => readOriginalRequest(req(headers), trust, '/')).toThrowError(expect.objectContaining({ status: 400 }));
+    expect(() => readOriginalRequest(req(headers), trust, '/')).toThrowError(
+      expect.objectContaining({ status: 400 }),
+    );
   });
 });
 
 describe('navigation detection', () => {
-  const nav = { accept: 'text/html,application/xhtml+xml', 'sec-fetch-mode': 'navigate', 'sec-fetch-dest': 'document' };
+  const nav = {
+    accept: 'text/html,application/xhtml+xml',
+    'sec-fetch-mode': 'navigate',
+    'sec-fetch-dest': 'document',
+  };
   it('treats a top-level document GET as a navigation', () => {
     expect(isNavigation('GET', nav)).toBe(true);
     expect(isNavigation('HEAD', { accept: 'text/html' })).toBe(true);
