@@ -295,6 +295,16 @@ describe('bad input', () => {
     expect(reply.location).toBeUndefined();
   });
 
+  it('a protocol-relative X-Forwarded-Uri stays a path on the protected host after login', async () => {
+    const browser = new Browser({ navigation: true });
+    const host = new URL(stack.appUrl).host;
+    const first = await browser.get(`${stack.service.url}/auth`, { 'x-forwarded-uri': '//evil.example/', 'x-forwarded-host': host });
+    expect(first.status).toBe(302);
+    expect(first.location!.startsWith(stack.dex.issuer)).toBe(true);
+    const result = await loginThroughDex(browser, first.location!, admin);
+    expect(new URL(result.final.url).host).toBe(host);
+  });
+
   it('a direct call with no X-Forwarded-* at all is answered, never a crash', async () => {
     const reply = await new Browser().get(`${stack.service.url}/auth`, { accept: 'application/json' });
     expect(reply.status).toBe(401);

@@ -80,7 +80,7 @@ function storeContract(name: string, make: () => Store, wait: (ms: number) => Pr
   });
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 storeContract('memory', () => new MemoryStore(), sleep);
 
