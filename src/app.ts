@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express from 'express';
 import helmet from 'helmet';
-import { defaultAuthorizer } from './authz/policy.ts';
+import { createAuthorizer, createUpstream } from './authz/setup.ts';
 import { type Clock, systemClock } from './clock.ts';
 import type { Config } from './config.ts';
 import type { Deps } from './deps.ts';
@@ -10,11 +10,13 @@ import { ReturnUrlGuard } from './forward/returnUrl.ts';
 import { ProxyTrust } from './forward/trust.ts';
 import { helmetHeaders } from './http/security.ts';
 import { Views } from './http/views.ts';
-import type { Logger } from './log.ts';
+import { type Logger, requestContext } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
-import { createForwardAuthHandler } from './routes/auth.ts';
+import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
+import { LoopBreaker } from './security/loopBreaker.ts';
+import { LoginRateLimiter } from './security/rateLimiter.ts';
 import { CookieNames } from './session/cookieNames.ts';
 import { MemoryStore } from './session/memoryStore.ts';
 import { createRedisClient, RedisStore } from './session/redisStore.ts';
@@ -49,16 +51,32 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
   const { log } = options;
   const clock = options.clock ?? systemClock;
   const metrics = createMetrics(VERSION);
+  // First: a broken AUTHZ_CONFIG stops start-up before any connection is opened.
+  const upstream = createUpstream(config, log);
+  const authorizer = createAuthorizer(config, {
+    log,
+    events: { reload: (source, result) => metrics.policyReload(source, result) },
+  });
   let store = options.store;
   if (!store) {
     if (config.redis) {
-      store = new RedisStore(createRedisClient(config.redis), { log });
+      store = new RedisStore(createRedisClient(config.redis), {
+        log,
+        observe: (op, seconds, ok) => metrics.redisCall(op, seconds, ok),
+      });
     } else {
       log.warn('REDIS_URL is not set: sessions are kept in memory; run ONE replica only');
       store = new MemoryStore({ clock });
     }
   }
-  const oidc = options.oidc ?? createOidcProvider({ config, log, clock });
+  const oidc =
+    options.oidc ??
+    createOidcProvider({
+      config,
+      log,
+      clock,
+      observe: (op, seconds, result) => metrics.providerCall(op, seconds, result),
+    });
   if (config.allowInsecureHttp) {
     log.warn(
       { issuer: config.issuerUrl },
@@ -76,13 +94,12 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     events: {
       refresh: (result) => metrics.refresh(result),
       lockWait: () => metrics.lockWait(),
-      storeError: () => {
-        metrics.storeError();
-        metrics.setDegraded(true);
-      },
+      storeError: () => metrics.storeError(),
+      degraded: (value) => metrics.setDegraded(value),
     },
   });
   const views = new Views();
+  const cookies = new CookieNames(config);
   return {
     config,
     log,
@@ -92,11 +109,15 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     store,
     sealer,
     sessions,
-    cookies: new CookieNames(config),
+    cookies,
     trust: new ProxyTrust(config.trustedProxies),
     returnUrls: new ReturnUrlGuard(config.allowedRedirectDomains),
-    authorizer: defaultAuthorizer,
+    loginLimiter: new LoginRateLimiter({ store, settings: config.loginRateLimit, clock, log }),
+    loopBreaker: new LoopBreaker(config.loginLoop, cookies),
+    authorizer,
+    upstream,
     views,
+    lifecycle: { draining: false },
     pageHeaders: helmetHeaders(views.contentSecurityPolicy),
   };
 }
@@ -117,9 +138,13 @@ export function createApp(deps: Deps): RequestListener {
       strictTransportSecurity: false,
     }),
   );
+  // Log lines written while serving a direct route carry its request id (X-Request-Id when sane).
+  app.use((req, _res, next) => requestContext.run({ requestId: requestIdOf(req) }, next));
   app.use(directRoutes(deps));
 
   return (req: IncomingMessage, res: ServerResponse) => {
+    // While draining, ask clients (the proxy) not to reuse this connection.
+    if (deps.lifecycle.draining) res.shouldKeepAlive = false;
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);

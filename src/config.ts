@@ -18,8 +18,16 @@ export interface CookieSecret {
 export interface KubeCluster {
   readonly name: string;
   readonly server: string;
+  /** Base64 of the PEM CA bundle (caFile is read into it; PEM text is encoded). */
   readonly caData?: string;
+  /** The Dex client kubelogin uses (default OIDC_CLIENT_ID). */
   readonly clientId: string;
+  /** The API server's --oidc-client-id; default: the audience:server:client_id:X of OIDC_SCOPES, else clientId. */
+  readonly audience: string;
+  /** kubelogin --oidc-extra-scope values (the cross-client audience scope is added when audience ≠ clientId). */
+  readonly extraScopes: readonly string[];
+  /** Only for a client declared public (its "secret" is shown to every user). */
+  readonly clientSecret?: string;
 }
 
 export interface Config {
@@ -42,13 +50,32 @@ export interface Config {
   readonly sessionTtlMs: number;
   /** Refresh the ID token when it expires within this many ms. */
   readonly refreshSkewMs: number;
+  /** On SIGTERM: keep serving (readiness 503) this long, then drain for at most shutdownTimeoutMs. */
+  readonly shutdownDelayMs: number;
+  readonly shutdownTimeoutMs: number;
   readonly redis: RedisSettings | undefined;
   /** Empty: only the request's own host. Entries starting with '.' match subdomains. */
   readonly allowedRedirectDomains: readonly string[];
   readonly trustedProxies: readonly string[];
+  /** Login starts and callbacks per client: `burst` at once, then one every `intervalMs` (0 = off). */
+  readonly loginRateLimit: { readonly burst: number; readonly intervalMs: number };
+  /** Redirect-loop breaker: `limit` completed logins for one page, each within `windowMs` (0 = off). */
+  readonly loginLoop: { readonly limit: number; readonly windowMs: number };
   readonly authzConfig: string | undefined;
+  /** A kubeconfig file for the RBAC watch (rbac.kubernetes); undefined: the in-cluster service account. */
+  readonly authzKubeconfig: string | undefined;
+  /** Bearer pass-through: `aud` must contain one of these (default: the client id). */
+  readonly bearerAudiences: readonly string[];
+  /** Bearer pass-through: allowed signing algorithms (default RS256). */
+  readonly bearerAlgorithms: readonly string[];
   /** Header names (as configured) set on every 2xx. */
   readonly upstreamHeaders: readonly string[];
+  /** What `Authorization` carries upstream: the user's ID token, or the pod's token plus Impersonate-*. */
+  readonly upstreamAuth: 'id-token' | 'impersonate';
+  /** The pod's service-account token file (impersonation mode). */
+  readonly serviceAccountTokenPath: string;
+  /** Bound on X-Auth-Request-Groups in bytes (whole groups kept); 0: no bound. */
+  readonly upstreamGroupsMaxBytes: number;
   readonly port: number;
   readonly logLevel: string;
   readonly kubeClusters: readonly KubeCluster[];
@@ -72,47 +99,233 @@ export type RedisSettings =
       readonly tls: boolean;
     };
 
-/** Every setting name the service reads, for X_FILE lookup and CONFIG_FILE validation. */
-export const SETTING_NAMES = [
-  'OIDC_ISSUER_URL',
-  'OIDC_CLIENT_ID',
-  'OIDC_CLIENT_SECRET',
-  'OIDC_SCOPES',
-  'OIDC_ALLOW_INSECURE_HTTP',
-  'OIDC_USERNAME_CLAIM',
-  'OIDC_USERNAME_PREFIX',
-  'OIDC_GROUPS_CLAIM',
-  'OIDC_GROUPS_PREFIX',
-  'REDIRECT_URL',
-  'COOKIE_SECRET',
-  'COOKIE_SECRETS',
-  'COOKIE_NAME',
-  'COOKIE_DOMAIN',
-  'COOKIE_SECURE',
-  'SESSION_TTL',
-  'REFRESH_SKEW',
-  'REDIS_URL',
-  'REDIS_SENTINELS',
-  'REDIS_SENTINEL_NAME',
-  'REDIS_CLUSTER_NODES',
-  'REDIS_USERNAME',
-  'REDIS_PASSWORD',
-  'ALLOWED_REDIRECT_DOMAINS',
-  'TRUSTED_PROXIES',
-  'AUTHZ_CONFIG',
-  'UPSTREAM_HEADERS',
-  'KUBE_CLUSTERS',
-  'PORT',
-  'LOG_LEVEL',
-] as const;
-export type SettingName = (typeof SETTING_NAMES)[number];
+/** One row of the settings table: the README's settings section is generated from these. */
+export interface SettingSpec {
+  /** Environment variable (also the CONFIG_FILE key; `<name>_FILE` reads it from a file). */
+  readonly name: string;
+  /** Default as written in the README: a value in backticks, `required`, or words. */
+  readonly default: string;
+  /** What it does, in Markdown (one line). */
+  readonly description: string;
+  /** Never printed: redacted from problems, logs and `doctor` output. */
+  readonly secret?: boolean;
+}
 
-const SECRET_SETTINGS: ReadonlySet<string> = new Set([
-  'OIDC_CLIENT_SECRET',
-  'COOKIE_SECRET',
-  'COOKIE_SECRETS',
-  'REDIS_PASSWORD',
-]);
+/**
+ * Every setting the service reads — the one table (DESIGN §3). Add a row here, then the field to
+ * Config and parseConfig; `npm run docs:settings` rewrites the README's table from it.
+ */
+export const SETTINGS = [
+  {
+    name: 'OIDC_ISSUER_URL',
+    default: 'required',
+    description:
+      'Dex issuer, exactly as Dex and the API server write it (trailing slash included), e.g. `https://dex.mgmt.example.com/dex`',
+  },
+  { name: 'OIDC_CLIENT_ID', default: 'required', description: 'the client registered in Dex' },
+  {
+    name: 'OIDC_CLIENT_SECRET',
+    default: 'required',
+    description: "that client's secret",
+    secret: true,
+  },
+  {
+    name: 'OIDC_SCOPES',
+    default: '`openid profile email groups offline_access`',
+    description: "add `audience:server:client_id:kubernetes` so the token's `aud` suits the API server",
+  },
+  {
+    name: 'OIDC_ALLOW_INSECURE_HTTP',
+    default: '`false`',
+    description: 'allow an `http://` issuer (demos and tests only; logged loudly)',
+  },
+  {
+    name: 'OIDC_USERNAME_CLAIM',
+    default: '`email`',
+    description: 'claim holding the user name, as the API server reads it (`--oidc-username-claim`)',
+  },
+  {
+    name: 'OIDC_USERNAME_PREFIX',
+    default: 'none',
+    description: 'prefix added to the user name, as the API server adds it (`--oidc-username-prefix`)',
+  },
+  {
+    name: 'OIDC_GROUPS_CLAIM',
+    default: '`groups`',
+    description: 'claim holding the groups (string or array claim)',
+  },
+  {
+    name: 'OIDC_GROUPS_PREFIX',
+    default: 'none',
+    description: 'prefix added to every group, e.g. `oidc:` (`--oidc-groups-prefix`)',
+  },
+  {
+    name: 'REDIRECT_URL',
+    default: '`<proto>://<host>/oauth2/callback` of each request',
+    description: 'one callback URL for a central auth host',
+  },
+  {
+    name: 'COOKIE_SECRET',
+    default: 'required',
+    description: '≥ 32 random characters that seal the session cookie',
+    secret: true,
+  },
+  {
+    name: 'COOKIE_SECRETS',
+    default: 'unset',
+    description:
+      '`id1:secret1,id2:secret2` for rotation, instead of `COOKIE_SECRET`: the first seals, all unseal, old cookies are re-sealed on use',
+    secret: true,
+  },
+  {
+    name: 'COOKIE_NAME',
+    default: '`_forward_auth`',
+    description: 'becomes `__Host-_forward_auth` when the cookie is host-only and secure',
+  },
+  {
+    name: 'COOKIE_DOMAIN',
+    default: 'unset (host-only)',
+    description: 'e.g. `.example.com` for one login across subdomains',
+  },
+  { name: 'COOKIE_SECURE', default: '`true`', description: 'mark cookies `Secure`' },
+  {
+    name: 'SESSION_TTL',
+    default: '`168h`',
+    description: 'absolute session lifetime; after it the user logs in again',
+  },
+  {
+    name: 'REFRESH_SKEW',
+    default: '`30s`',
+    description: "refresh the ID token this long before it expires (capped at half the token's lifetime)",
+  },
+  {
+    name: 'SHUTDOWN_DELAY',
+    default: '`5s`',
+    description:
+      'on SIGTERM, keep serving this long while `/readyz` answers 503, so Kubernetes takes the pod out of the Service first',
+  },
+  {
+    name: 'SHUTDOWN_TIMEOUT',
+    default: '`20s`',
+    description: 'then stop accepting and wait at most this long for in-flight requests',
+  },
+  {
+    name: 'REDIS_URL',
+    default: 'unset → in-memory store (one replica only; warned at start)',
+    description: '`redis://` or `rediss://`',
+  },
+  {
+    name: 'REDIS_SENTINELS',
+    default: 'unset',
+    description: 'Sentinel instead of `REDIS_URL`: `host:port,host:port`',
+  },
+  { name: 'REDIS_SENTINEL_NAME', default: 'unset', description: 'the Sentinel master name' },
+  {
+    name: 'REDIS_CLUSTER_NODES',
+    default: 'unset',
+    description: 'Redis Cluster instead of `REDIS_URL`: `host:port,…`',
+  },
+  { name: 'REDIS_USERNAME', default: 'unset', description: 'Redis ACL user' },
+  { name: 'REDIS_PASSWORD', default: 'unset', description: 'Redis password', secret: true },
+  {
+    name: 'ALLOWED_REDIRECT_DOMAINS',
+    default: "the request's own host",
+    description: 'where `rd` may point: exact hosts, or `.example.com` for the domain and its subdomains',
+  },
+  {
+    name: 'TRUSTED_PROXIES',
+    default: 'loopback and private ranges',
+    description: 'CIDRs whose `X-Forwarded-*` are believed',
+  },
+  {
+    name: 'LOGIN_RATE_LIMIT_BURST',
+    default: '`20`',
+    description:
+      'login starts (and, separately, callbacks) one client IP (IPv6: its /64) may make at once, shared by all replicas through Redis; `0` turns the limit off',
+  },
+  {
+    name: 'LOGIN_RATE_LIMIT_INTERVAL',
+    default: '`6s`',
+    description: 'after the burst, one more attempt every this long; beyond it `429` with `Retry-After`',
+  },
+  {
+    name: 'LOGIN_LOOP_LIMIT',
+    default: '`5`',
+    description:
+      'after this many completed logins for one page, each within `LOGIN_LOOP_WINDOW` of the previous, the next one shows a page explaining the redirect loop; `0` turns it off',
+  },
+  {
+    name: 'LOGIN_LOOP_WINDOW',
+    default: '`2m`',
+    description: 'how close together completed logins must be to count as a loop',
+  },
+  {
+    name: 'AUTHZ_CONFIG',
+    default: 'unset → any logged-in user with a verified email',
+    description: 'YAML authorization rules',
+  },
+  {
+    name: 'AUTHZ_KUBECONFIG',
+    default: "unset → the pod's service account",
+    description:
+      'kubeconfig file used to watch ClusterRoles/Bindings when `AUTHZ_CONFIG` has `rbac.kubernetes: true` (for running outside the cluster)',
+  },
+  {
+    name: 'BEARER_AUDIENCES',
+    default: '`OIDC_CLIENT_ID`',
+    description:
+      'bearer pass-through: a token\'s `aud` must contain one of these (e.g. `kubernetes` for tokens minted for the API server)',
+  },
+  {
+    name: 'BEARER_ALGORITHMS',
+    default: '`RS256`',
+    description: 'bearer pass-through: allowed signing algorithms (RS, ES, PS 256/384/512; never `none` or HS*)',
+  },
+  {
+    name: 'UPSTREAM_HEADERS',
+    default: '`Authorization,X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups`',
+    description: 'headers set on a 2xx',
+  },
+  {
+    name: 'UPSTREAM_AUTH',
+    default: '`id-token`',
+    description:
+      "`id-token`: `Authorization` carries the user's ID token; `impersonate`: the pod's service-account token plus `Impersonate-User`/`Impersonate-Group` (see \"Impersonation\")",
+  },
+  {
+    name: 'SERVICE_ACCOUNT_TOKEN_PATH',
+    default: '`/var/run/secrets/kubernetes.io/serviceaccount/token`',
+    description: 'the token sent upstream with `UPSTREAM_AUTH=impersonate` (re-read every minute)',
+  },
+  {
+    name: 'UPSTREAM_GROUPS_MAX_BYTES',
+    default: '`8000`',
+    description:
+      '`X-Auth-Request-Groups` keeps only whole groups within this many bytes (nginx refuses header lines over 8 KB); `0` = no bound',
+  },
+  {
+    name: 'KUBE_CLUSTERS',
+    default: 'unset',
+    description:
+      'YAML or JSON list of `{name, server, caData|caFile, clientId, audience, extraScopes}` for `/kubeconfig` (see "Kubeconfig page")',
+  },
+  { name: 'PORT', default: '`4180`', description: 'listening port' },
+  {
+    name: 'LOG_LEVEL',
+    default: '`info`',
+    description: '`fatal`, `error`, `warn`, `info`, `debug` (one line per decision), `trace` or `silent`',
+  },
+] as const satisfies readonly SettingSpec[];
+
+export type SettingName = (typeof SETTINGS)[number]['name'];
+
+/** Every setting name the service reads, for X_FILE lookup and CONFIG_FILE validation. */
+export const SETTING_NAMES: readonly SettingName[] = SETTINGS.map((s) => s.name);
+
+/** Settings never printed. */
+export const SECRET_SETTINGS: ReadonlySet<string> = new Set(
+  SETTINGS.filter((s: SettingSpec) => s.secret === true).map((s) => s.name),
+);
 
 export const DEFAULT_SCOPES = ['openid', 'profile', 'email', 'groups', 'offline_access'];
 export const DEFAULT_UPSTREAM_HEADERS = [
@@ -243,14 +456,23 @@ export function collectSettings(
 }
 
 const kubeClustersSchema = z.array(
-  z.object({
-    name: z.string().min(1),
-    server: z.url(),
-    caData: z.string().optional(),
-    caFile: z.string().optional(),
-    clientId: z.string().min(1).optional(),
-  }),
+  z
+    .object({
+      name: z.string().min(1),
+      server: z.url(),
+      caData: z.string().optional(),
+      caFile: z.string().optional(),
+      clientId: z.string().min(1).optional(),
+      audience: z.string().min(1).optional(),
+      extraScopes: z.array(z.string().regex(/^[\x21-\x7e]+$/)).optional(),
+      public: z.boolean().optional(),
+      clientSecret: z.string().min(1).optional(),
+    })
+    .strict(),
 );
+
+export const AUDIENCE_SCOPE_PREFIX = 'audience:server:client_id:';
+export const DEFAULT_KUBE_EXTRA_SCOPES = ['email', 'groups', 'profile', 'offline_access'];
 
 /** Validates raw settings into a frozen Config, or throws one ConfigError listing every problem. */
 export function parseConfig(
@@ -361,6 +583,8 @@ export function parseConfig(
   const cookieSecure = bool('COOKIE_SECURE', true);
   const sessionTtlMs = duration('SESSION_TTL', '168h');
   const refreshSkewMs = duration('REFRESH_SKEW', '30s');
+  const shutdownDelayMs = raw.SHUTDOWN_DELAY === '0' ? 0 : duration('SHUTDOWN_DELAY', '5s');
+  const shutdownTimeoutMs = duration('SHUTDOWN_TIMEOUT', '20s');
 
   const redis = parseRedis(raw, problems);
 
@@ -379,11 +603,30 @@ export function parseConfig(
     problems.push(`TRUSTED_PROXIES: ${(error as Error).message}`);
   }
 
+  const count = (name: SettingName, fallback: number): number => {
+    const v = raw[name]?.trim();
+    if (v === undefined) return fallback;
+    if (!/^\d{1,6}$/.test(v)) {
+      problems.push(`${name} must be a whole number (0 turns it off), got "${v}"`);
+      return fallback;
+    }
+    return Number(v);
+  };
+  const loginRateLimit = Object.freeze({
+    burst: count('LOGIN_RATE_LIMIT_BURST', 20),
+    intervalMs: duration('LOGIN_RATE_LIMIT_INTERVAL', '6s'),
+  });
+  const loginLoop = Object.freeze({
+    limit: count('LOGIN_LOOP_LIMIT', 5),
+    windowMs: duration('LOGIN_LOOP_WINDOW', '2m'),
+  });
+
   const upstreamHeaders =
     raw.UPSTREAM_HEADERS === undefined ? DEFAULT_UPSTREAM_HEADERS : list(raw.UPSTREAM_HEADERS);
   for (const h of upstreamHeaders) {
     if (!/^[A-Za-z0-9-]+$/.test(h)) problems.push(`UPSTREAM_HEADERS entry "${h}" is not a header name`);
   }
+  const authz = parseAuthzSettings(raw, clientId, problems, readFile);
 
   const port = Number(raw.PORT ?? '4180');
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -405,8 +648,19 @@ export function parseConfig(
           `KUBE_CLUSTERS: ${parsed.error.issues.map((i) => `${i.path.join('.')} ${i.message}`).join('; ')}`,
         );
       } else {
+        const audienceScope = scopes.find((s) => s.startsWith(AUDIENCE_SCOPE_PREFIX));
         for (const c of parsed.data) {
-          let caData = c.caData;
+          let caData = c.caData?.trim().startsWith('-----BEGIN')
+            ? Buffer.from(c.caData.trim()).toString('base64')
+            : c.caData;
+          if (c.clientSecret !== undefined && c.public !== true) {
+            problems.push(
+              `KUBE_CLUSTERS ${c.name}: clientSecret is shown to every user in their kubeconfig; set public: true to confirm the client is public, or remove it`,
+            );
+          }
+          if (c.clientSecret !== undefined && c.clientSecret === clientSecret) {
+            problems.push(`KUBE_CLUSTERS ${c.name}: clientSecret must not be OIDC_CLIENT_SECRET`);
+          }
           if (c.caFile) {
             try {
               caData = Buffer.from(readFile(c.caFile)).toString('base64');
@@ -418,7 +672,11 @@ export function parseConfig(
             name: c.name,
             server: c.server,
             clientId: c.clientId ?? clientId,
+            audience:
+              c.audience ?? audienceScope?.slice(AUDIENCE_SCOPE_PREFIX.length) ?? c.clientId ?? clientId,
+            extraScopes: Object.freeze([...(c.extraScopes ?? DEFAULT_KUBE_EXTRA_SCOPES)]),
             ...(caData ? { caData } : {}),
+            ...(c.public === true && c.clientSecret ? { clientSecret: c.clientSecret } : {}),
           });
         }
       }
@@ -446,15 +704,96 @@ export function parseConfig(
     cookieSecure,
     sessionTtlMs,
     refreshSkewMs,
+    shutdownDelayMs,
+    shutdownTimeoutMs,
     redis,
     allowedRedirectDomains: Object.freeze(allowedRedirectDomains),
     trustedProxies: Object.freeze([...trustedProxies]),
+    loginRateLimit,
+    loginLoop,
     authzConfig: raw.AUTHZ_CONFIG?.trim() || undefined,
     upstreamHeaders: Object.freeze([...upstreamHeaders]),
+    ...authz,
     port,
     logLevel,
     kubeClusters: Object.freeze(kubeClusters),
   });
+}
+
+export const BEARER_ALGORITHM_CHOICES = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'PS256',
+  'PS384',
+  'PS512',
+] as const;
+export const DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH = '/var/run/secrets/kubernetes.io/serviceaccount/token';
+
+/** Bearer pass-through, impersonation and upstream-header settings (issue 4). */
+function parseAuthzSettings(
+  raw: RawSettings,
+  clientId: string,
+  problems: string[],
+  readFile: (path: string) => string,
+): Pick<
+  Config,
+  | 'authzKubeconfig'
+  | 'bearerAudiences'
+  | 'bearerAlgorithms'
+  | 'upstreamAuth'
+  | 'serviceAccountTokenPath'
+  | 'upstreamGroupsMaxBytes'
+> {
+  const bearerAudiences = raw.BEARER_AUDIENCES === undefined ? [clientId] : list(raw.BEARER_AUDIENCES);
+  if (raw.BEARER_AUDIENCES !== undefined && bearerAudiences.length === 0) {
+    problems.push('BEARER_AUDIENCES must name at least one audience');
+  }
+  const bearerAlgorithms = raw.BEARER_ALGORITHMS === undefined ? ['RS256'] : list(raw.BEARER_ALGORITHMS);
+  for (const alg of bearerAlgorithms) {
+    if (!(BEARER_ALGORITHM_CHOICES as readonly string[]).includes(alg)) {
+      problems.push(
+        `BEARER_ALGORITHMS entry "${alg}" is not allowed: use ${BEARER_ALGORITHM_CHOICES.join(', ')} (never none or HS*)`,
+      );
+    }
+  }
+  if (bearerAlgorithms.length === 0) problems.push('BEARER_ALGORITHMS must name at least one algorithm');
+
+  const upstreamAuth = (raw.UPSTREAM_AUTH?.trim().toLowerCase() || 'id-token') as Config['upstreamAuth'];
+  if (upstreamAuth !== 'id-token' && upstreamAuth !== 'impersonate') {
+    problems.push(`UPSTREAM_AUTH must be id-token or impersonate, got "${raw.UPSTREAM_AUTH}"`);
+  }
+  const serviceAccountTokenPath = raw.SERVICE_ACCOUNT_TOKEN_PATH?.trim() || DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH;
+  if (upstreamAuth === 'impersonate') {
+    try {
+      if (readFile(serviceAccountTokenPath).trim() === '') {
+        problems.push(`SERVICE_ACCOUNT_TOKEN_PATH ${serviceAccountTokenPath} is empty`);
+      }
+    } catch (error) {
+      problems.push(
+        `SERVICE_ACCOUNT_TOKEN_PATH ${serviceAccountTokenPath} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'}); UPSTREAM_AUTH=impersonate needs the pod's service-account token`,
+      );
+    }
+  }
+
+  let upstreamGroupsMaxBytes = 8000;
+  const rawMax = raw.UPSTREAM_GROUPS_MAX_BYTES?.trim();
+  if (rawMax !== undefined) {
+    if (/^\d{1,7}$/.test(rawMax)) upstreamGroupsMaxBytes = Number(rawMax);
+    else problems.push(`UPSTREAM_GROUPS_MAX_BYTES must be a number of bytes (0: no bound), got "${rawMax}"`);
+  }
+
+  return {
+    authzKubeconfig: raw.AUTHZ_KUBECONFIG?.trim() || undefined,
+    bearerAudiences: Object.freeze(bearerAudiences),
+    bearerAlgorithms: Object.freeze(bearerAlgorithms),
+    upstreamAuth,
+    serviceAccountTokenPath,
+    upstreamGroupsMaxBytes,
+  };
 }
 
 function parseRedis(raw: RawSettings, problems: string[]): RedisSettings | undefined {

@@ -1,4 +1,5 @@
 import type { Authorizer } from './authz/policy.ts';
+import type { Upstream } from './authz/setup.ts';
 import type { Clock } from './clock.ts';
 import type { Config } from './config.ts';
 import type { ReturnUrlGuard } from './forward/returnUrl.ts';
@@ -7,6 +8,8 @@ import type { Views } from './http/views.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
 import type { OidcProvider } from './oidc/provider.ts';
+import type { LoopBreaker } from './security/loopBreaker.ts';
+import type { LoginRateLimiter } from './security/rateLimiter.ts';
 import type { CookieNames } from './session/cookieNames.ts';
 import type { Sealer } from './session/seal.ts';
 import type { SessionService } from './session/sessions.ts';
@@ -25,8 +28,15 @@ export interface Deps {
   readonly cookies: CookieNames;
   readonly trust: ProxyTrust;
   readonly returnUrls: ReturnUrlGuard;
+  /** Login starts and callbacks per client (DESIGN §10); never on the valid-session path. */
+  readonly loginLimiter: LoginRateLimiter;
+  readonly loopBreaker: LoopBreaker;
   readonly authorizer: Authorizer;
+  /** The headers a 2xx sets for the upstream (ID token or impersonation; UPSTREAM_AUTH). */
+  readonly upstream: Upstream;
   readonly views: Views;
+  /** Process lifecycle: `draining` is set on SIGTERM (readiness then answers 503). */
+  readonly lifecycle: { draining: boolean };
   /** helmet's headers plus our CSP, for every HTML page. */
   readonly pageHeaders: Readonly<Record<string, string>>;
 }

@@ -16,7 +16,8 @@ export interface RunningService {
   readonly deps: Deps;
   readonly url: string;
   readonly port: number;
-  close(): Promise<void>;
+  /** Drains and stops; `delayMs` keeps serving (readiness 503) first. */
+  close(delayMs?: number): Promise<void>;
 }
 
 /** Node's header limit; above it the client gets 431 with advice (see README: authRequestHeaders). */
@@ -24,7 +25,7 @@ export const MAX_HEADER_BYTES = 32 * 1024;
 
 export async function startService(
   config: Config,
-  options: Partial<BuildOptions> & { host?: string; drainMs?: number } = {},
+  options: Partial<BuildOptions> & { host?: string; drainMs?: number; drainDelayMs?: number } = {},
 ): Promise<RunningService> {
   const log = options.log ?? createLogger({ level: config.logLevel });
   const deps = buildDeps(config, { ...options, log });
@@ -51,9 +52,16 @@ export async function startService(
   log.info({ port, store: deps.store.kind, issuer: config.issuerUrl }, 'dex-forward-auth listening');
 
   let closing: Promise<void> | undefined;
-  const close = (): Promise<void> => {
+  /**
+   * Drain (DESIGN §8): readiness goes 503 at once while requests are still served for
+   * SHUTDOWN_DELAY (Kubernetes takes the pod out of the Service meanwhile), then no new
+   * connections, in-flight requests finish within SHUTDOWN_TIMEOUT, and Redis is closed.
+   */
+  const close = (delayMs = options.drainDelayMs ?? 0): Promise<void> => {
     closing ??= (async () => {
-      const drainMs = options.drainMs ?? 10_000;
+      deps.lifecycle.draining = true;
+      if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      const drainMs = options.drainMs ?? config.shutdownTimeoutMs;
       await new Promise<void>((resolve) => {
         const timer = setTimeout(() => {
           server.closeAllConnections();
@@ -67,6 +75,8 @@ export async function startService(
         server.closeIdleConnections();
       });
       deps.oidc.close();
+      deps.upstream.close();
+      await deps.authorizer.close?.();
       await deps.store.close();
     })();
     return closing;
@@ -87,10 +97,20 @@ export async function serve(env: Readonly<Record<string, string | undefined>> = 
     throw error;
   }
   const log: Logger = createLogger({ level: config.logLevel, pretty: process.stdout.isTTY });
-  const service = await startService(config, { log });
+  let service: RunningService;
+  try {
+    service = await startService(config, { log });
+  } catch (error) {
+    // A broken AUTHZ_CONFIG (or an unreadable service-account token) is found while building.
+    if (error instanceof ConfigError) {
+      process.stderr.write(`dex-forward-auth: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
   const stop = (signal: string) => {
-    log.info({ signal }, 'draining');
-    service.close().then(
+    log.info({ signal, delayMs: config.shutdownDelayMs }, 'draining');
+    service.close(config.shutdownDelayMs).then(
       () => process.exit(0),
       () => process.exit(1),
     );

@@ -1,9 +1,10 @@
-import { createRemoteJWKSet, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
+import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
 import * as client from 'openid-client';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../log.ts';
+import type { ProviderOperation, ProviderResult } from '../metrics.ts';
 
 /**
  * The only importer of openid-client (STYLE: one owner per library). Speaks the protocol steps
@@ -54,6 +55,12 @@ export interface OidcProvider {
   readonly issuer: string;
   /** 'ready' once discovery succeeded. */
   status(): 'ready' | 'unavailable';
+  /**
+   * Whether the provider answers right now (its discovery document, cached for a few seconds).
+   * Checked before sending a browser to log in, so a down Dex gets a clear 503 page instead of a
+   * redirect into the void.
+   */
+  reachable(): Promise<boolean>;
   /** The provider's end_session_endpoint when discovery offers one (released Dex has none). */
   endSessionEndpoint(): string | undefined;
   authorizationUrl(request: AuthorizationRequest): Promise<string>;
@@ -61,7 +68,19 @@ export interface OidcProvider {
   refresh(refreshToken: string): Promise<TokenResult>;
   /** Verifies an ID token (signature via JWKS, iss, aud, exp) and returns its claims. */
   verifyIdToken(idToken: string, expectedNonce?: string): Promise<IdClaims>;
+  /**
+   * Verifies a bearer token as the API server does (spec C2): exact `iss`, `aud` any of
+   * `audiences`, `exp` without leeway, `nbf` with one minute, `alg` in `algorithms`, signature via
+   * the issuer's JWKS (re-fetched on an unknown `kid`, at most every 30 s). Throws
+   * AppError 'unauthenticated' (invalid token) or 'provider_unavailable' (JWKS unreachable).
+   */
+  verifyBearer(token: string, options: BearerVerifyOptions): Promise<IdClaims>;
   close(): void;
+}
+
+export interface BearerVerifyOptions {
+  readonly audiences: readonly string[];
+  readonly algorithms: readonly string[];
 }
 
 export function newLoginSecrets(): { state: string; nonce: string; codeVerifier: string } {
@@ -84,6 +103,34 @@ export interface OidcProviderOptions {
   readonly clock: Clock;
   /** Per-call timeout for provider requests, ms. */
   readonly timeoutMs?: number;
+  /** Least time between two JWKS fetches for an unknown `kid`, ms (default 30 s). */
+  readonly jwksCooldownMs?: number;
+  /** Told about every HTTP round trip to the provider (metrics). */
+  readonly observe?: (operation: ProviderOperation, seconds: number, result: ProviderResult) => void;
+}
+
+/** fetch, timed: every round trip to the provider is reported with its operation and result. */
+function observedFetch(observe: NonNullable<OidcProviderOptions['observe']>, fixed?: ProviderOperation) {
+  return async (url: string, init: RequestInit): Promise<Response> => {
+    let operation: ProviderOperation = fixed ?? 'other';
+    if (!fixed) {
+      const grant = init.body instanceof URLSearchParams ? init.body.get('grant_type') : null;
+      if (grant === 'refresh_token') operation = 'refresh';
+      else if (grant === 'authorization_code') operation = 'code';
+      else if (url.includes('/.well-known/openid-configuration')) operation = 'discovery';
+    }
+    const started = performance.now();
+    try {
+      const response = await fetch(url, init);
+      const result: ProviderResult =
+        response.status >= 500 ? 'error' : response.status >= 400 ? 'refused' : 'ok';
+      observe(operation, (performance.now() - started) / 1000, result);
+      return response;
+    } catch (error) {
+      observe(operation, (performance.now() - started) / 1000, 'error');
+      throw error;
+    }
+  };
 }
 
 /**
@@ -109,7 +156,11 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
         config.clientId,
         undefined,
         client.ClientSecretBasic(config.clientSecret),
-        { execute, timeout: timeoutSeconds },
+        {
+          execute,
+          timeout: timeoutSeconds,
+          ...(options.observe ? { [client.customFetch]: observedFetch(options.observe) } : {}),
+        },
       );
       const metadata = configuration.serverMetadata();
       if (metadata.issuer !== config.issuerUrl) {
@@ -120,8 +171,9 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
       if (!metadata.jwks_uri) throw new Error('discovery has no jwks_uri');
       const jwks = createRemoteJWKSet(new URL(metadata.jwks_uri), {
         timeoutDuration: options.timeoutMs ?? 10_000,
-        cooldownDuration: 30_000,
+        cooldownDuration: options.jwksCooldownMs ?? 30_000,
         cacheMaxAge: 600_000,
+        ...(options.observe ? { [customFetch]: observedFetch(options.observe, 'jwks') } : {}),
       });
       const algorithms = metadata.id_token_signing_alg_values_supported?.filter((a) => a !== 'none') ?? [
         'RS256',
@@ -177,6 +229,29 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
 
   void ensure();
 
+  // Liveness probe of the provider: a cached GET of the discovery document.
+  const discoveryUrl = `${config.issuerUrl.replace(/\/$/, '')}/.well-known/openid-configuration`;
+  let probeResult: { ok: boolean; until: number } | undefined;
+  let probing: Promise<boolean> | undefined;
+  const probe = (): Promise<boolean> => {
+    const now = clock.now();
+    if (probeResult && probeResult.until > now) return Promise.resolve(probeResult.ok);
+    probing ??= fetch(discoveryUrl, { signal: AbortSignal.timeout(2_000), redirect: 'manual' })
+      .then(
+        async (response) => {
+          await response.body?.cancel();
+          return response.status === 200;
+        },
+        () => false,
+      )
+      .then((ok) => {
+        probeResult = { ok, until: clock.now() + (ok ? 5_000 : 1_000) };
+        probing = undefined;
+        return ok;
+      });
+    return probing;
+  };
+
   const verify = async (d: Discovered, idToken: string, expectedNonce?: string): Promise<IdClaims> => {
     const { payload } = await jwtVerify(idToken, d.jwks, {
       issuer: config.issuerUrl,
@@ -207,6 +282,7 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
   return {
     issuer: config.issuerUrl,
     status: () => (discovered ? 'ready' : 'unavailable'),
+    reachable: () => probe(),
     endSessionEndpoint: () => discovered?.configuration.serverMetadata().end_session_endpoint,
 
     async authorizationUrl(request) {
@@ -271,6 +347,29 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
       return verify(await ready(), idToken, expectedNonce);
     },
 
+    async verifyBearer(token, { audiences, algorithms }) {
+      const d = await ready();
+      const now = clock.now();
+      let payload: JWTPayload;
+      try {
+        ({ payload } = await jwtVerify(token, d.jwks, {
+          issuer: config.issuerUrl,
+          audience: [...audiences],
+          algorithms: [...algorithms],
+          currentDate: new Date(now),
+          // One minute for nbf (go-oidc v2); exp gets no leeway, checked below.
+          clockTolerance: 60,
+          requiredClaims: ['exp'],
+        }));
+      } catch (error) {
+        throw translateBearerError(error);
+      }
+      if (typeof payload.exp !== 'number' || payload.exp * 1000 < now) {
+        throw invalidBearer('token expired', 'The token has expired.');
+      }
+      return payload as IdClaims;
+    },
+
     close() {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
@@ -326,6 +425,44 @@ function translateCodeError(error: unknown): AppError {
       detail: `${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`,
       headers: { 'Retry-After': '5' },
     },
+  );
+}
+
+function invalidBearer(detail: string, description: string): AppError {
+  return new AppError('unauthenticated', 'The bearer token is not valid.', {
+    detail: `bearer token refused: ${detail}`,
+    headers: { 'WWW-Authenticate': `Bearer realm="dex-forward-auth", error="invalid_token", error_description="${description}"` },
+  });
+}
+
+/** jose's verdicts on a bearer token → 401; an unreachable JWKS → 503. */
+function translateBearerError(error: unknown): AppError {
+  if (error instanceof AppError) return error;
+  if (error instanceof joseErrors.JOSEError) {
+    if (error instanceof joseErrors.JWKSTimeout || error.code === 'ERR_JWKS_INVALID') {
+      return new AppError(
+        'provider_unavailable',
+        'The identity provider cannot be reached right now. Please try again shortly.',
+        { detail: `jwks: ${error.code}`, headers: { 'Retry-After': '5' } },
+      );
+    }
+    const description =
+      error instanceof joseErrors.JWTExpired
+        ? 'The token has expired.'
+        : error instanceof joseErrors.JWTClaimValidationFailed
+          ? `The token's "${error.claim}" claim is not acceptable.`
+          : error instanceof joseErrors.JOSEAlgNotAllowed
+            ? 'The token is signed with an algorithm that is not allowed.'
+            : error instanceof joseErrors.JWKSNoMatchingKey
+              ? "The token's signing key is unknown."
+              : 'The token could not be verified.';
+    return invalidBearer(error.code, description);
+  }
+  const e = error as { name?: string; message?: string };
+  return new AppError(
+    'provider_unavailable',
+    'The identity provider cannot be reached right now. Please try again shortly.',
+    { detail: `jwks fetch: ${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`, headers: { 'Retry-After': '5' } },
   );
 }
 

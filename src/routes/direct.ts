@@ -6,6 +6,7 @@ import { readCookie } from '../http/cookies.ts';
 import { errorReply, type Reply, writeReply } from '../http/reply.ts';
 import { requestIdOf } from './auth.ts';
 import { finishLogin } from './callback.ts';
+import { kubeconfigRoutes } from './kubeconfig.ts';
 import { startLogin } from './login.ts';
 import { signOut } from './signOut.ts';
 
@@ -88,6 +89,8 @@ export function directRoutes(deps: Deps): Router {
     }),
   );
 
+  router.use(kubeconfigRoutes(deps));
+
   router.get('/healthz', (_req, res) => {
     res.setHeader('Cache-Control', 'no-store');
     res.json({ status: 'ok' });
@@ -99,6 +102,7 @@ export function directRoutes(deps: Deps): Router {
       // Ready = configured and serving. Dex and Redis are reported, never gating (DESIGN §2).
       const storeUp = await deps.store.ping();
       deps.metrics.setDegraded(!storeUp);
+      if (deps.lifecycle.draining) return { status: 503, json: { status: 'draining' } };
       return {
         status: 200,
         json: {

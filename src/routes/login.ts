@@ -1,4 +1,5 @@
 import type { Deps } from '../deps.ts';
+import { AppError } from '../errors.ts';
 import type { OriginalRequest } from '../forward/original.ts';
 import { readCookiesWithPrefix } from '../http/cookies.ts';
 import type { Reply } from '../http/reply.ts';
@@ -34,9 +35,17 @@ export async function startLogin(
   returnTo: string,
   cookieHeader: string | undefined,
 ): Promise<Reply> {
+  await guardLoginStart(deps, original, returnTo, cookieHeader);
   const secrets = newLoginSecrets();
   const redirectUri = redirectUriFor(deps, original);
   const location = await deps.oidc.authorizationUrl({ redirectUri, ...secrets });
+  if (!(await deps.oidc.reachable())) {
+    throw new AppError(
+      'provider_unavailable',
+      'The identity provider cannot be reached right now, so you cannot sign in. Please try again in a minute.',
+      { detail: 'provider discovery document unreachable', headers: { 'Retry-After': '10' } },
+    );
+  }
   const now = deps.clock.now();
   const tx: LoginTransaction = { v: 1, ...secrets, redirectUri, returnTo, iat: now };
   const sealed = await deps.sealer.seal({ ...tx }, LOGIN_TTL_SECONDS);
@@ -47,6 +56,57 @@ export async function startLogin(
   deps.metrics.loginStarted();
   deps.log.info({ host: original.host, clientIp: original.clientIp }, 'login started');
   return { status: 302, location, cookies };
+}
+
+/**
+ * Refuses a login start when the client is over its rate limit (429) or when the browser keeps
+ * coming back to log in for the same page although its logins completed (a redirect loop: 508
+ * with a page naming the likely causes, instead of another round).
+ */
+async function guardLoginStart(
+  deps: Deps,
+  original: OriginalRequest,
+  returnTo: string,
+  cookieHeader: string | undefined,
+): Promise<void> {
+  const limit = await deps.loginLimiter.take('start', original.clientIp);
+  if (!limit.allowed) {
+    deps.metrics.loginFailed('rate_limited');
+    deps.log.info({ clientIp: original.clientIp, host: original.host }, 'login start rate-limited');
+    throw rateLimited(limit.retryAfterSeconds, original.url);
+  }
+  const now = deps.clock.now();
+  const loop = deps.loopBreaker.check(cookieHeader, returnTo, now);
+  if (loop.looping) {
+    deps.metrics.loginFailed('redirect_loop');
+    deps.log.warn(
+      { host: original.host, clientIp: original.clientIp, logins: loop.count },
+      'redirect loop: logins complete but the session is not seen; showing the loop page',
+    );
+    const retry = `${original.proto}://${original.host}/oauth2/start?rd=${encodeURIComponent(returnTo)}`;
+    throw new AppError(
+      'redirect_loop',
+      `You were sent to sign in for this page ${loop.count} times in a row and each time the sign-in did not stick, so we stopped instead of sending you round again: ${returnTo}`,
+      {
+        detail: `${loop.count} completed logins for the same page`,
+        cookies: deps.loopBreaker.forget(cookieHeader, returnTo, now),
+        action: { href: retry, label: 'Try again' },
+      },
+    );
+  }
+}
+
+/** The 429 for a login start or callback over the client's limit. */
+export function rateLimited(retryAfterSeconds: number, retryUrl: string): AppError {
+  return new AppError(
+    'rate_limited',
+    `There were too many sign-in attempts from your network in a short time. Please wait ${retryAfterSeconds} seconds, then try again.`,
+    {
+      detail: 'login rate limit',
+      headers: { 'Retry-After': String(retryAfterSeconds) },
+      action: { href: retryUrl, label: 'Try again' },
+    },
+  );
 }
 
 /** Deletions for unreadable login cookies and for the oldest beyond the cap. */

@@ -6,25 +6,24 @@ import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
-import {
-  decrypt,
-  deriveSessionKeys,
-  encrypt,
-  fingerprint,
-  newSessionId,
-  type SessionKeys,
-} from './crypto.ts';
+import { decrypt, deriveSessionKeys, encrypt, fingerprint, newSessionId, type SessionKeys } from './crypto.ts';
 import { Lru } from './lru.ts';
 import type { Sealer } from './seal.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
 
 /**
  * Sessions (DESIGN §5). The browser holds a sealed cookie {sid, refresh token, login time,
- * session end}; the store holds the ID token and the identity under HMAC(sid), encrypted with a
- * key derived from sid. Refresh is single-flight per session across replicas: a store lock elects
- * the refresher, and its result — including the new sealed cookie — is kept for a grace period
- * under a hash of the *old* refresh token, so every request still carrying the old cookie, on any
- * replica, is served and handed the same new cookie.
+ * session end}; the store holds the ID token, the identity and the session's *current* sealed
+ * cookie under HMAC(sid), encrypted with a key derived from sid.
+ *
+ * Refresh is single-flight per session: within a process by a promise per refresh token, across
+ * replicas by a store lock (owner token, compare-and-delete release, lease renewed while the
+ * token call runs). Waiters re-read instead of calling Dex. The result — with the new sealed
+ * cookie — is also kept for a grace period under a hash of the *old* refresh token, so every
+ * request still carrying the old cookie, on any replica, is served and handed the same new
+ * cookie. A browser that presents a cookie older than the session's current one is handed the
+ * current one, and a refresh always uses the newest refresh token known: a stale cookie can never
+ * replay a rotated refresh token (which Dex, and oidc-provider even more strictly, punish).
  */
 
 export interface SessionCookieData {
@@ -44,13 +43,16 @@ export interface SessionRecord {
   /** ID token issue time, ms. */
   readonly tokenIat: number;
   readonly identity: Identity;
+  /** The session's current sealed cookie and the hash of its refresh token. */
+  readonly cookie: string;
+  readonly rtHash: string;
 }
 
 export type Resolution =
   | {
       readonly kind: 'valid';
       readonly record: SessionRecord;
-      /** A new sealed cookie value to send (rotation or re-seal). */
+      /** A sealed cookie value to send (rotation, adoption of the current cookie, re-seal). */
       readonly setCookie?: string;
       /** Session end, ms (for the cookie's Max-Age). */
       readonly sessionEnd: number;
@@ -59,29 +61,27 @@ export type Resolution =
     }
   | { readonly kind: 'none'; readonly reason: 'invalid' | 'expired' | 'signed_out' | 'refresh_refused' };
 
-interface RefreshOutcome {
-  readonly record: SessionRecord;
-  readonly cookie: string | undefined;
-}
-
-interface SharedResult {
-  readonly cookie?: string;
-  readonly record?: SessionRecord;
-  readonly terminal?: boolean;
-}
-
 interface Unsealed {
+  readonly value: string;
   readonly data: SessionCookieData;
   readonly keys: SessionKeys;
+  readonly rtHash: string;
+}
+
+
+interface SharedResult {
+  readonly record?: SessionRecord;
+  readonly terminal?: boolean;
 }
 
 export interface SessionEvents {
   refresh(result: 'ok' | 'terminal' | 'transient' | 'coalesced'): void;
   lockWait(): void;
   storeError(): void;
+  degraded(value: boolean): void;
 }
 
-const noEvents: SessionEvents = { refresh() {}, lockWait() {}, storeError() {} };
+const noEvents: SessionEvents = { refresh() {}, lockWait() {}, storeError() {}, degraded() {} };
 
 export interface SessionServiceOptions {
   readonly config: Config;
@@ -99,6 +99,8 @@ export interface SessionServiceOptions {
   readonly lockWaitMs?: number;
   /** Delays between transient refresh retries. */
   readonly retryDelaysMs?: readonly number[];
+  /** How long a record outlives its ID token, so a stale cookie can still find the current one. */
+  readonly recordGraceMs?: number;
 }
 
 const KEY = {
@@ -108,6 +110,9 @@ const KEY = {
   result: (rtHash: string) => `rr:${rtHash}`,
   once: (name: string) => `once:${name}`,
 };
+
+/** How many times a stale cookie may be followed to a newer one in one request. */
+const MAX_CHAIN = 3;
 
 export class SessionService {
   readonly #config: Config;
@@ -121,14 +126,15 @@ export class SessionService {
   readonly #leaseMs: number;
   readonly #lockWaitMs: number;
   readonly #retryDelays: readonly number[];
+  readonly #recordGraceMs: number;
 
   /** sha256(cookie) → unsealed cookie and derived keys, until the session ends. */
   readonly #unsealed = new Lru<Unsealed>(50_000);
   /** lookup → last known record: carries sessions while the store is down. */
   readonly #records = new Lru<SessionRecord>(100_000);
   /** sha256(old refresh token) → refresh outcome, for the grace period. */
-  readonly #results = new Lru<RefreshOutcome | 'terminal'>(20_000);
-  readonly #inflight = new Map<string, Promise<RefreshOutcome>>();
+  readonly #results = new Lru<SessionRecord | 'terminal'>(20_000);
+  readonly #inflight = new Map<string, Promise<SessionRecord>>();
   #degraded = false;
 
   constructor(options: SessionServiceOptions) {
@@ -143,6 +149,7 @@ export class SessionService {
     this.#leaseMs = options.lockLeaseMs ?? 5_000;
     this.#lockWaitMs = options.lockWaitMs ?? 8_000;
     this.#retryDelays = options.retryDelaysMs ?? [200, 600];
+    this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -161,20 +168,21 @@ export class SessionService {
       exp: now + this.#config.sessionTtlMs,
     };
     const keys = deriveSessionKeys(data.sid);
-    const record = this.#recordFrom(tokens);
-    await this.#saveRecord(keys, record);
     const cookie = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
-    this.#unsealed.set(fingerprint(cookie), { data, keys }, data.exp);
+    const unsealed: Unsealed = { value: cookie, data, keys, rtHash: fingerprint(data.rt) };
+    this.#unsealed.set(fingerprint(cookie), unsealed, data.exp);
+    const record = this.#recordFrom(tokens, unsealed);
+    await this.#saveRecord(keys, record, data.exp);
     return { cookie, record, sessionEnd: data.exp };
   }
 
   /** Resolves a session cookie to a fresh ID token, refreshing when needed. */
   async resolve(cookie: string): Promise<Resolution> {
     const now = this.#clock.now();
-    const unsealed = await this.#unseal(cookie, now);
-    if (!unsealed) return { kind: 'none', reason: 'invalid' };
-    const { data, keys } = unsealed;
-    if (data.exp <= now) return { kind: 'none', reason: 'expired' };
+    const presented = await this.#unseal(cookie, now);
+    if (!presented) return { kind: 'none', reason: 'invalid' };
+    if (presented.data.exp <= now) return { kind: 'none', reason: 'expired' };
+    const { keys } = presented;
 
     let record: SessionRecord | undefined;
     let storeDown = false;
@@ -193,19 +201,26 @@ export class SessionService {
       // Missing: expired, flushed or signed out. A tombstone says which.
       if (await this.#signedOut(keys)) return { kind: 'none', reason: 'signed_out' };
       const known = this.#records.get(keys.lookup, now);
-      if (known && !this.#needsRefresh(known, now)) {
-        record = known;
-        await this.#saveRecord(keys, known).catch(() => undefined); // Redis came back empty: write back.
+      if (known) {
+        record = known; // Redis came back empty: write what we know back.
+        await this.#saveRecord(keys, known, presented.data.exp);
       }
     }
 
-    let setCookie: string | undefined;
+    // A cookie older than the session's current one adopts the current one.
+    let current = presented;
+    if (record && record.rtHash !== presented.rtHash) {
+      const adopted = await this.#unseal(record.cookie, now);
+      if (adopted && adopted.data.sid === presented.data.sid) current = adopted;
+    }
+
     let refreshed = false;
     if (record === undefined || this.#needsRefresh(record, now)) {
       try {
-        const outcome = await this.#refresh(data, keys);
-        record = outcome.record;
-        setCookie = outcome.cookie;
+        // While the current token is still valid, one attempt: a failure serves it as is. Once it
+        // has expired, retry a few times before answering 503.
+        const patient = record === undefined || record.tokenExp <= now;
+        record = await this.#refresh(current, 0, patient);
         refreshed = true;
       } catch (error) {
         if (error instanceof RefreshError && error.kind === 'terminal') {
@@ -213,30 +228,27 @@ export class SessionService {
         }
         // Transient: serve the current token while it is still valid (DESIGN §5).
         if (record !== undefined && record.tokenExp > this.#clock.now()) {
-          this.#log.warn(
-            { reason: (error as Error).message },
-            'refresh failed transiently; serving current token',
-          );
+          this.#log.warn({ reason: (error as Error).message }, 'refresh failed transiently; serving current token');
         } else {
           throw new AppError(
             'session_unavailable',
             'Your session could not be renewed right now. Please retry in a moment.',
-            {
-              detail: (error as Error).message,
-              headers: { 'Retry-After': '5' },
-            },
+            { detail: (error as Error).message, headers: { 'Retry-After': '5' } },
           );
         }
       }
     }
 
-    if (setCookie === undefined && this.#sealer.isSealedWithOldSecret(cookie)) {
+    let setCookie: string | undefined = record.cookie !== cookie && record.rtHash !== presented.rtHash ? record.cookie : undefined;
+    const held = setCookie ?? cookie;
+    if (this.#sealer.isSealedWithOldSecret(held)) {
+      const data = setCookie ? ((await this.#unseal(setCookie, now))?.data ?? presented.data) : presented.data;
       setCookie = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
     }
     return {
       kind: 'valid',
       record,
-      sessionEnd: data.exp,
+      sessionEnd: presented.data.exp,
       degraded: storeDown,
       refreshed,
       ...(setCookie !== undefined ? { setCookie } : {}),
@@ -267,8 +279,7 @@ export class SessionService {
     if (!unsealed) return undefined;
     try {
       return (
-        (await this.#loadRecord(unsealed.keys))?.identity ??
-        this.#records.get(unsealed.keys.lookup, now)?.identity
+        (await this.#loadRecord(unsealed.keys))?.identity ?? this.#records.get(unsealed.keys.lookup, now)?.identity
       );
     } catch {
       return this.#records.get(unsealed.keys.lookup, now)?.identity;
@@ -296,11 +307,12 @@ export class SessionService {
       data?.v !== 1 ||
       typeof data.sid !== 'string' ||
       typeof data.rt !== 'string' ||
-      typeof data.exp !== 'number'
+      typeof data.exp !== 'number' ||
+      typeof data.iat !== 'number'
     ) {
       return undefined;
     }
-    const unsealed = { data, keys: deriveSessionKeys(data.sid) };
+    const unsealed: Unsealed = { value: cookie, data, keys: deriveSessionKeys(data.sid), rtHash: fingerprint(data.rt) };
     if (data.exp > now) this.#unsealed.set(key, unsealed, data.exp);
     return unsealed;
   }
@@ -313,13 +325,15 @@ export class SessionService {
     return record.tokenExp - skew <= now;
   }
 
-  #recordFrom(tokens: TokenResult): SessionRecord {
+  #recordFrom(tokens: TokenResult, session: Unsealed): SessionRecord {
     const claims = tokens.claims;
     return {
       idToken: tokens.idToken,
       tokenExp: claims.exp * 1000,
       tokenIat: typeof claims.iat === 'number' ? claims.iat * 1000 : this.#clock.now(),
       identity: identityFromClaims(claims, this.#config),
+      cookie: session.value,
+      rtHash: session.rtHash,
     };
   }
 
@@ -329,20 +343,21 @@ export class SessionService {
     const json = decrypt(blob, keys.encryption, keys.lookup);
     if (json === undefined) return undefined;
     const record = JSON.parse(json) as SessionRecord;
-    this.#records.set(keys.lookup, record, record.tokenExp);
+    this.#records.set(keys.lookup, record, record.tokenExp + this.#recordGraceMs);
     return record;
   }
 
-  async #saveRecord(keys: SessionKeys, record: SessionRecord): Promise<void> {
+  /** Stores a record for its token's life plus a grace (never beyond the session's end). */
+  async #saveRecord(keys: SessionKeys, record: SessionRecord, sessionEnd: number): Promise<void> {
     const now = this.#clock.now();
-    this.#records.set(keys.lookup, record, record.tokenExp);
-    const ttl = record.tokenExp - now;
-    if (ttl <= 0) return;
+    const until = Math.min(sessionEnd, record.tokenExp + this.#recordGraceMs);
+    this.#records.set(keys.lookup, record, until);
+    if (until <= now) return;
     try {
       await this.#store.set(
         KEY.record(keys.lookup),
         encrypt(JSON.stringify(record), keys.encryption, keys.lookup),
-        ttl,
+        until - now,
       );
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
@@ -362,54 +377,62 @@ export class SessionService {
   #setDegraded(value: boolean): void {
     if (this.#degraded === value) return;
     this.#degraded = value;
-    if (value)
-      this.#log.warn('session store unavailable: degraded mode, serving from cookies and local cache');
+    this.#events.degraded(value);
+    if (value) this.#log.warn('session store unavailable: degraded mode, serving from cookies and local cache');
     else this.#log.info('session store available again');
   }
 
-  /** Single-flight in this process, then across replicas through the store. */
-  #refresh(data: SessionCookieData, keys: SessionKeys): Promise<RefreshOutcome> {
-    if (data.rt === '') return Promise.reject(new RefreshError('terminal', 'no refresh token in session'));
-    const rtHash = fingerprint(data.rt);
+  /** Single-flight in this process (per refresh token), then across replicas through the store. */
+  #refresh(session: Unsealed, depth = 0, patient = true): Promise<SessionRecord> {
+    if (session.data.rt === '') return Promise.reject(new RefreshError('terminal', 'no refresh token in session'));
     const now = this.#clock.now();
-    const local = this.#results.get(rtHash, now);
+    const local = this.#results.get(session.rtHash, now);
     if (local === 'terminal') return Promise.reject(new RefreshError('terminal', 'refresh already refused'));
-    if (local && !this.#needsRefresh(local.record, now)) {
-      this.#events.refresh('coalesced');
-      return Promise.resolve(local);
+    if (local) {
+      const next = this.#follow(local, session, depth, now);
+      if (next) return next;
     }
-    const running = this.#inflight.get(rtHash);
+    const running = this.#inflight.get(session.rtHash);
     if (running) {
       this.#events.refresh('coalesced');
       return running;
     }
-    const task = this.#refreshAcrossReplicas(data, keys, rtHash).finally(() => this.#inflight.delete(rtHash));
-    this.#inflight.set(rtHash, task);
+    const task = this.#refreshAcrossReplicas(session, depth, patient).finally(() =>
+      this.#inflight.delete(session.rtHash),
+    );
+    this.#inflight.set(session.rtHash, task);
     return task;
   }
 
-  async #refreshAcrossReplicas(
-    data: SessionCookieData,
-    keys: SessionKeys,
-    rtHash: string,
-  ): Promise<RefreshOutcome> {
+  /**
+   * A newer record than `session` is known: serve it when fresh, or refresh with *its* refresh
+   * token (never the stale one). Undefined when the record is not newer.
+   */
+  #follow(record: SessionRecord, session: Unsealed, depth: number, now: number): Promise<SessionRecord> | undefined {
+    if (!this.#needsRefresh(record, now)) {
+      this.#events.refresh('coalesced');
+      return Promise.resolve(record);
+    }
+    if (record.rtHash === session.rtHash || depth >= MAX_CHAIN) return undefined;
+    return this.#unseal(record.cookie, now).then((newer) =>
+      newer && newer.data.sid === session.data.sid ? this.#refresh(newer, depth + 1) : this.#refresh(session, MAX_CHAIN),
+    );
+  }
+
+  async #refreshAcrossReplicas(session: Unsealed, depth: number, patient: boolean): Promise<SessionRecord> {
     const deadline = this.#clock.now() + this.#lockWaitMs;
-    const lockKey = KEY.lock(keys.lookup);
+    const lockKey = KEY.lock(session.keys.lookup);
     const owner = randomBytes(16).toString('base64url');
     let storeUp = true;
     let waited = false;
 
     // Lock, re-read, then decide (STYLE 8).
     for (;;) {
-      const shared = await this.#readShared(rtHash, data.rt).catch(() => {
+      const newer = await this.#newerThan(session, depth).catch(() => {
         storeUp = false;
         return undefined;
       });
-      if (shared?.terminal) throw new RefreshError('terminal', 'refresh refused (shared result)');
-      if (shared?.record && !this.#needsRefresh(shared.record, this.#clock.now())) {
-        this.#events.refresh('coalesced');
-        return this.#remember(rtHash, { record: shared.record, cookie: shared.cookie });
-      }
+      if (newer) return newer;
       if (!storeUp) break; // degraded: this process's single-flight is all we have
       let acquired: boolean;
       try {
@@ -418,14 +441,21 @@ export class SessionService {
         storeUp = false;
         break;
       }
-      if (acquired) break;
+      if (acquired) {
+        // Re-read once more under the lock: the previous holder may have just finished.
+        const settled = await this.#newerThan(session, depth).catch(() => undefined);
+        if (settled) {
+          await this.#store.deleteIfEquals(lockKey, owner).catch(() => undefined);
+          return settled;
+        }
+        break;
+      }
       if (!waited) {
         waited = true;
         this.#events.lockWait();
       }
-      if (this.#clock.now() >= deadline)
-        throw new RefreshError('transient', 'timed out waiting for another refresh');
-      await sleep(40);
+      if (this.#clock.now() >= deadline) throw new RefreshError('transient', 'timed out waiting for another refresh');
+      await sleep(25);
     }
 
     const renew = storeUp
@@ -437,32 +467,32 @@ export class SessionService {
         )
       : undefined;
     try {
-      const answer = await this.#callProviderWithRetries(data.rt, rtHash);
-      if ('shared' in answer) {
-        this.#events.refresh('coalesced');
-        return this.#remember(rtHash, answer.shared);
-      }
+      const answer = await this.#callProviderWithRetries(session, depth, patient);
+      if ('record' in answer) return answer.record;
       const tokens = answer.tokens;
       const now = this.#clock.now();
-      const record = this.#recordFrom(tokens);
-      const newRt = tokens.refreshToken ?? data.rt;
-      const cookie =
-        newRt === data.rt
-          ? undefined
-          : await this.#sealer.seal({ ...data, rt: newRt }, (data.exp - now) / 1000);
-      const outcome: RefreshOutcome = { record, cookie };
-      await this.#saveRecord(keys, record);
-      await this.#writeShared(rtHash, data.rt, { record, ...(cookie !== undefined ? { cookie } : {}) });
+      const newRt = tokens.refreshToken ?? session.data.rt;
+      let next = session;
+      if (newRt !== session.data.rt) {
+        const data: SessionCookieData = { ...session.data, rt: newRt };
+        const value = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
+        next = { value, data, keys: session.keys, rtHash: fingerprint(newRt) };
+        this.#unsealed.set(fingerprint(value), next, data.exp);
+      }
+      const record = this.#recordFrom(tokens, next);
+      await this.#saveRecord(session.keys, record, session.data.exp);
+      await this.#writeShared(session, { record });
+      this.#results.set(session.rtHash, record, now + this.#graceMs);
       this.#events.refresh('ok');
-      this.#log.info({ user: record.identity.user, rotated: cookie !== undefined }, 'token refreshed');
-      return this.#remember(rtHash, outcome);
+      this.#log.info({ user: record.identity.user, rotated: next !== session }, 'token refreshed');
+      return record;
     } catch (error) {
       if (error instanceof RefreshError && error.kind === 'terminal') {
         this.#events.refresh('terminal');
-        this.#results.set(rtHash, 'terminal', this.#clock.now() + this.#graceMs);
-        await this.#writeShared(rtHash, data.rt, { terminal: true });
-        await this.#store.del(KEY.record(keys.lookup)).catch(() => undefined);
-        this.#records.delete(keys.lookup);
+        this.#results.set(session.rtHash, 'terminal', this.#clock.now() + this.#graceMs);
+        await this.#writeShared(session, { terminal: true });
+        await this.#store.del(KEY.record(session.keys.lookup)).catch(() => undefined);
+        this.#records.delete(session.keys.lookup);
         this.#log.info({ reason: error.message }, 'refresh refused; session ended');
       } else {
         this.#events.refresh('transient');
@@ -474,47 +504,63 @@ export class SessionService {
     }
   }
 
+  /**
+   * What another request may already have done for this session: a fresh record in the store, a
+   * newer cookie to refresh with instead, or a stored result (or refusal) under the old refresh
+   * token's hash. Throws StoreUnavailableError when the store is down.
+   */
+  async #newerThan(session: Unsealed, depth: number): Promise<SessionRecord | undefined> {
+    const now = this.#clock.now();
+    const record = await this.#loadRecord(session.keys);
+    if (record) {
+      const followed = this.#follow(record, session, depth, now);
+      if (followed) return followed;
+    }
+    const shared = await this.#readShared(session);
+    if (shared?.terminal) throw new RefreshError('terminal', 'refresh refused (shared result)');
+    if (shared?.record) {
+      this.#results.set(session.rtHash, shared.record, now + this.#graceMs);
+      return this.#follow(shared.record, session, depth, now);
+    }
+    return undefined;
+  }
+
   async #callProviderWithRetries(
-    rt: string,
-    rtHash: string,
-  ): Promise<{ tokens: TokenResult } | { shared: RefreshOutcome }> {
+    session: Unsealed,
+    depth: number,
+    patient: boolean,
+  ): Promise<{ tokens: TokenResult } | { record: SessionRecord }> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return { tokens: await this.#oidc.refresh(rt) };
+        return { tokens: await this.#oidc.refresh(session.data.rt) };
       } catch (error) {
-        const refreshError =
-          error instanceof RefreshError ? error : new RefreshError('transient', String(error));
-        const delay = this.#retryDelays[attempt];
+        const refreshError = error instanceof RefreshError ? error : new RefreshError('transient', String(error));
+        const delay = patient ? this.#retryDelays[attempt] : undefined;
         if (refreshError.kind === 'terminal' || delay === undefined) throw refreshError;
         await sleep(delay);
         // A 5xx may have been a lost race with another refresher: look for its result first.
-        const shared = await this.#readShared(rtHash, rt).catch(() => undefined);
-        if (shared?.record) return { shared: { record: shared.record, cookie: shared.cookie } };
+        const newer = await this.#newerThan(session, depth).catch(() => undefined);
+        if (newer) return { record: newer };
       }
     }
   }
 
-  #remember(rtHash: string, outcome: RefreshOutcome): RefreshOutcome {
-    this.#results.set(rtHash, outcome, this.#clock.now() + this.#graceMs);
-    return outcome;
+  #resultKey(session: Unsealed): Buffer {
+    return createHmac('sha256', session.data.rt).update('refresh-result').digest();
   }
 
-  #resultKey(rt: string): Buffer {
-    return createHmac('sha256', rt).update('refresh-result').digest();
-  }
-
-  async #readShared(rtHash: string, rt: string): Promise<SharedResult | undefined> {
-    const blob = await this.#store.get(KEY.result(rtHash));
+  async #readShared(session: Unsealed): Promise<SharedResult | undefined> {
+    const blob = await this.#store.get(KEY.result(session.rtHash));
     if (blob === null) return undefined;
-    const json = decrypt(blob, this.#resultKey(rt), rtHash);
+    const json = decrypt(blob, this.#resultKey(session), session.rtHash);
     return json === undefined ? undefined : (JSON.parse(json) as SharedResult);
   }
 
-  async #writeShared(rtHash: string, rt: string, result: SharedResult): Promise<void> {
+  async #writeShared(session: Unsealed, result: SharedResult): Promise<void> {
     try {
       await this.#store.set(
-        KEY.result(rtHash),
-        encrypt(JSON.stringify(result), this.#resultKey(rt), rtHash),
+        KEY.result(session.rtHash),
+        encrypt(JSON.stringify(result), this.#resultKey(session), session.rtHash),
         this.#graceMs,
       );
     } catch (error) {

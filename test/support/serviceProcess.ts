@@ -1,0 +1,67 @@
+import { fileURLToPath } from 'node:url';
+import { freePort } from './ports.ts';
+import { spawnTracked, type TrackedProcess, tcpAccepts, waitUntil } from './redis.ts';
+import { TEST_COOKIE_SECRET } from './service.ts';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface ServiceProcess {
+  readonly url: string;
+  readonly port: number;
+  /** The process as it runs now (replaced by start()). */
+  process(): TrackedProcess;
+  /** Stops with a signal (SIGTERM drains, SIGKILL dies); resolves when it has exited. */
+  stop(signal?: NodeJS.Signals): Promise<void>;
+  /** Starts again on the same port. */
+  start(): Promise<void>;
+  /** Everything the process printed (JSON log lines). */
+  output(): string;
+  close(): Promise<void>;
+}
+
+/**
+ * dex-forward-auth as a real child process (`src/cli.ts serve`, type-stripped by Node), configured
+ * only through its environment: for replica, SIGKILL and SIGTERM tests.
+ */
+export async function startServiceProcess(env: Record<string, string>, port?: number): Promise<ServiceProcess> {
+  const listenPort = port ?? (await freePort());
+  const fullEnv: NodeJS.ProcessEnv = {
+    PATH: process.env['PATH'],
+    HOME: process.env['HOME'],
+    COOKIE_SECRET: TEST_COOKIE_SECRET,
+    OIDC_ALLOW_INSECURE_HTTP: 'true',
+    COOKIE_SECURE: 'false',
+    LOG_LEVEL: 'info',
+    // Every test logs in from 127.0.0.1: the login rate limit is tested on its own (security.test.ts).
+    LOGIN_RATE_LIMIT_BURST: '1000',
+    ...env,
+    PORT: String(listenPort),
+  };
+  let proc: TrackedProcess;
+  let history = '';
+  const spawnIt = async () => {
+    proc = spawnTracked(
+      process.execPath,
+      ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', 'src/cli.ts', 'serve'],
+      { name: `dex-forward-auth:${listenPort}`, cwd: ROOT, env: fullEnv },
+    );
+    await waitUntil('dex-forward-auth to listen', () => tcpAccepts(listenPort), { proc, timeoutMs: 20_000 });
+  };
+  await spawnIt();
+  return {
+    url: `http://127.0.0.1:${listenPort}`,
+    port: listenPort,
+    process: () => proc,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      await proc.stop(signal);
+      history += proc.output();
+    },
+    async start() {
+      await spawnIt();
+    },
+    output: () => history + proc.output(),
+    async close() {
+      await proc.stop('SIGKILL');
+    },
+  };
+}
