@@ -34,6 +34,8 @@ export interface SessionCookieData {
   readonly iat: number;
   /** Absolute session end, ms. */
   readonly exp: number;
+  /** Generation: +1 at every refresh-token rotation, so older and newer cookies can be told apart. */
+  readonly g?: number;
 }
 
 export interface SessionRecord {
@@ -46,6 +48,8 @@ export interface SessionRecord {
   /** The session's current sealed cookie and the hash of its refresh token. */
   readonly cookie: string;
   readonly rtHash: string;
+  /** The generation of that cookie. */
+  readonly gen: number;
 }
 
 export type Resolution =
@@ -110,6 +114,11 @@ const KEY = {
   result: (rtHash: string) => `rr:${rtHash}`,
   once: (name: string) => `once:${name}`,
 };
+
+/** True when the record holds a newer cookie (a later rotation) than the one presented. */
+function isNewer(record: SessionRecord, presented: Unsealed): boolean {
+  return record.rtHash !== presented.rtHash && (record.gen ?? 0) > (presented.data.g ?? 0);
+}
 
 /** How many times a stale cookie may be followed to a newer one in one request. */
 const MAX_CHAIN = 3;
@@ -209,7 +218,7 @@ export class SessionService {
 
     // A cookie older than the session's current one adopts the current one.
     let current = presented;
-    if (record && record.rtHash !== presented.rtHash) {
+    if (record && isNewer(record, presented)) {
       const adopted = await this.#unseal(record.cookie, now);
       if (adopted && adopted.data.sid === presented.data.sid) current = adopted;
     }
@@ -239,7 +248,7 @@ export class SessionService {
       }
     }
 
-    let setCookie: string | undefined = record.cookie !== cookie && record.rtHash !== presented.rtHash ? record.cookie : undefined;
+    let setCookie: string | undefined = isNewer(record, presented) ? record.cookie : undefined;
     const held = setCookie ?? cookie;
     if (this.#sealer.isSealedWithOldSecret(held)) {
       const data = setCookie ? ((await this.#unseal(setCookie, now))?.data ?? presented.data) : presented.data;
@@ -334,6 +343,7 @@ export class SessionService {
       identity: identityFromClaims(claims, this.#config),
       cookie: session.value,
       rtHash: session.rtHash,
+      gen: session.data.g ?? 0,
     };
   }
 
@@ -413,7 +423,7 @@ export class SessionService {
       this.#events.refresh('coalesced');
       return Promise.resolve(record);
     }
-    if (record.rtHash === session.rtHash || depth >= MAX_CHAIN) return undefined;
+    if (!isNewer(record, session) || depth >= MAX_CHAIN) return undefined;
     return this.#unseal(record.cookie, now).then((newer) =>
       newer && newer.data.sid === session.data.sid ? this.#refresh(newer, depth + 1) : this.#refresh(session, MAX_CHAIN),
     );
@@ -474,7 +484,7 @@ export class SessionService {
       const newRt = tokens.refreshToken ?? session.data.rt;
       let next = session;
       if (newRt !== session.data.rt) {
-        const data: SessionCookieData = { ...session.data, rt: newRt };
+        const data: SessionCookieData = { ...session.data, rt: newRt, g: (session.data.g ?? 0) + 1 };
         const value = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
         next = { value, data, keys: session.keys, rtHash: fingerprint(newRt) };
         this.#unsealed.set(fingerprint(value), next, data.exp);

@@ -1,0 +1,224 @@
+import { decodeJwt } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Browser, loginThroughDex } from '../support/browser.ts';
+import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
+import { freePort } from '../support/ports.ts';
+import { type RedisServer, startRedis } from '../support/redis.ts';
+import { type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
+import { CLIENT_ID, CLIENT_SECRET, UPSTREAM_HEADERS } from '../support/stack.ts';
+import { startTraefik, type Traefik } from '../support/traefik.ts';
+import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
+
+/**
+ * High availability with real processes: three dex-forward-auth replicas behind the Traefik
+ * emulator (round-robin), one real Redis, and a *strict* Dex stand-in (reusing a rotated refresh
+ * token revokes the whole grant, so any double refresh would log the user out).
+ */
+
+const TTL = 6;
+const SKEW = 2.5;
+const users = DEMO_USERS.filter((u) => u.emailVerified).slice(0, 3);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let redis: RedisServer;
+let dex: Dex;
+let upstream: Upstream;
+let replicas: ServiceProcess[];
+let traefik: Traefik;
+let appUrl: string;
+
+beforeAll(async () => {
+  const port = await freePort();
+  appUrl = `http://app.localhost:${port}`;
+  redis = await startRedis();
+  dex = await startDex({
+    clients: [
+      { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [`${appUrl}/oauth2/callback`] },
+    ],
+    idTokenTtl: TTL,
+    refreshMode: 'strict',
+  });
+  upstream = await startUpstream();
+  const env = {
+    OIDC_ISSUER_URL: dex.issuer,
+    OIDC_CLIENT_ID: CLIENT_ID,
+    OIDC_CLIENT_SECRET: CLIENT_SECRET,
+    REDIS_URL: redis.url,
+    REFRESH_SKEW: `${SKEW}s`,
+    SHUTDOWN_DELAY: '2s',
+    SHUTDOWN_TIMEOUT: '5s',
+  };
+  replicas = await Promise.all([0, 1, 2].map(() => startServiceProcess(env)));
+  traefik = await startTraefik({
+    port,
+    routes: [
+      {
+        forwardAuth: {
+          address: replicas.map((r) => `${r.url}/auth`),
+          trustForwardHeader: true,
+          authResponseHeaders: UPSTREAM_HEADERS,
+          addAuthCookiesToResponse: ['_forward_auth'],
+        },
+        service: upstream.url,
+      },
+    ],
+  });
+}, 60_000);
+
+afterAll(async () => {
+  await traefik?.close();
+  await Promise.all((replicas ?? []).map((r) => r.close()));
+  await upstream?.close();
+  await dex?.close();
+  await redis?.close();
+});
+
+interface LoggedIn {
+  browser: Browser;
+  at: number;
+}
+
+async function login(user = users[0]!): Promise<LoggedIn> {
+  const browser = new Browser({ navigation: true });
+  const result = await loginThroughDex(browser, `${appUrl}/start`, user);
+  expect(result.final.status).toBe(200);
+  return { browser, at: Date.now() };
+}
+const cookieOf = (b: Browser) => b.cookies(appUrl).find((c) => c.name === '_forward_auth')!.value;
+const untilDue = (s: LoggedIn) => sleep(Math.max(0, s.at + (TTL - SKEW) * 1000 + 300 - Date.now()));
+const untilExpired = (s: LoggedIn) => sleep(Math.max(0, s.at + TTL * 1000 + 300 - Date.now()));
+
+/** Each user browses sequentially (as a browser tab does) for `ms`; returns every status seen. */
+async function browse(sessions: LoggedIn[], ms: number, during?: () => Promise<void>): Promise<number[]> {
+  const statuses: number[] = [];
+  const until = Date.now() + ms;
+  const loops = sessions.map(async (s, i) => {
+    let n = 0;
+    while (Date.now() < until) {
+      const reply = await s.browser.get(`${appUrl}/load/${i}/${n++}`, { accept: 'application/json' });
+      statuses.push(reply.status);
+      await sleep(10);
+    }
+  });
+  if (during) await during();
+  await Promise.all(loops);
+  return statuses;
+}
+
+describe('three replicas, one Redis', () => {
+  it('after expiry, 60 concurrent requests of one session on all replicas cause exactly one refresh and one new cookie', async () => {
+    const s = await login();
+    const old = cookieOf(s.browser);
+    await untilDue(s);
+    const before = dex.counts.refreshGrants;
+    const replies = await Promise.all(
+      Array.from({ length: 60 }, (_, i) =>
+        new Browser().get(`${appUrl}/burst/${i}`, {
+          cookie: `_forward_auth=${old}`,
+          accept: 'application/json',
+        }),
+      ),
+    );
+    const refreshedAt = Date.now();
+    expect(replies.map((r) => r.status)).toEqual(replies.map(() => 200));
+    expect(dex.counts.refreshGrants - before).toBe(1);
+    const handed = new Set(
+      replies.map(
+        (r) =>
+          r.headers
+            .getSetCookie()
+            .find((c) => c.startsWith('_forward_auth='))
+            ?.split(';')[0],
+      ),
+    );
+    expect(handed.size).toBe(1);
+    const fresh = [...handed][0]!.slice('_forward_auth='.length);
+    expect(fresh).not.toBe(old);
+
+    // Later, a request with the pre-rotation cookie is still served (and handed the new cookie).
+    const late = await new Browser().get(`${appUrl}/late`, {
+      cookie: `_forward_auth=${old}`,
+      accept: 'application/json',
+    });
+    expect(late.status).toBe(200);
+    expect(dex.counts.refreshGrants - before).toBe(1);
+
+    // The next expiry refreshes normally with the new cookie.
+    const next = new Browser();
+    next.setCookie(appUrl, `_forward_auth=${fresh}; Path=/`);
+    await untilDue({ browser: next, at: refreshedAt });
+    const again = await next.get(`${appUrl}/next`, { accept: 'application/json' });
+    expect(again.status).toBe(200);
+    expect(dex.counts.refreshGrants - before).toBe(2);
+  });
+
+  it('SIGKILL of one replica under load logs nobody out', async () => {
+    const sessions = await Promise.all(users.map((u) => login(u)));
+    const statuses = await browse(sessions, 1500, async () => {
+      await sleep(400);
+      await replicas[1]!.stop('SIGKILL');
+    });
+    // Requests routed to the dead replica fail at the proxy (500); none ends a session.
+    expect(statuses.filter((s) => s !== 200 && s !== 500)).toEqual([]);
+    await replicas[1]!.start();
+    const after = await browse(sessions, 300);
+    expect(after.every((s) => s === 200)).toBe(true);
+  });
+
+  it('SIGTERM of one replica under load fails no request (readiness goes 503 while it keeps serving)', async () => {
+    const sessions = await Promise.all(users.map((u) => login(u)));
+    let readiness = 0;
+    const statuses = await browse(sessions, 1200, async () => {
+      await sleep(200);
+      replicas[2]!.process().child.kill('SIGTERM');
+      await sleep(200);
+      readiness = (await new Browser().get(`${replicas[2]!.url}/readyz`)).status;
+    });
+    expect(statuses.length).toBeGreaterThan(20);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    expect(readiness).toBe(503);
+    await replicas[2]!.process().exited;
+    expect(replicas[2]!.output()).toContain('draining');
+    await replicas[2]!.start();
+  });
+
+  it('Redis killed mid-load, the token expiring while it is down, and Redis back empty: every request is 200', async () => {
+    const sessions = await Promise.all(users.map((u) => login(u)));
+    const whileKilled = await browse(sessions, 1200, async () => {
+      await sleep(300);
+      await redis.kill('SIGKILL');
+    });
+    expect(whileKilled.filter((s) => s !== 200)).toEqual([]);
+    // The ID tokens expire while Redis is down: sessions are rebuilt from the cookies' refresh tokens.
+    await untilExpired(sessions[sessions.length - 1]!);
+    const expiredWhileDown = await browse(sessions, 800);
+    expect(expiredWhileDown.filter((s) => s !== 200)).toEqual([]);
+    const token = headerValues(upstream.requests.at(-1)!, 'authorization')[0]!;
+    expect(decodeJwt(token.slice(7)).exp! * 1000).toBeGreaterThan(Date.now());
+    await redis.start();
+    const backEmpty = await browse(sessions, 800);
+    expect(backEmpty.filter((s) => s !== 200)).toEqual([]);
+    // State was written back to the empty Redis.
+    expect(await redis.dbSize()).toBeGreaterThan(0);
+  });
+
+  it('with Dex stopped, logged-in users keep access while their token is valid; new visitors get a 503 page', async () => {
+    const s = await login();
+    await dex.stop();
+    try {
+      expect((await s.browser.get(`${appUrl}/dex-down`)).status).toBe(200);
+      const visitor = await new Browser({ navigation: true }).get(`${appUrl}/new-visitor`);
+      expect(visitor.status).toBe(503);
+      expect(visitor.headers.get('content-type')).toContain('text/html');
+      expect(visitor.body).toContain('identity provider');
+      await untilExpired(s);
+      const expired = await s.browser.get(`${appUrl}/dex-down-expired`, { accept: 'application/json' });
+      expect(expired.status).toBe(503);
+      expect(expired.headers.get('retry-after')).toBeTruthy();
+    } finally {
+      await dex.start();
+    }
+    // Nothing was deleted: once Dex is back, the same session refreshes and continues.
+    expect((await s.browser.get(`${appUrl}/dex-back`)).status).toBe(200);
+  });
+});
