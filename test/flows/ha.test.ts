@@ -189,6 +189,13 @@ describe('three replicas, one Redis', () => {
       await redis.kill('SIGKILL');
     });
     expect(whileKilled.filter((s) => s !== 200)).toEqual([]);
+    // Readiness stays up; metrics and logs say "degraded".
+    const ready = await new Browser().get(`${replicas[0]!.url}/readyz`);
+    expect(ready.status).toBe(200);
+    expect(ready.json()).toMatchObject({ status: 'ready', degraded: true, store: { status: 'unavailable' } });
+    const metrics = await new Browser().get(`${replicas[0]!.url}/metrics`);
+    expect(metrics.body).toMatch(/^dex_forward_auth_degraded 1$/m);
+    expect(replicas.some((r) => r.output().includes('degraded mode'))).toBe(true);
     // The ID tokens expire while Redis is down: sessions are rebuilt from the cookies' refresh tokens.
     await untilExpired(sessions[sessions.length - 1]!);
     const expiredWhileDown = await browse(sessions, 800);

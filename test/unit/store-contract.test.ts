@@ -1,16 +1,18 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/session/memoryStore.ts';
-import { RedisStore } from '../../src/session/redisStore.ts';
+import { createRedisClient, RedisStore } from '../../src/session/redisStore.ts';
 import { type Store, StoreUnavailableError } from '../../src/session/store.ts';
+import { type RedisCluster, startRedisCluster } from '../support/cluster.ts';
 import { type RedisServer, startRedis } from '../support/redis.ts';
 
 /** One contract, every store (STYLE 7): the memory store and the Redis store behave the same. */
 function storeContract(name: string, make: () => Store, wait: (ms: number) => Promise<void>) {
   describe(`${name} store contract`, () => {
     let store: Store;
-    beforeAll(() => {
+    beforeAll(async () => {
       store = make();
+      if (store instanceof RedisStore) expect(await store.ready(5_000)).toBe(true);
     });
     afterAll(async () => {
       await store.close();
@@ -93,10 +95,42 @@ afterAll(async () => {
 });
 storeContract('redis', () => new RedisStore(new Redis(redis.url, { enableAutoPipelining: true })), sleep);
 
+let cluster: RedisCluster;
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+}, 30_000);
+afterAll(async () => {
+  await cluster?.close();
+});
+storeContract(
+  'redis-cluster',
+  () => new RedisStore(createRedisClient({ mode: 'cluster', nodes: cluster.nodes, tls: false })),
+  sleep,
+);
+
+let protectedRedis: RedisServer;
+beforeAll(async () => {
+  protectedRedis = await startRedis({ password: 'redis-test-password' });
+});
+afterAll(async () => {
+  await protectedRedis?.close();
+});
+storeContract(
+  'redis-with-password',
+  () =>
+    new RedisStore(
+      createRedisClient({
+        mode: 'single',
+        url: `redis://127.0.0.1:${protectedRedis.port}`,
+        password: 'redis-test-password',
+      }),
+    ),
+  sleep,
+);
+
 describe('redis store when Redis is down', () => {
   it('fails fast with StoreUnavailableError instead of hanging or crashing', async () => {
     const down = await startRedis();
-    const { createRedisClient } = await import('../../src/session/redisStore.ts');
     const store = new RedisStore(createRedisClient({ mode: 'single', url: down.url }));
     expect(await store.ready()).toBe(true);
     await store.set('k', 'v', 10_000);
