@@ -23,6 +23,17 @@ export class Lru<V> {
     return hit.value;
   }
 
+  /** Like get, without refreshing recency (cheaper; for the hot path). */
+  peek(key: string, now: number): V | undefined {
+    const hit = this.#map.get(key);
+    if (hit === undefined) return undefined;
+    if (hit.until <= now) {
+      this.#map.delete(key);
+      return undefined;
+    }
+    return hit.value;
+  }
+
   set(key: string, value: V, until: number): void {
     this.#map.delete(key);
     if (this.#map.size >= this.#max) {

@@ -105,6 +105,16 @@ export interface SessionServiceOptions {
   readonly retryDelaysMs?: readonly number[];
   /** How long a record outlives its ID token, so a stale cookie can still find the current one. */
   readonly recordGraceMs?: number;
+  /**
+   * How long a resolved session is answered from memory without asking the store. A sign-out on
+   * another replica takes effect within this time; on this replica at once.
+   */
+  readonly hotCacheMs?: number;
+}
+
+interface HotEntry {
+  readonly resolution: Extract<Resolution, { kind: 'valid' }>;
+  readonly lookup: string;
 }
 
 const KEY = {
@@ -144,6 +154,11 @@ export class SessionService {
   /** sha256(old refresh token) → refresh outcome, for the grace period. */
   readonly #results = new Lru<SessionRecord | 'terminal'>(20_000);
   readonly #inflight = new Map<string, Promise<SessionRecord>>();
+  /** lookup → the encrypted blob behind the record in #records (skip decrypting it again). */
+  readonly #blobs = new Lru<string>(100_000);
+  /** cookie → its last resolution, for hotCacheMs. */
+  readonly #hot = new Lru<HotEntry>(50_000);
+  readonly #hotCacheMs: number;
   #degraded = false;
 
   constructor(options: SessionServiceOptions) {
@@ -159,6 +174,7 @@ export class SessionService {
     this.#lockWaitMs = options.lockWaitMs ?? 8_000;
     this.#retryDelays = options.retryDelaysMs ?? [200, 600];
     this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
+    this.#hotCacheMs = options.hotCacheMs ?? 1_000;
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -188,6 +204,26 @@ export class SessionService {
   /** Resolves a session cookie to a fresh ID token, refreshing when needed. */
   async resolve(cookie: string): Promise<Resolution> {
     const now = this.#clock.now();
+    // Hot path: a session resolved less than hotCacheMs ago, still backed by the same record
+    // (sign-out and refresh on this replica replace or drop it) and not yet due for refresh.
+    const hot = this.#hot.peek(cookie, now);
+    if (
+      hot !== undefined &&
+      hot.resolution.sessionEnd > now &&
+      this.#records.peek(hot.lookup, now) === hot.resolution.record &&
+      !this.#needsRefresh(hot.resolution.record, now)
+    ) {
+      return hot.resolution;
+    }
+    const resolution = await this.#resolveSlow(cookie, now);
+    if (resolution.kind === 'valid' && this.#hotCacheMs > 0) {
+      const lookup = (await this.#unseal(cookie, now))?.keys.lookup;
+      if (lookup) this.#hot.set(cookie, { resolution, lookup }, now + this.#hotCacheMs);
+    }
+    return resolution;
+  }
+
+  async #resolveSlow(cookie: string, now: number): Promise<Resolution> {
     const presented = await this.#unseal(cookie, now);
     if (!presented) return { kind: 'none', reason: 'invalid' };
     if (presented.data.exp <= now) return { kind: 'none', reason: 'expired' };
@@ -271,6 +307,8 @@ export class SessionService {
     if (!unsealed) return;
     const { keys, data } = unsealed;
     this.#records.delete(keys.lookup);
+    this.#blobs.delete(keys.lookup);
+    this.#hot.delete(cookie);
     this.#unsealed.delete(fingerprint(cookie));
     try {
       await this.#store.del(KEY.record(keys.lookup));
@@ -350,10 +388,16 @@ export class SessionService {
   async #loadRecord(keys: SessionKeys): Promise<SessionRecord | undefined> {
     const blob = await this.#store.get(KEY.record(keys.lookup));
     if (blob === null) return undefined;
+    const now = this.#clock.now();
+    if (this.#blobs.peek(keys.lookup, now) === blob) {
+      const known = this.#records.peek(keys.lookup, now);
+      if (known) return known;
+    }
     const json = decrypt(blob, keys.encryption, keys.lookup);
     if (json === undefined) return undefined;
     const record = JSON.parse(json) as SessionRecord;
     this.#records.set(keys.lookup, record, record.tokenExp + this.#recordGraceMs);
+    this.#blobs.set(keys.lookup, blob, record.tokenExp + this.#recordGraceMs);
     return record;
   }
 
@@ -363,12 +407,10 @@ export class SessionService {
     const until = Math.min(sessionEnd, record.tokenExp + this.#recordGraceMs);
     this.#records.set(keys.lookup, record, until);
     if (until <= now) return;
+    const blob = encrypt(JSON.stringify(record), keys.encryption, keys.lookup);
+    this.#blobs.set(keys.lookup, blob, until);
     try {
-      await this.#store.set(
-        KEY.record(keys.lookup),
-        encrypt(JSON.stringify(record), keys.encryption, keys.lookup),
-        until - now,
-      );
+      await this.#store.set(KEY.record(keys.lookup), blob, until - now);
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
       this.#events.storeError();
