@@ -274,12 +274,13 @@ export const SETTINGS = [
     name: 'BEARER_AUDIENCES',
     default: '`OIDC_CLIENT_ID`',
     description:
-      'bearer pass-through: a token\'s `aud` must contain one of these (e.g. `kubernetes` for tokens minted for the API server)',
+      "bearer pass-through: a token's `aud` must contain one of these (e.g. `kubernetes` for tokens minted for the API server)",
   },
   {
     name: 'BEARER_ALGORITHMS',
     default: '`RS256`',
-    description: 'bearer pass-through: allowed signing algorithms (RS, ES, PS 256/384/512; never `none` or HS*)',
+    description:
+      'bearer pass-through: allowed signing algorithms (RS, ES, PS 256/384/512; never `none` or HS*)',
   },
   {
     name: 'UPSTREAM_HEADERS',
@@ -290,7 +291,7 @@ export const SETTINGS = [
     name: 'UPSTREAM_AUTH',
     default: '`id-token`',
     description:
-      "`id-token`: `Authorization` carries the user's ID token; `impersonate`: the pod's service-account token plus `Impersonate-User`/`Impersonate-Group` (see \"Impersonation\")",
+      '`id-token`: `Authorization` carries the user\'s ID token; `impersonate`: the pod\'s service-account token plus `Impersonate-User`/`Impersonate-Group` (see "Impersonation")',
   },
   {
     name: 'SERVICE_ACCOUNT_TOKEN_PATH',
@@ -766,7 +767,8 @@ function parseAuthzSettings(
   if (upstreamAuth !== 'id-token' && upstreamAuth !== 'impersonate') {
     problems.push(`UPSTREAM_AUTH must be id-token or impersonate, got "${raw.UPSTREAM_AUTH}"`);
   }
-  const serviceAccountTokenPath = raw.SERVICE_ACCOUNT_TOKEN_PATH?.trim() || DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH;
+  const serviceAccountTokenPath =
+    raw.SERVICE_ACCOUNT_TOKEN_PATH?.trim() || DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH;
   if (upstreamAuth === 'impersonate') {
     try {
       if (readFile(serviceAccountTokenPath).trim() === '') {

@@ -1,6 +1,32 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
+import pinoPretty from 'pino-pretty';
 
 export type { Logger };
+
+/** What every log line written while serving one request carries (request id, and who/where once known). */
+export interface RequestLogContext {
+  readonly requestId: string;
+  user?: string;
+  host?: string;
+  path?: string;
+}
+
+/**
+ * The request being served, for log lines. Handlers set it once per request; deeper code (login,
+ * refresh, store) logs as usual and its lines carry the request id without threading it through.
+ */
+export const requestContext = new AsyncLocalStorage<RequestLogContext>();
+
+function requestMixin(): Record<string, unknown> {
+  const ctx = requestContext.getStore();
+  if (!ctx) return {};
+  const out: Record<string, unknown> = { requestId: ctx.requestId };
+  if (ctx.user !== undefined) out['user'] = ctx.user;
+  if (ctx.host !== undefined) out['host'] = ctx.host;
+  if (ctx.path !== undefined) out['path'] = ctx.path;
+  return out;
+}
 
 /**
  * Paths that may carry secrets in any structured log object. pino replaces them with
@@ -25,6 +51,10 @@ export const REDACT_PATHS = [
   '*.clientSecret',
 ];
 
+/**
+ * JSON lines (one object per line) for log collectors; `pretty` (main sets it when stdout is a
+ * terminal) prints the same records human-readably through pino-pretty, for development.
+ */
 export function createLogger(
   options: { level?: string; pretty?: boolean; destination?: NodeJS.WritableStream } = {},
 ): Logger {
@@ -34,7 +64,19 @@ export function createLogger(
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
+    mixin: requestMixin,
   };
+  if (options.pretty) {
+    const destination = options.destination ?? process.stdout;
+    const pretty = pinoPretty({
+      destination,
+      sync: true,
+      colorize: options.destination === undefined && process.stdout.isTTY === true,
+      translateTime: 'SYS:HH:MM:ss.l',
+      ignore: 'pid,hostname,service',
+    });
+    return pino(base, pretty);
+  }
   if (options.destination) return pino(base, options.destination as DestinationStream);
   return pino(base);
 }

@@ -59,9 +59,19 @@ export class RedisStore implements Store {
   readonly kind = 'redis' as const;
   readonly #client: Client & Scripts;
   readonly #prefix: string;
+  readonly #observe: ((operation: string, seconds: number, ok: boolean) => void) | undefined;
 
-  constructor(client: Client, options: { prefix?: string; log?: Logger } = {}) {
+  constructor(
+    client: Client,
+    options: {
+      prefix?: string;
+      log?: Logger;
+      /** Told about every command's round trip (metrics). */
+      observe?: (operation: string, seconds: number, ok: boolean) => void;
+    } = {},
+  ) {
     this.#prefix = options.prefix ?? 'dfa:';
+    this.#observe = options.observe;
     client.defineCommand('dfaDeleteIfEquals', { numberOfKeys: 1, lua: DELETE_IF_EQUALS });
     client.defineCommand('dfaExpireIfEquals', { numberOfKeys: 1, lua: EXPIRE_IF_EQUALS });
     client.defineCommand('dfaIncrement', { numberOfKeys: 1, lua: INCREMENT });
@@ -81,48 +91,63 @@ export class RedisStore implements Store {
     return this.#client;
   }
 
-  async #run<T>(op: () => Promise<T>): Promise<T> {
+  async #run<T>(operation: string, op: () => Promise<T>): Promise<T> {
+    const started = this.#observe ? performance.now() : 0;
     try {
-      return await op();
+      const result = await op();
+      this.#observe?.(operation, (performance.now() - started) / 1000, true);
+      return result;
     } catch (error) {
+      this.#observe?.(operation, (performance.now() - started) / 1000, false);
       throw new StoreUnavailableError(`redis: ${(error as Error).message}`, { cause: error });
     }
   }
 
   get(key: string): Promise<string | null> {
-    return this.#run(() => this.#client.get(this.#prefix + key));
+    return this.#run('get', () => this.#client.get(this.#prefix + key));
   }
 
   async set(key: string, value: string, ttlMs: number): Promise<void> {
-    await this.#run(() => this.#client.set(this.#prefix + key, value, 'PX', Math.max(1, Math.ceil(ttlMs))));
+    await this.#run('set', () =>
+      this.#client.set(this.#prefix + key, value, 'PX', Math.max(1, Math.ceil(ttlMs))),
+    );
   }
 
   async setIfAbsent(key: string, value: string, ttlMs: number): Promise<boolean> {
-    const result = await this.#run(() =>
+    const result = await this.#run('setIfAbsent', () =>
       this.#client.set(this.#prefix + key, value, 'PX', Math.max(1, Math.ceil(ttlMs)), 'NX'),
     );
     return result === 'OK';
   }
 
   async del(key: string): Promise<void> {
-    await this.#run(() => this.#client.del(this.#prefix + key));
+    await this.#run('del', () => this.#client.del(this.#prefix + key));
   }
 
   async deleteIfEquals(key: string, value: string): Promise<boolean> {
-    return (await this.#run(() => this.#client.dfaDeleteIfEquals(this.#prefix + key, value))) === 1;
+    return (
+      (await this.#run('deleteIfEquals', () => this.#client.dfaDeleteIfEquals(this.#prefix + key, value))) ===
+      1
+    );
   }
 
   async expireIfEquals(key: string, value: string, ttlMs: number): Promise<boolean> {
     const ttl = Math.max(1, Math.ceil(ttlMs));
-    return (await this.#run(() => this.#client.dfaExpireIfEquals(this.#prefix + key, value, ttl))) === 1;
+    return (
+      (await this.#run('expireIfEquals', () =>
+        this.#client.dfaExpireIfEquals(this.#prefix + key, value, ttl),
+      )) === 1
+    );
   }
 
   increment(key: string, ttlMs: number): Promise<number> {
-    return this.#run(() => this.#client.dfaIncrement(this.#prefix + key, Math.max(1, Math.ceil(ttlMs))));
+    return this.#run('increment', () =>
+      this.#client.dfaIncrement(this.#prefix + key, Math.max(1, Math.ceil(ttlMs))),
+    );
   }
 
   ttl(key: string): Promise<number> {
-    return this.#run(() => this.#client.pttl(this.#prefix + key));
+    return this.#run('ttl', () => this.#client.pttl(this.#prefix + key));
   }
 
   /** Resolves when connected, or after `timeoutMs` (start-up never waits on Redis for long). */
@@ -143,7 +168,7 @@ export class RedisStore implements Store {
 
   async ping(): Promise<boolean> {
     try {
-      return (await this.#client.ping()) === 'PONG';
+      return (await this.#run('ping', () => this.#client.ping())) === 'PONG';
     } catch {
       return false;
     }
