@@ -6,7 +6,14 @@ import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
-import { decrypt, deriveSessionKeys, encrypt, fingerprint, newSessionId, type SessionKeys } from './crypto.ts';
+import {
+  decrypt,
+  deriveSessionKeys,
+  encrypt,
+  fingerprint,
+  newSessionId,
+  type SessionKeys,
+} from './crypto.ts';
 import { Lru } from './lru.ts';
 import type { Sealer } from './seal.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
@@ -71,7 +78,6 @@ interface Unsealed {
   readonly keys: SessionKeys;
   readonly rtHash: string;
 }
-
 
 interface SharedResult {
   readonly record?: SessionRecord;
@@ -273,7 +279,10 @@ export class SessionService {
         }
         // Transient: serve the current token while it is still valid (DESIGN §5).
         if (record !== undefined && record.tokenExp > this.#clock.now()) {
-          this.#log.warn({ reason: (error as Error).message }, 'refresh failed transiently; serving current token');
+          this.#log.warn(
+            { reason: (error as Error).message },
+            'refresh failed transiently; serving current token',
+          );
         } else {
           throw new AppError(
             'session_unavailable',
@@ -287,7 +296,9 @@ export class SessionService {
     let setCookie: string | undefined = isNewer(record, presented) ? record.cookie : undefined;
     const held = setCookie ?? cookie;
     if (this.#sealer.isSealedWithOldSecret(held)) {
-      const data = setCookie ? ((await this.#unseal(setCookie, now))?.data ?? presented.data) : presented.data;
+      const data = setCookie
+        ? ((await this.#unseal(setCookie, now))?.data ?? presented.data)
+        : presented.data;
       setCookie = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
     }
     return {
@@ -326,7 +337,8 @@ export class SessionService {
     if (!unsealed) return undefined;
     try {
       return (
-        (await this.#loadRecord(unsealed.keys))?.identity ?? this.#records.get(unsealed.keys.lookup, now)?.identity
+        (await this.#loadRecord(unsealed.keys))?.identity ??
+        this.#records.get(unsealed.keys.lookup, now)?.identity
       );
     } catch {
       return this.#records.get(unsealed.keys.lookup, now)?.identity;
@@ -359,7 +371,12 @@ export class SessionService {
     ) {
       return undefined;
     }
-    const unsealed: Unsealed = { value: cookie, data, keys: deriveSessionKeys(data.sid), rtHash: fingerprint(data.rt) };
+    const unsealed: Unsealed = {
+      value: cookie,
+      data,
+      keys: deriveSessionKeys(data.sid),
+      rtHash: fingerprint(data.rt),
+    };
     if (data.exp > now) this.#unsealed.set(key, unsealed, data.exp);
     return unsealed;
   }
@@ -430,13 +447,15 @@ export class SessionService {
     if (this.#degraded === value) return;
     this.#degraded = value;
     this.#events.degraded(value);
-    if (value) this.#log.warn('session store unavailable: degraded mode, serving from cookies and local cache');
+    if (value)
+      this.#log.warn('session store unavailable: degraded mode, serving from cookies and local cache');
     else this.#log.info('session store available again');
   }
 
   /** Single-flight in this process (per refresh token), then across replicas through the store. */
   #refresh(session: Unsealed, depth = 0, patient = true): Promise<SessionRecord> {
-    if (session.data.rt === '') return Promise.reject(new RefreshError('terminal', 'no refresh token in session'));
+    if (session.data.rt === '')
+      return Promise.reject(new RefreshError('terminal', 'no refresh token in session'));
     const now = this.#clock.now();
     const local = this.#results.get(session.rtHash, now);
     if (local === 'terminal') return Promise.reject(new RefreshError('terminal', 'refresh already refused'));
@@ -460,14 +479,21 @@ export class SessionService {
    * A newer record than `session` is known: serve it when fresh, or refresh with *its* refresh
    * token (never the stale one). Undefined when the record is not newer.
    */
-  #follow(record: SessionRecord, session: Unsealed, depth: number, now: number): Promise<SessionRecord> | undefined {
+  #follow(
+    record: SessionRecord,
+    session: Unsealed,
+    depth: number,
+    now: number,
+  ): Promise<SessionRecord> | undefined {
     if (!this.#needsRefresh(record, now)) {
       this.#events.refresh('coalesced');
       return Promise.resolve(record);
     }
     if (!isNewer(record, session) || depth >= MAX_CHAIN) return undefined;
     return this.#unseal(record.cookie, now).then((newer) =>
-      newer && newer.data.sid === session.data.sid ? this.#refresh(newer, depth + 1) : this.#refresh(session, MAX_CHAIN),
+      newer && newer.data.sid === session.data.sid
+        ? this.#refresh(newer, depth + 1)
+        : this.#refresh(session, MAX_CHAIN),
     );
   }
 
@@ -506,7 +532,8 @@ export class SessionService {
         waited = true;
         this.#events.lockWait();
       }
-      if (this.#clock.now() >= deadline) throw new RefreshError('transient', 'timed out waiting for another refresh');
+      if (this.#clock.now() >= deadline)
+        throw new RefreshError('transient', 'timed out waiting for another refresh');
       await sleep(25);
     }
 
@@ -586,7 +613,8 @@ export class SessionService {
       try {
         return { tokens: await this.#oidc.refresh(session.data.rt) };
       } catch (error) {
-        const refreshError = error instanceof RefreshError ? error : new RefreshError('transient', String(error));
+        const refreshError =
+          error instanceof RefreshError ? error : new RefreshError('transient', String(error));
         const delay = patient ? this.#retryDelays[attempt] : undefined;
         if (refreshError.kind === 'terminal' || delay === undefined) throw refreshError;
         await sleep(delay);
