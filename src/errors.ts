@@ -14,6 +14,7 @@ export type ErrorCode =
   | 'provider_error'
   | 'provider_unavailable'
   | 'session_unavailable'
+  | 'policy_unavailable'
   | 'rate_limited'
   | 'redirect_loop'
   | 'header_too_large'
@@ -33,6 +34,7 @@ const STATUS: Record<ErrorCode, number> = {
   provider_error: 502,
   provider_unavailable: 503,
   session_unavailable: 503,
+  policy_unavailable: 503,
   rate_limited: 429,
   redirect_loop: 508,
   header_too_large: 431,

@@ -3,37 +3,82 @@ import type { Identity } from './identity.ts';
 /** The request being authorised, after X-Forwarded-* reconstruction. */
 export interface AccessRequest {
   readonly method: string;
+  /** 'https' when absent. */
+  readonly proto?: string;
   readonly host: string;
+  /** The path as forwarded (escaped); the policy canonicalises it. */
   readonly path: string;
 }
 
-export type Decision =
-  | { readonly allowed: true }
-  | { readonly allowed: false; readonly reason: string; readonly code: 'forbidden' | 'email_not_verified' };
-
-export interface Authorizer {
-  decide(identity: Identity, request: AccessRequest): Decision;
+/** Who would have been let in, for the denial page ("what would have allowed it"). */
+export interface WouldAllow {
+  readonly users: readonly string[];
+  readonly groups: readonly string[];
+  readonly emails: readonly string[];
+  readonly emailDomains: readonly string[];
 }
 
-const ALLOW: Decision = Object.freeze({ allowed: true });
+export type DecisionSource = 'baseline' | 'rule' | 'rbac' | 'default';
+
+export type Decision =
+  | { readonly allowed: true }
+  | {
+      readonly allowed: false;
+      readonly reason: string;
+      readonly code: 'forbidden' | 'email_not_verified';
+      /** Which step refused. */
+      readonly source?: DecisionSource;
+      readonly wouldAllow?: WouldAllow;
+    };
+
+/** A health summary for /readyz. */
+export interface AuthorizerStatus {
+  readonly mode: 'default' | 'policy';
+  readonly [key: string]: unknown;
+}
+
+export interface Authorizer {
+  /** Pure and synchronous: runs on the hot path. May throw an AppError (400 bad path, 503 not loaded). */
+  decide(identity: Identity, request: AccessRequest): Decision;
+  status?(): AuthorizerStatus;
+  close?(): Promise<void> | void;
+}
+
+export const ALLOW: Decision = Object.freeze({ allowed: true });
+
+/**
+ * What every policy checks first: a token that says `email_verified: false`, or names no user,
+ * is refused (the API server refuses both when the email is the user name, so we do too).
+ */
+export function baselineDecision(identity: Identity): Decision | undefined {
+  if (identity.emailVerified === false) {
+    return {
+      allowed: false,
+      code: 'email_not_verified',
+      source: 'baseline',
+      reason: 'The identity provider says your email address is not verified.',
+    };
+  }
+  if (identity.user === '') {
+    return {
+      allowed: false,
+      code: 'forbidden',
+      source: 'baseline',
+      reason: 'Your token carries no user name claim.',
+    };
+  }
+  return undefined;
+}
 
 /**
  * Without AUTHZ_CONFIG: any logged-in user is allowed unless the token says
- * `email_verified: false` or names no user (the API server refuses both when the email is the
- * user name, so we do too).
+ * `email_verified: false` or names no user.
  */
 export const defaultAuthorizer: Authorizer = {
   decide(identity) {
-    if (identity.emailVerified === false) {
-      return {
-        allowed: false,
-        code: 'email_not_verified',
-        reason: 'The identity provider says your email address is not verified.',
-      };
-    }
-    if (identity.user === '') {
-      return { allowed: false, code: 'forbidden', reason: 'Your token carries no user name claim.' };
-    }
-    return ALLOW;
+    return baselineDecision(identity) ?? ALLOW;
+  },
+  status() {
+    return { mode: 'default' };
   },
 };

@@ -1,7 +1,15 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { type AppError, toAppError } from '../errors.ts';
 import { wantsHtml } from '../forward/navigation.ts';
-import { html, type SafeHtml, type ViewName, type Views, type ViewValue } from './views.ts';
+import {
+  errorHint,
+  errorView,
+  html,
+  type SafeHtml,
+  type ViewName,
+  type Views,
+  type ViewValue,
+} from './views.ts';
 
 /**
  * What a handler answers, independent of Express or the raw fast path: a status, headers,
@@ -9,7 +17,8 @@ import { html, type SafeHtml, type ViewName, type Views, type ViewValue } from '
  */
 export interface Reply {
   readonly status: number;
-  readonly headers?: Readonly<Record<string, string>>;
+  /** A list sends one header line per value (e.g. Impersonate-Group). */
+  readonly headers?: Readonly<Record<string, string | readonly string[]>>;
   readonly cookies?: readonly string[];
   readonly location?: string;
   readonly page?: {
@@ -78,6 +87,7 @@ const TITLES: Partial<Record<AppError['code'], string>> = {
   provider_error: 'Identity provider error',
   provider_unavailable: 'Identity provider unavailable',
   session_unavailable: 'Session temporarily unavailable',
+  policy_unavailable: 'Access rules temporarily unavailable',
   rate_limited: 'Too many sign-in attempts',
   redirect_loop: 'Sign-in keeps looping',
   header_too_large: 'Request headers too large',
@@ -95,13 +105,16 @@ export function errorReply(error: unknown, requestId: string): Reply {
     headers: e.headers,
     cookies: e.cookies,
     page: {
-      view: 'error',
+      view: errorView(e.code),
       title: TITLES[e.code] ?? 'Something went wrong',
       data: {
         message: e.publicMessage,
+        hint: errorHint(e.code),
         status: e.status,
         code: e.code,
-        action: action ? html`<p><a class="button" href="${action.href}">${action.label}</a></p>` : undefined,
+        action: action
+          ? html`<p class="actions"><a class="button" href="${action.href}">${action.label}</a></p>`
+          : undefined,
       },
     },
     json: { error: e.code, message: e.publicMessage, status: e.status, requestId },

@@ -431,7 +431,9 @@ function translateCodeError(error: unknown): AppError {
 function invalidBearer(detail: string, description: string): AppError {
   return new AppError('unauthenticated', 'The bearer token is not valid.', {
     detail: `bearer token refused: ${detail}`,
-    headers: { 'WWW-Authenticate': `Bearer realm="dex-forward-auth", error="invalid_token", error_description="${description}"` },
+    headers: {
+      'WWW-Authenticate': `Bearer realm="dex-forward-auth", error="invalid_token", error_description="${description}"`,
+    },
   });
 }
 
@@ -462,7 +464,10 @@ function translateBearerError(error: unknown): AppError {
   return new AppError(
     'provider_unavailable',
     'The identity provider cannot be reached right now. Please try again shortly.',
-    { detail: `jwks fetch: ${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`, headers: { 'Retry-After': '5' } },
+    {
+      detail: `jwks fetch: ${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`,
+      headers: { 'Retry-After': '5' },
+    },
   );
 }
 

@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { authenticateBearer } from '../authz/bearer.ts';
 import type { Identity } from '../authz/identity.ts';
+import type { Decision, WouldAllow } from '../authz/policy.ts';
 import type { Deps } from '../deps.ts';
 import { toAppError } from '../errors.ts';
 import { isNavigation } from '../forward/navigation.ts';
@@ -8,8 +10,8 @@ import { type OriginalRequest, readOriginalRequest } from '../forward/original.t
 import { readCookie } from '../http/cookies.ts';
 import { errorReply, type Reply, type ReplyContext, writeReply } from '../http/reply.ts';
 import { html, join } from '../http/views.ts';
+import { type RequestLogContext, requestContext } from '../log.ts';
 import type { Outcome } from '../metrics.ts';
-import type { SessionRecord } from '../session/sessions.ts';
 import { finishLogin } from './callback.ts';
 import { startLogin } from './login.ts';
 import { signOut } from './signOut.ts';
@@ -21,23 +23,19 @@ import { signOut } from './signOut.ts';
  */
 export type AuthMode = 'redirect' | 'status-only';
 
-type HeaderValue = (record: SessionRecord) => string;
-
-/** Values for the configured upstream headers; unknown names are sent empty so none can be smuggled. */
-function upstreamHeaderPlan(names: readonly string[]): readonly (readonly [string, HeaderValue])[] {
-  const byName: Record<string, HeaderValue> = {
-    authorization: (r) => `Bearer ${r.idToken}`,
-    'x-auth-request-user': (r) => r.identity.user,
-    'x-forwarded-user': (r) => r.identity.user,
-    'x-auth-request-email': (r) => r.identity.email ?? '',
-    'x-forwarded-email': (r) => r.identity.email ?? '',
-    'x-auth-request-groups': (r) => r.identity.groups.join(','),
-    'x-forwarded-groups': (r) => r.identity.groups.join(','),
-    'x-auth-request-preferred-username': (r) => r.identity.preferredUsername ?? '',
-    'x-forwarded-preferred-username': (r) => r.identity.preferredUsername ?? '',
-    'x-auth-request-id-token': (r) => r.idToken,
-  };
-  return names.map((name) => [name, byName[name.toLowerCase()] ?? (() => '')] as const);
+/** "What would have allowed it" on the denial page (at most a handful of names per kind). */
+function wouldAllowHtml(would: WouldAllow | undefined) {
+  if (!would) return undefined;
+  const items = [
+    ...would.groups.map((g) => html`<li>the group <code>${g}</code></li>`),
+    ...would.users.map((u) => html`<li>the user <code>${u}</code></li>`),
+    ...would.emails.map((e) => html`<li>the email address <code>${e}</code></li>`),
+    ...would.emailDomains.map((d) => html`<li>an email address at <code>${d}</code></li>`),
+  ].slice(0, 25);
+  if (items.length === 0) {
+    return html`<h2>What would have allowed it</h2><p>Nobody is allowed here at the moment.</p>`;
+  }
+  return html`<h2>What would have allowed it</h2><ul class="would-allow">${join(items)}</ul>`;
 }
 
 const OUTCOME_BY_STATUS: Record<number, Outcome> = {
@@ -49,29 +47,36 @@ const OUTCOME_BY_STATUS: Record<number, Outcome> = {
 };
 
 export function requestIdOf(req: IncomingMessage): string {
+  const current = requestContext.getStore();
+  if (current) return current.requestId;
   const given = req.headers['x-request-id'];
   return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
 }
 
 export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
-  const plan = upstreamHeaderPlan(deps.config.upstreamHeaders);
+  const plan = deps.upstream.plan;
 
-  const allow = (record: SessionRecord, setCookie: string | undefined, sessionEnd: number): Reply => {
-    const headers: Record<string, string> = {};
-    for (const [name, value] of plan) headers[name] = value(record);
-    const cookies = setCookie
-      ? [deps.cookies.set(deps.cookies.session, setCookie, (sessionEnd - deps.clock.now()) / 1000)]
-      : undefined;
+  /** 200 with the upstream headers; `token` is the ID token (session) or the caller's bearer token. */
+  const allow = (identity: Identity, token: string, setCookie?: string, sessionEnd?: number): Reply => {
+    const headers = plan({ identity, token });
+    const cookies =
+      setCookie && sessionEnd !== undefined
+        ? [deps.cookies.set(deps.cookies.session, setCookie, (sessionEnd - deps.clock.now()) / 1000)]
+        : undefined;
     return { status: 200, headers, ...(cookies ? { cookies } : {}) };
   };
 
+  /** 403: a page for navigations, JSON otherwise; never a redirect to log in again. */
   const deny = (
     identity: Identity,
     original: OriginalRequest,
-    reason: string,
-    code: 'forbidden' | 'email_not_verified',
+    decision: Extract<Decision, { allowed: false }>,
   ): Reply => {
-    deps.log.info({ user: identity.user, host: original.host, path: original.path, code }, 'access denied');
+    const { reason, code } = decision;
+    deps.log.info(
+      { user: identity.user, host: original.host, path: original.path, code, source: decision.source },
+      'access denied',
+    );
     const groups =
       identity.groups.length === 0
         ? html`<p>None.</p>`
@@ -86,10 +91,17 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
           target: original.url,
           groups,
           reason,
+          allowedBy: wouldAllowHtml(decision.wouldAllow),
           signOutUrl: `${original.proto}://${original.host}/oauth2/sign_out`,
         },
       },
-      json: { error: code, message: reason, user: identity.user, groups: identity.groups },
+      json: {
+        error: code,
+        message: reason,
+        user: identity.user,
+        groups: identity.groups,
+        ...(decision.wouldAllow ? { allowedBy: decision.wouldAllow } : {}),
+      },
     };
   };
 
@@ -124,16 +136,38 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
       if (served) return served;
     }
 
+    // DESIGN §4.3: a bearer token of our issuer stands in for a session (API clients, kubectl-like tools).
+    const bearer =
+      req.headers.authorization === undefined
+        ? undefined
+        : await authenticateBearer(req.headers.authorization, deps.config, deps.oidc);
+    if (bearer?.kind === 'valid') {
+      const logContext = requestContext.getStore();
+      if (logContext) logContext.user = bearer.identity.user;
+      const decision = deps.authorizer.decide(bearer.identity, original);
+      if (!decision.allowed) return deny(bearer.identity, original, decision);
+      return allow(bearer.identity, bearer.token);
+    }
+
     const clear: string[] = [];
     const cookie = readCookie(req.headers.cookie, deps.cookies.session);
     if (cookie) {
       const session = await deps.sessions.resolve(cookie);
       if (session.kind === 'valid') {
+        const logContext = requestContext.getStore();
+        if (logContext) logContext.user = session.record.identity.user;
         const decision = deps.authorizer.decide(session.record.identity, original);
-        if (!decision.allowed) return deny(session.record.identity, original, decision.reason, decision.code);
-        return allow(session.record, session.setCookie, session.sessionEnd);
+        if (!decision.allowed) return deny(session.record.identity, original, decision);
+        return allow(session.record.identity, session.record.idToken, session.setCookie, session.sessionEnd);
       }
       clear.push(...deps.cookies.clear(deps.cookies.session));
+    }
+
+    // A refused bearer token and no session: 401 saying why, never a login (it is an API client).
+    if (bearer?.kind === 'invalid') {
+      deps.log.info({ detail: bearer.error.detail }, 'bearer token refused');
+      const requestId = requestContext.getStore()?.requestId ?? '';
+      return { ...errorReply(bearer.error, requestId), cookies: clear };
     }
 
     if (mode === 'redirect' && isNavigation(original.method, req.headers)) {
@@ -143,14 +177,20 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     return unauthenticated(clear);
   };
 
-  return async function forwardAuth(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const handle = async (
+    req: IncomingMessage,
+    res: ServerResponse,
+    logContext: RequestLogContext,
+  ): Promise<void> => {
     const started = performance.now();
-    const requestId = requestIdOf(req);
+    const requestId = logContext.requestId;
     const ctx: ReplyContext = { views: deps.views, pageHeaders: deps.pageHeaders, requestId };
     let reply: Reply;
     let original: OriginalRequest | undefined;
     try {
       original = readOriginalRequest(req, deps.trust, '/');
+      logContext.host = original.host;
+      logContext.path = original.path;
       reply = await decide(req, original);
     } catch (error) {
       const appError = toAppError(error);
@@ -168,6 +208,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
           requestId,
           outcome,
           status: reply.status,
+          user: logContext.user,
           host: original?.host,
           path: original?.path,
           method: original?.method,
@@ -175,5 +216,11 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
         'decision',
       );
     }
+  };
+
+  // Every line logged while deciding (login, refresh, denial) carries this request's id.
+  return function forwardAuth(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const logContext: RequestLogContext = { requestId: requestIdOf(req) };
+    return requestContext.run(logContext, () => handle(req, res, logContext));
   };
 }

@@ -110,6 +110,7 @@ export function directRoutes(deps: Deps): Router {
           provider: deps.oidc.status(),
           store: { kind: deps.store.kind, status: storeUp ? 'ok' : 'unavailable' },
           degraded: !storeUp || deps.sessions.degraded,
+          authz: deps.authorizer.status?.(),
         },
       };
     }),

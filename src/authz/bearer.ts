@@ -1,0 +1,104 @@
+import { decodeJwt } from 'jose';
+import type { Config } from '../config.ts';
+import { AppError } from '../errors.ts';
+import type { OidcProvider } from '../oidc/provider.ts';
+import { type Identity, identityFromClaims } from './identity.ts';
+
+/**
+ * Bearer pass-through (DESIGN §4.3): an `Authorization: Bearer <JWT>` whose unverified `iss` is our
+ * issuer is checked as the API server checks it (spec C2) and, when valid, stands in for a session:
+ * the same policy applies and the same token goes upstream unchanged.
+ *
+ * A header that is not a JWT, or is a JWT of another issuer, is none of our business (the API
+ * server declines such tokens silently too): the cookie step runs as if there were no header.
+ */
+
+export type BearerResult =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'valid'; readonly token: string; readonly identity: Identity }
+  | { readonly kind: 'invalid'; readonly error: AppError };
+
+const NONE: BearerResult = Object.freeze({ kind: 'none' });
+
+/** The token of an `Authorization: Bearer …` header (scheme case-insensitive, as the API server reads it). */
+export function bearerToken(header: string | string[] | undefined): string | undefined {
+  const value = Array.isArray(header) ? header[0] : header;
+  if (value === undefined || value.length < 8) return undefined;
+  const space = value.indexOf(' ');
+  if (space !== 6 || value.slice(0, 6).toLowerCase() !== 'bearer') return undefined;
+  const token = value.slice(7).trim();
+  return token === '' ? undefined : token;
+}
+
+/** Whether `token` is a compact JWT claiming to come from `issuer` (byte-for-byte). */
+export function claimsOurIssuer(token: string, issuer: string): boolean {
+  if (token.split('.').length !== 3) return false;
+  try {
+    return decodeJwt(token).iss === issuer;
+  } catch {
+    return false;
+  }
+}
+
+function refuse(detail: string, description: string): AppError {
+  return new AppError('unauthenticated', 'The bearer token is not valid.', {
+    detail: `bearer token refused: ${detail}`,
+    headers: {
+      'WWW-Authenticate': `Bearer realm="dex-forward-auth", error="invalid_token", error_description="${description}"`,
+    },
+  });
+}
+
+export type BearerConfig = Pick<
+  Config,
+  | 'issuerUrl'
+  | 'bearerAudiences'
+  | 'bearerAlgorithms'
+  | 'usernameClaim'
+  | 'usernamePrefix'
+  | 'groupsClaim'
+  | 'groupsPrefix'
+>;
+
+/**
+ * Checks the request's bearer token. Throws only when the provider cannot be reached (503); a
+ * token that fails verification is returned as `invalid` so the caller can still prefer a valid
+ * session cookie (as oauth2-proxy does) and answer 401 otherwise.
+ */
+export async function authenticateBearer(
+  header: string | string[] | undefined,
+  config: BearerConfig,
+  oidc: Pick<OidcProvider, 'verifyBearer'>,
+): Promise<BearerResult> {
+  const token = bearerToken(header);
+  if (token === undefined || !claimsOurIssuer(token, config.issuerUrl)) return NONE;
+  let claims: Record<string, unknown>;
+  try {
+    claims = await oidc.verifyBearer(token, {
+      audiences: config.bearerAudiences,
+      algorithms: config.bearerAlgorithms,
+    });
+  } catch (error) {
+    if (error instanceof AppError && error.code === 'unauthenticated') return { kind: 'invalid', error };
+    throw error;
+  }
+  // The API server's claim rules (spec C2 §4).
+  const username = claims[config.usernameClaim];
+  if (typeof username !== 'string' || username === '') {
+    return {
+      kind: 'invalid',
+      error: refuse(
+        `no "${config.usernameClaim}" claim`,
+        `The token has no "${config.usernameClaim}" claim.`,
+      ),
+    };
+  }
+  if (
+    config.usernameClaim === 'email' &&
+    Object.hasOwn(claims, 'email_verified') &&
+    claims['email_verified'] !== true
+  ) {
+    return { kind: 'invalid', error: refuse('email not verified', 'The email address is not verified.') };
+  }
+  return { kind: 'valid', token, identity: identityFromClaims(claims, config) };
+}

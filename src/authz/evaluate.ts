@@ -1,0 +1,79 @@
+import type { Identity } from './identity.ts';
+import { ALLOW, baselineDecision, type Decision } from './policy.ts';
+import { type RbacIndex, rbacAllows, rbacGrantees } from './rbac.ts';
+import type { UrlRequest } from './rbacObjects.ts';
+import { admits, describeRule, firstMatchingRule, type Rule } from './rules.ts';
+
+/**
+ * The decision as a pure function of (identity, request, policy) — DESIGN §6:
+ * baseline checks, then the first matching rule, then RBAC (when configured), then `default`.
+ */
+
+/** Every authenticated user is in this group, as on the API server. */
+export const AUTHENTICATED_GROUP = 'system:authenticated';
+
+export interface EvaluablePolicy {
+  readonly defaultAllow: boolean;
+  readonly rules: readonly Rule[];
+  /** undefined: RBAC not configured. */
+  readonly rbac: RbacIndex | undefined;
+}
+
+export interface EvaluableRequest {
+  readonly method: string;
+  readonly scheme: string;
+  readonly host: string;
+  /** Canonical path (see canonicalPath). */
+  readonly path: string;
+}
+
+export function groupsOf(identity: Identity): Set<string> {
+  const groups = new Set(identity.groups);
+  groups.add(AUTHENTICATED_GROUP);
+  return groups;
+}
+
+export function evaluate(identity: Identity, request: EvaluableRequest, policy: EvaluablePolicy): Decision {
+  const baseline = baselineDecision(identity);
+  if (baseline) return baseline;
+  const groups = groupsOf(identity);
+
+  const rule = firstMatchingRule(policy.rules, request.host, request.path);
+  if (rule) {
+    if (admits(rule.allow, identity, groups)) return ALLOW;
+    return {
+      allowed: false,
+      code: 'forbidden',
+      source: 'rule',
+      reason: `The rule for ${describeRule(rule)} does not include you or any of your groups.`,
+      wouldAllow: rule.allow,
+    };
+  }
+
+  if (policy.rbac) {
+    const url: UrlRequest = {
+      verb: request.method.toLowerCase(),
+      scheme: request.scheme,
+      host: request.host,
+      path: request.path,
+    };
+    if (rbacAllows(policy.rbac, identity.user, groups, url)) return ALLOW;
+    if (policy.defaultAllow) return ALLOW;
+    const grantees = rbacGrantees(policy.rbac, url);
+    return {
+      allowed: false,
+      code: 'forbidden',
+      source: 'rbac',
+      reason: `No ClusterRoleBinding grants you or your groups "${url.verb}" on ${request.path}.`,
+      wouldAllow: { users: grantees.users, groups: grantees.groups, emails: [], emailDomains: [] },
+    };
+  }
+
+  if (policy.defaultAllow) return ALLOW;
+  return {
+    allowed: false,
+    code: 'forbidden',
+    source: 'default',
+    reason: 'No rule opens this page to you, and everything else is closed.',
+  };
+}

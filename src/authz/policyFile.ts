@@ -1,0 +1,280 @@
+import { createHash } from 'node:crypto';
+import { globSync, readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { z } from 'zod';
+import {
+  type ClusterRole,
+  type ClusterRoleBinding,
+  expandLists,
+  parseRbacObject,
+  type RbacObjects,
+} from './rbacObjects.ts';
+import { normaliseRulePath, type Rule } from './rules.ts';
+
+/**
+ * Reads AUTHZ_CONFIG (DESIGN §6) and the RBAC files it names into a PolicySpec, reporting every
+ * problem at once. Reading and parsing are split so that the reloader can skip parsing when
+ * nothing changed (`snapshot` → hash).
+ *
+ * ```yaml
+ * default: deny
+ * rules:
+ *   - host: grafana.example.com
+ *     path: /admin
+ *     allow: { groups: ["oidc:admins"], users: [], emails: [], emailDomains: ["example.com"] }
+ * rbac:
+ *   files: ["/etc/dex-forward-auth/rbac/*.yaml"]
+ *   kubernetes: false
+ * ```
+ */
+
+export interface PolicySpec {
+  /** What happens when no rule matches and RBAC (when set) does not allow. */
+  readonly defaultAllow: boolean;
+  readonly rules: readonly Rule[];
+  /** RBAC configured (files and/or kubernetes): decides after the rules. */
+  readonly rbacEnabled: boolean;
+  readonly kubernetes: boolean;
+  readonly fileObjects: RbacObjects;
+  /** Files actually read for RBAC, for logs. */
+  readonly rbacFiles: readonly string[];
+}
+
+export interface PolicyLoad {
+  readonly spec: PolicySpec | undefined;
+  readonly problems: readonly string[];
+  /** Not fatal (a glob matching nothing, a duplicate object name). */
+  readonly warnings: readonly string[];
+}
+
+/** The raw bytes a policy is built from, and their hash. */
+export interface PolicySnapshot {
+  readonly hash: string;
+  readonly configPath: string;
+  readonly configText: string | undefined;
+  readonly configError: string | undefined;
+  readonly files: readonly {
+    readonly path: string;
+    readonly text: string | undefined;
+    readonly error?: string;
+  }[];
+  readonly globProblems: readonly string[];
+  readonly globWarnings: readonly string[];
+  /** Directories whose changes may change the policy (the config's, each pattern's fixed part). */
+  readonly dirs: readonly string[];
+}
+
+const nameList = z.array(z.string().trim().min(1)).default([]);
+
+const allowSchema = z.strictObject({
+  users: nameList,
+  groups: nameList,
+  emails: nameList,
+  emailDomains: z
+    .array(
+      z
+        .string()
+        .trim()
+        .regex(/^(\*|(\*\.|\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*)$/i, {
+          message: 'must be a domain (example.com), a subdomain pattern (*.example.com) or *',
+        }),
+    )
+    .default([]),
+});
+
+const HOST_PATTERN =
+  /^(\*\.)?[a-z0-9]([a-z0-9_-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9_-]*[a-z0-9])?)*(:\d{1,5})?$|^\[[0-9a-f:.]+\](:\d{1,5})?$/;
+
+const ruleSchema = z.strictObject({
+  host: z
+    .string()
+    .trim()
+    .toLowerCase()
+    .regex(HOST_PATTERN, { message: 'must be a host name (grafana.example.com) or *.example.com' })
+    .optional(),
+  path: z
+    .string()
+    .trim()
+    .regex(/^\/[\x21-\x7e]*$/, { message: 'must start with / and contain no spaces' })
+    .optional(),
+  allow: allowSchema.optional(),
+});
+
+const fileSchema = z.strictObject({
+  default: z.enum(['allow', 'deny']).optional(),
+  rules: z.array(ruleSchema).default([]),
+  rbac: z
+    .strictObject({
+      files: z.array(z.string().trim().min(1)).default([]),
+      kubernetes: z.boolean().default(false),
+    })
+    .optional(),
+});
+
+type FileShape = z.infer<typeof fileSchema>;
+
+function formatIssue(issue: z.core.$ZodIssue): string {
+  const path = issue.path
+    .map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`))
+    .join('');
+  return `${path || '(top level)'}: ${issue.message}`;
+}
+
+const GLOB_CHARS = /[*?[\]{}]/;
+
+/** Reads the config file, expands the RBAC globs and reads those files. Never throws. */
+export function takeSnapshot(
+  configPath: string,
+  readFile: (path: string) => string = (p) => readFileSync(p, 'utf8'),
+  glob: (pattern: string) => string[] = (p) => globSync(p),
+): PolicySnapshot {
+  let configText: string | undefined;
+  let configError: string | undefined;
+  try {
+    configText = readFile(configPath);
+  } catch (error) {
+    configError = `cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`;
+  }
+
+  const files: { path: string; text: string | undefined; error?: string }[] = [];
+  const globProblems: string[] = [];
+  const globWarnings: string[] = [];
+  const dirs = new Set<string>([dirname(resolve(configPath))]);
+  if (configText !== undefined) {
+    // Only the file list is needed here; the full validation happens in parsePolicy.
+    let patterns: string[] = [];
+    try {
+      const docs = parseAllDocuments(configText);
+      const first = docs[0]?.toJS() as { rbac?: { files?: unknown } } | undefined;
+      const raw = first?.rbac?.files;
+      if (Array.isArray(raw)) patterns = raw.filter((p): p is string => typeof p === 'string');
+    } catch {
+      // reported by parsePolicy
+    }
+    const base = dirname(resolve(configPath));
+    const seen = new Set<string>();
+    for (const pattern of patterns) {
+      const absolute = isAbsolute(pattern) ? pattern : resolve(base, pattern);
+      const fixed = absolute.split(GLOB_CHARS)[0] as string;
+      dirs.add(fixed.endsWith('/') ? fixed.slice(0, -1) || '/' : dirname(fixed));
+      let matches: string[];
+      if (GLOB_CHARS.test(pattern)) {
+        try {
+          matches = glob(absolute).sort();
+        } catch (error) {
+          globProblems.push(`rbac.files "${pattern}": ${(error as Error).message}`);
+          continue;
+        }
+        if (matches.length === 0) globWarnings.push(`rbac.files "${pattern}" matches no file`);
+      } else {
+        matches = [absolute];
+      }
+      for (const path of matches) {
+        if (seen.has(path)) continue;
+        seen.add(path);
+        try {
+          files.push({ path, text: readFile(path) });
+        } catch (error) {
+          const code = (error as NodeJS.ErrnoException).code;
+          // A directory matched by a glob is not a problem; a named file that is missing is.
+          if (code === 'EISDIR' && GLOB_CHARS.test(pattern)) continue;
+          files.push({
+            path,
+            text: undefined,
+            error: `cannot be read (${code ?? (error as Error).message})`,
+          });
+        }
+      }
+    }
+  }
+
+  const hash = createHash('sha256');
+  hash.update(configText ?? `\0error:${configError}`);
+  for (const f of files) hash.update(`\0${f.path}\0${f.text ?? `\0error:${f.error}`}`);
+  return {
+    hash: hash.digest('hex'),
+    configPath,
+    configText,
+    configError,
+    files,
+    globProblems,
+    globWarnings,
+    dirs: [...dirs],
+  };
+}
+
+/** Validates a snapshot into a PolicySpec, or reports every problem. */
+export function parsePolicy(snapshot: PolicySnapshot): PolicyLoad {
+  const at = `AUTHZ_CONFIG ${snapshot.configPath}`;
+  const problems: string[] = [];
+  const warnings: string[] = [...snapshot.globWarnings];
+  if (snapshot.configText === undefined) {
+    return { spec: undefined, problems: [`${at}: ${snapshot.configError ?? 'cannot be read'}`], warnings };
+  }
+
+  let shape: FileShape | undefined;
+  const docs = parseAllDocuments(snapshot.configText);
+  const first = docs[0];
+  if (docs.length > 1) problems.push(`${at}: expected one YAML document, found ${docs.length}`);
+  if (first && first.errors.length > 0) {
+    problems.push(...first.errors.map((e) => `${at}: ${e.message.split('\n')[0]}`));
+  } else {
+    const value: unknown = first?.toJS() ?? {};
+    const parsed = fileSchema.safeParse(value ?? {});
+    if (parsed.success) shape = parsed.data;
+    else problems.push(...parsed.error.issues.map((i) => `${at}: ${formatIssue(i)}`));
+  }
+  problems.push(...snapshot.globProblems.map((p) => `${at}: ${p}`));
+
+  const roles = new Map<string, ClusterRole>();
+  const bindings = new Map<string, ClusterRoleBinding>();
+  for (const file of snapshot.files) {
+    if (file.text === undefined) {
+      problems.push(`RBAC file ${file.path}: ${file.error ?? 'cannot be read'}`);
+      continue;
+    }
+    const fileDocs = parseAllDocuments(file.text);
+    for (const [i, doc] of fileDocs.entries()) {
+      const where = `RBAC file ${file.path} (document ${i + 1})`;
+      if (doc.errors.length > 0) {
+        problems.push(...doc.errors.map((e) => `${where}: ${e.message.split('\n')[0]}`));
+        continue;
+      }
+      const value: unknown = doc.toJS();
+      if (value === null || value === undefined) continue;
+      for (const item of expandLists(value)) {
+        const obj = parseRbacObject(item, where, problems);
+        if (obj === undefined || obj === 'ignored') continue;
+        const target: Map<string, ClusterRole | ClusterRoleBinding> =
+          obj.kind === 'ClusterRole' ? roles : bindings;
+        if (target.has(obj.name))
+          warnings.push(`${where}: ${obj.kind} ${obj.name} is defined again; the later one wins`);
+        target.set(obj.name, obj);
+      }
+    }
+  }
+
+  if (problems.length > 0 || !shape) return { spec: undefined, problems, warnings };
+
+  const rbacEnabled = shape.rbac !== undefined;
+  const spec: PolicySpec = {
+    defaultAllow: shape.default === undefined ? !rbacEnabled : shape.default === 'allow',
+    rules: shape.rules.map((r, i) => ({
+      index: i + 1,
+      host: r.host,
+      path: normaliseRulePath(r.path),
+      allow: r.allow ?? { users: [], groups: [], emails: [], emailDomains: [] },
+    })),
+    rbacEnabled,
+    kubernetes: shape.rbac?.kubernetes ?? false,
+    fileObjects: { roles: [...roles.values()], bindings: [...bindings.values()] },
+    rbacFiles: snapshot.files.map((f) => f.path),
+  };
+  return { spec, problems: [], warnings };
+}
+
+/** Reads and validates a policy in one go (start-up, tests). */
+export function loadPolicy(configPath: string, readFile?: (path: string) => string): PolicyLoad {
+  return parsePolicy(takeSnapshot(configPath, readFile));
+}
