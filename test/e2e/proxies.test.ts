@@ -1,0 +1,297 @@
+import { createRemoteJWKSet, jwtVerify } from 'jose';
+import type { Browser } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
+import { freePort } from '../support/ports.ts';
+import { hasCaddy, hasNginx, type RunningProxy, startCaddy, startNginx } from '../support/proxies.ts';
+import { startTestService, type TestService } from '../support/service.ts';
+import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
+import {
+  hasChromium,
+  isDexForm,
+  launchChromium,
+  screenshot,
+  signInAtDex,
+  startReadmeCaddy,
+  startReadmeNginx,
+  watchProblems,
+} from './support.ts';
+
+/**
+ * The login flow through Debian's real Caddy (`forward_auth` to /auth with `copy_headers`) and
+ * nginx (`auth_request` to /oauth2/auth, `error_page 401` to /oauth2/start), driven by Chromium.
+ */
+
+const admin = DEMO_USERS.find((u) => u.login === 'admin@example.com')!;
+const many = DEMO_USERS.find((u) => u.groups.length >= 150)!;
+const CLIENT_ID = 'forward-auth-proxies';
+const CLIENT_SECRET = 'proxies-confidential-client-secret';
+const COPY_HEADERS = [
+  'Authorization',
+  'X-Auth-Request-User',
+  'X-Auth-Request-Email',
+  'X-Auth-Request-Groups',
+];
+
+interface ProxyCase {
+  readonly name: 'caddy' | 'nginx';
+  readonly available: boolean;
+  readonly start: typeof startCaddy;
+  /** Caddy relays /auth's answers as they are, so fetch() gets the 401; nginx turns every 401 into a login. */
+  readonly apiGets401: boolean;
+}
+
+const CASES: ProxyCase[] = [
+  { name: 'caddy', available: hasCaddy(), start: startCaddy, apiGets401: true },
+  { name: 'nginx', available: hasNginx(), start: startNginx, apiGets401: false },
+];
+
+describe.skipIf(!hasChromium())('real proxies, in Chromium', () => {
+  const ports: Record<string, number> = {};
+  let dex: Dex;
+  let service: TestService;
+  let upstream: Upstream;
+  let browser: Browser;
+
+  beforeAll(async () => {
+    for (const c of CASES) ports[c.name] = await freePort();
+    const origins = CASES.map((c) => `http://${c.name}.localhost:${ports[c.name]}`);
+    dex = await startDex({
+      clients: [
+        {
+          clientId: CLIENT_ID,
+          clientSecret: CLIENT_SECRET,
+          redirectUris: origins.map((o) => `${o}/oauth2/callback`),
+        },
+      ],
+    });
+    [upstream, service, browser] = await Promise.all([
+      startUpstream(),
+      startTestService({
+        OIDC_ISSUER_URL: dex.issuer,
+        OIDC_CLIENT_ID: CLIENT_ID,
+        OIDC_CLIENT_SECRET: CLIENT_SECRET,
+        LOG_LEVEL: 'info',
+      }),
+      launchChromium(),
+    ]);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await service?.close();
+    await upstream?.close();
+    await dex?.close();
+  });
+
+  describe.each(CASES)('through $name', (c) => {
+    let proxy: RunningProxy;
+    let origin: string;
+
+    beforeAll(async () => {
+      if (!c.available) return;
+      proxy = await c.start({
+        authUrl: service.url,
+        upstreamUrl: upstream.url,
+        copyHeaders: COPY_HEADERS,
+        port: ports[c.name],
+      });
+      origin = `http://${c.name}.localhost:${proxy.port}`;
+    });
+    afterAll(async () => {
+      await proxy?.close();
+    });
+
+    it.skipIf(!c.available)(
+      'logs in at the Dex form, lands on the page asked for, and the upstream gets the verified ID token',
+      async () => {
+        const context = await browser.newContext();
+        try {
+          const page = await context.newPage();
+          const problems = watchProblems(page);
+          await page.goto(`${origin}/app/view?id=7`);
+          expect(isDexForm(page, dex)).toBe(true);
+          const grants = dex.counts.codeGrants;
+          await signInAtDex(page, admin);
+          expect(page.url()).toBe(`${origin}/app/view?id=7`);
+          expect(dex.counts.codeGrants).toBe(grants + 1);
+          const seen = upstream.requests.findLast((r) => r.url === '/app/view?id=7')!;
+          expect(seen).toBeDefined();
+          const authorization = headerValues(seen, 'authorization');
+          expect(authorization).toHaveLength(1);
+          const { payload } = await jwtVerify(
+            authorization[0]!.replace(/^Bearer /, ''),
+            createRemoteJWKSet(new URL(dex.jwksUri)),
+            { issuer: dex.issuer, audience: CLIENT_ID },
+          );
+          expect(payload['email']).toBe(admin.email);
+          expect(headerValues(seen, 'x-auth-request-user')).toEqual([admin.email]);
+          expect(headerValues(seen, 'x-auth-request-groups')).toEqual([admin.groups.join(',')]);
+          // No unresolved proxy placeholder (Caddy's "{http.reverse_proxy.header.…}") reaches the upstream.
+          expect(seen.headers.filter(([, v]) => v.includes('{http.'))).toEqual([]);
+          await screenshot(page, `${c.name}-after-login`);
+
+          await page.reload();
+          expect(page.url()).toBe(`${origin}/app/view?id=7`);
+          await page.goto(`${origin}/another`);
+          expect(page.url()).toBe(`${origin}/another`);
+          expect(dex.counts.codeGrants).toBe(grants + 1);
+
+          await page.goto(`${origin}/oauth2/sign_out`);
+          expect(await page.getByRole('heading', { name: 'Signed out' }).count()).toBe(1);
+          await screenshot(page, `${c.name}-signed-out`);
+          expect((await context.cookies()).find((k) => k.name === '_forward_auth')).toBeUndefined();
+          await page.goto(`${origin}/after-sign-out`);
+          expect(isDexForm(page, dex)).toBe(true);
+          expect(problems).toEqual([]);
+        } finally {
+          await context.close();
+        }
+      },
+    );
+
+    // nginx turns every 401 into a login (its error_page), so only Caddy relays the 401 to fetch().
+    if (!c.apiGets401) return;
+    it.skipIf(!c.available)(
+      'a fetch() from a dashboard page without a session gets 401, never a login redirect',
+      async () => {
+        const context = await browser.newContext();
+        try {
+          const page = await context.newPage();
+          // A dashboard page (ours carry a CSP that forbids fetch()), then the session is gone.
+          await page.goto(`${origin}/dashboard`);
+          await signInAtDex(page, admin);
+          expect(page.url()).toBe(`${origin}/dashboard`);
+          await context.clearCookies();
+          const status = await page.evaluate<number>(
+            "fetch('/api/v1/things', { headers: { accept: 'application/json' } }).then((r) => r.status)",
+          );
+          expect(status).toBe(401);
+          expect((await context.cookies()).filter((k) => k.name.includes('_login_'))).toEqual([]);
+        } finally {
+          await context.close();
+        }
+      },
+    );
+  });
+});
+
+interface RotationCase {
+  readonly name: string;
+  readonly available: boolean;
+  readonly start: (opts: {
+    authUrl: string;
+    upstreamUrl: string;
+    copyHeaders: string[];
+    port: number;
+  }) => Promise<RunningProxy>;
+}
+
+const README_CASES: RotationCase[] = [
+  { name: 'caddy', available: hasCaddy(), start: startReadmeCaddy },
+  { name: 'nginx', available: hasNginx(), start: startReadmeNginx },
+];
+
+describe.skipIf(!hasChromium())('the README configurations, in Chromium', () => {
+  describe.each(README_CASES)('of $name', (c) => {
+    let dex: Dex;
+    let service: TestService;
+    let upstream: Upstream;
+    let proxy: RunningProxy;
+    let browser: Browser;
+    let origin: string;
+
+    beforeAll(async () => {
+      if (!c.available) return;
+      const port = await freePort();
+      origin = `http://rotate.localhost:${port}`;
+      // ID tokens live 4 s, so a request 2 s after login refreshes (skew is capped at half the lifetime).
+      dex = await startDex({
+        clients: [
+          { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [`${origin}/oauth2/callback`] },
+        ],
+        idTokenTtl: 4,
+      });
+      [upstream, service, browser] = await Promise.all([
+        startUpstream(),
+        startTestService({
+          OIDC_ISSUER_URL: dex.issuer,
+          OIDC_CLIENT_ID: CLIENT_ID,
+          OIDC_CLIENT_SECRET: CLIENT_SECRET,
+          LOG_LEVEL: 'info',
+        }),
+        launchChromium(),
+      ]);
+      proxy = await c.start({
+        authUrl: service.url,
+        upstreamUrl: upstream.url,
+        copyHeaders: COPY_HEADERS,
+        port,
+      });
+    });
+    afterAll(async () => {
+      await browser?.close();
+      await proxy?.close();
+      await service?.close();
+      await upstream?.close();
+      await dex?.close();
+    });
+
+    it.skipIf(!c.available)(
+      'a user with 150 groups gets through, and the kubeconfig page is reached on its direct route',
+      async () => {
+        const context = await browser.newContext();
+        try {
+          const page = await context.newPage();
+          await page.goto(`${origin}/groups`);
+          await signInAtDex(page, many);
+          expect(page.url()).toBe(`${origin}/groups`);
+          const seen = upstream.requests.findLast((r) => r.url === '/groups')!;
+          expect(headerValues(seen, 'x-auth-request-groups')[0]?.split(',').length).toBeGreaterThan(50);
+          const response = await page.goto(`${origin}/kubeconfig`);
+          expect(response?.status()).toBe(200);
+          expect(await page.getByRole('heading', { level: 1 }).textContent()).toBe('Kubeconfig');
+        } finally {
+          await context.close();
+        }
+      },
+    );
+
+    it.skipIf(!c.available)(
+      'a refresh during an allowed request hands the rotated cookie to the browser',
+      async () => {
+        const context = await browser.newContext();
+        try {
+          const page = await context.newPage();
+          await page.goto(`${origin}/board`);
+          await signInAtDex(page, admin);
+          expect(page.url()).toBe(`${origin}/board`);
+          const before = (await context.cookies()).find((k) => k.name === '_forward_auth')?.value;
+          expect(before).toBeDefined();
+          const token = headerValues(
+            upstream.requests.findLast((r) => r.url === '/board')!,
+            'authorization',
+          )[0]!;
+          const claims = JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as {
+            iat: number;
+            exp: number;
+          };
+          // Wait (not a timing assertion) until the token is past half its life: the next request refreshes.
+          const due = ((claims.iat + claims.exp) / 2) * 1000 + 100;
+          await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - Date.now())));
+
+          const refreshes = dex.counts.refreshGrants;
+          await page.goto(`${origin}/board?after=refresh`);
+          expect(page.url()).toBe(`${origin}/board?after=refresh`);
+          expect(dex.counts.refreshGrants).toBe(refreshes + 1);
+          const after = (await context.cookies()).find((k) => k.name === '_forward_auth')?.value;
+          expect(after).toBeDefined();
+          expect(after).not.toBe(before);
+          const seen = upstream.requests.findLast((r) => r.url === '/board?after=refresh')!;
+          expect(headerValues(seen, 'authorization')[0]).not.toBe(token);
+        } finally {
+          await context.close();
+        }
+      },
+    );
+  });
+});
