@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import { isIP } from 'node:net';
 import { AppError } from '../errors.ts';
 import type { ProxyTrust } from './trust.ts';
 
@@ -104,16 +105,35 @@ export function readOriginalRequest(
   };
 }
 
-/** The right-most X-Forwarded-For entry that is not a trusted proxy; the peer when there is none. */
+/**
+ * The client as the trusted proxies saw it: the right-most X-Forwarded-For entry that is not a
+ * trusted proxy (entries may carry a port: "203.0.113.7:5123", "[2001:db8::1]:443"). An entry that
+ * is no IP address stops the walk: whatever stands left of it was written by someone we cannot
+ * vouch for, so the nearest proxy we trust (or the peer) is taken instead, never client-chosen
+ * text. When every entry is a trusted address, the left-most one (an internal client).
+ */
 function clientIpFrom(xff: string | string[] | undefined, peer: string, trust: ProxyTrust): string {
   if (!xff) return peer;
   const hops = (Array.isArray(xff) ? xff.join(',') : xff)
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
+  let nearest = peer;
   for (let i = hops.length - 1; i >= 0; i--) {
-    const hop = hops[i] as string;
+    const hop = ipOf(hops[i] as string);
+    if (hop === undefined) return nearest;
     if (!trust.isTrusted(hop)) return hop;
+    nearest = hop;
   }
-  return hops[0] ?? peer;
+  return nearest;
+}
+
+/** The IP address in an X-Forwarded-For entry, without port or brackets; undefined when none. */
+function ipOf(entry: string): string | undefined {
+  if (isIP(entry) !== 0) return entry;
+  const bracketed = /^\[([0-9A-Fa-f:.]+)\](?::\d{1,5})?$/.exec(entry);
+  if (bracketed && isIP(bracketed[1] as string) === 6) return bracketed[1];
+  const withPort = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/.exec(entry);
+  if (withPort && isIP(withPort[1] as string) === 4) return withPort[1];
+  return undefined;
 }

@@ -4,7 +4,7 @@ import type { OriginalRequest } from '../forward/original.ts';
 import { readCookie } from '../http/cookies.ts';
 import type { Reply } from '../http/reply.ts';
 import type { TokenResult } from '../oidc/provider.ts';
-import { LOGIN_TTL_SECONDS, type LoginTransaction } from './login.ts';
+import { LOGIN_TTL_SECONDS, type LoginTransaction, rateLimited } from './login.ts';
 
 /**
  * Finishes a login. The transaction cookie is read and cleared *before* anything is checked
@@ -30,6 +30,14 @@ export async function finishLogin(
       action: { href: `${original.proto}://${original.host}/oauth2/start`, label: 'Sign in again' },
     });
   };
+
+  // Over the limit, the login cookie is kept: the same callback works again after Retry-After.
+  const limit = await deps.loginLimiter.take('callback', original.clientIp);
+  if (!limit.allowed) {
+    deps.metrics.loginFailed('rate_limited');
+    deps.log.info({ clientIp: original.clientIp, host: original.host }, 'login callback rate-limited');
+    throw rateLimited(limit.retryAfterSeconds, original.url);
+  }
 
   const tx = await readTransaction(deps, state, cookieHeader);
   if (tx === 'missing') {
@@ -79,7 +87,11 @@ export async function finishLogin(
   return {
     status: 302,
     location: tx.returnTo,
-    cookies: [...clear, deps.cookies.set(deps.cookies.session, session.cookie, maxAge)],
+    cookies: [
+      ...clear,
+      deps.cookies.set(deps.cookies.session, session.cookie, maxAge),
+      ...deps.loopBreaker.completed(cookieHeader, tx.returnTo, deps.clock.now()),
+    ],
   };
 }
 

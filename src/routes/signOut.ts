@@ -26,6 +26,9 @@ export async function signOut(
   for (const name of readCookiesWithPrefix(cookieHeader, deps.cookies.loginPrefix).keys()) {
     cookies.push(...deps.cookies.clear(name));
   }
+  if (readCookie(cookieHeader, deps.loopBreaker.cookieName) !== undefined) {
+    cookies.push(...deps.loopBreaker.clear()); // signing out and in again is no redirect loop
+  }
   deps.log.info({ user, host: original.host }, 'signed out');
 
   const query = new URLSearchParams(

@@ -27,6 +27,9 @@ export class Sealer {
   /** The sealed data, or undefined when the value is not a valid, unexpired seal of ours. */
   async unseal<T extends object>(value: string): Promise<T | undefined> {
     if (value.length < 40 || value.length > 4096 || !value.startsWith('Fe26.2*')) return undefined;
+    // Only the exact form seal() writes: iron-session parses the "~2" version suffix loosely
+    // ("~2x", "~2~junk"), which would make one session answer to many cookie values.
+    if (value.indexOf('~') !== value.length - 2 || !value.endsWith('~2')) return undefined;
     try {
       // ttl 0: the expiry embedded in the seal is what counts.
       const data = await unsealData<T>(value, { password: this.#unsealPasswords, ttl: 0 });

@@ -38,6 +38,8 @@ export async function startTestService(
     OIDC_ALLOW_INSECURE_HTTP: 'true',
     COOKIE_SECURE: 'false',
     LOG_LEVEL: 'debug',
+    // Every test logs in from 127.0.0.1: the login rate limit is tested on its own (security.test.ts).
+    LOGIN_RATE_LIMIT_BURST: '1000',
     PORT: '0',
     ...env,
   });

@@ -23,7 +23,10 @@ export interface ServiceProcess {
  * dex-forward-auth as a real child process (`src/cli.ts serve`, type-stripped by Node), configured
  * only through its environment: for replica, SIGKILL and SIGTERM tests.
  */
-export async function startServiceProcess(env: Record<string, string>, port?: number): Promise<ServiceProcess> {
+export async function startServiceProcess(
+  env: Record<string, string>,
+  port?: number,
+): Promise<ServiceProcess> {
   const listenPort = port ?? (await freePort());
   const fullEnv: NodeJS.ProcessEnv = {
     PATH: process.env['PATH'],
