@@ -133,10 +133,18 @@ export function createMetrics(version: string): Metrics {
   for (const stage of ['started', 'completed']) logins.inc({ stage, code: '' }, 0);
   for (const operation of ['discovery', 'jwks', 'code', 'refresh']) providerErrors.inc({ operation }, 0);
 
+  // Children bound once: no label hashing on the hot path.
+  const decisionCounters = Object.fromEntries(
+    (['allow', 'redirect', 'unauthenticated', 'forbidden', 'rate_limited', 'error'] as const).map((o) => [
+      o,
+      decisions.labels(o),
+    ]),
+  ) as Record<Outcome, ReturnType<typeof decisions.labels>>;
+
   return {
     registry,
     decision(outcome, seconds) {
-      decisions.inc({ outcome });
+      decisionCounters[outcome].inc();
       latency.observe(seconds);
     },
     refresh(result) {

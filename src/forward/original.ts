@@ -72,9 +72,7 @@ export function readOriginalRequest(
 
   const rawHost = (trusted ? first(h['x-forwarded-host']) : undefined) || h.host;
   if (!rawHost) bad('no host');
-  const hostLower = rawHost.toLowerCase();
-  if (!HOST_RE.test(hostLower)) bad('bad host');
-  const host = normaliseHost(hostLower, proto);
+  const host = validHost(rawHost, proto);
 
   const method = (
     (trusted ? first(h['x-forwarded-method']) : undefined) ||
@@ -93,6 +91,9 @@ export function readOriginalRequest(
   const q = uri.indexOf('?');
   const path = q === -1 ? uri : uri.slice(0, q);
 
+  // The client address is worked out only when something asks (logs, rate limits): the hot path
+  // of /auth never needs it.
+  let clientIp: string | undefined;
   return {
     method,
     proto,
@@ -100,9 +101,27 @@ export function readOriginalRequest(
     uri,
     path,
     url: `${proto}://${host}${uri}`,
-    clientIp: trusted ? clientIpFrom(h['x-forwarded-for'], peer, trust) : peer,
+    get clientIp(): string {
+      clientIp ??= trusted ? clientIpFrom(h['x-forwarded-for'], peer, trust) : peer;
+      return clientIp;
+    },
     forwarded: trusted,
   };
+}
+
+/** Validated, normalised hosts by raw value and scheme: a proxy forwards the same few over and over. */
+const hostMemo = new Map<string, string>();
+
+function validHost(rawHost: string, proto: 'http' | 'https'): string {
+  const key = proto === 'https' ? `s${rawHost}` : `p${rawHost}`;
+  const known = hostMemo.get(key);
+  if (known !== undefined) return known;
+  const hostLower = rawHost.toLowerCase();
+  if (!HOST_RE.test(hostLower)) bad('bad host');
+  const host = normaliseHost(hostLower, proto);
+  if (hostMemo.size >= 4096) hostMemo.clear();
+  hostMemo.set(key, host);
+  return host;
 }
 
 /**

@@ -12,6 +12,7 @@ import { errorReply, type Reply, type ReplyContext, writeReply } from '../http/r
 import { html, join } from '../http/views.ts';
 import { type RequestLogContext, requestContext } from '../log.ts';
 import type { Outcome } from '../metrics.ts';
+import type { Resolution } from '../session/sessions.ts';
 import { finishLogin } from './callback.ts';
 import { startLogin } from './login.ts';
 import { signOut } from './signOut.ts';
@@ -22,6 +23,8 @@ import { signOut } from './signOut.ts';
  * request, before and without the Express stack: every request to every dashboard waits for it.
  */
 export type AuthMode = 'redirect' | 'status-only';
+
+type ResolvedSession = Extract<Resolution, { kind: 'valid' }>;
 
 /** "What would have allowed it" on the denial page (at most a handful of names per kind). */
 function wouldAllowHtml(would: WouldAllow | undefined) {
@@ -218,8 +221,67 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     }
   };
 
+  /** The response headers of a hot session's 200, built once per cached resolution. */
+  const hotHeaders = new WeakMap<ResolvedSession, (string | string[])[]>();
+  const headersOf = (session: ResolvedSession): (string | string[])[] => {
+    let flat = hotHeaders.get(session);
+    if (flat === undefined) {
+      flat = ['Cache-Control', 'no-store', 'Content-Length', '0'];
+      for (const [name, value] of Object.entries(plan({ identity: session.record.identity, token: session.record.idToken }))) {
+        flat.push(name, value);
+      }
+      if (session.setCookie) {
+        const maxAge = (session.sessionEnd - deps.clock.now()) / 1000;
+        flat.push('Set-Cookie', deps.cookies.set(deps.cookies.session, session.setCookie, maxAge));
+      }
+      hotHeaders.set(session, flat);
+    }
+    return flat;
+  };
+
+  /**
+   * The hot path, synchronous and allocation-light: a session resolved within the last second
+   * (SessionService.peekHot), allowed by the policy, no bearer token. Anything else — and any
+   * error — takes the full path below, which answers it properly.
+   */
+  const tryHot = (req: IncomingMessage, res: ServerResponse, started: number): boolean => {
+    if (req.headers.authorization !== undefined) return false;
+    const cookie = readCookie(req.headers.cookie, deps.cookies.session);
+    if (cookie === undefined) return false;
+    const session = deps.sessions.peekHot(cookie);
+    if (session === undefined) return false;
+    let original: OriginalRequest;
+    try {
+      original = readOriginalRequest(req, deps.trust, '/');
+      if (original.path.startsWith('/oauth2/')) return false;
+      if (!deps.authorizer.decide(session.record.identity, original).allowed) return false;
+    } catch {
+      return false;
+    }
+    res.writeHead(200, headersOf(session) as unknown as string[]);
+    res.end();
+    deps.metrics.decision('allow', (performance.now() - started) / 1000);
+    if (deps.log.isLevelEnabled('debug')) {
+      deps.log.debug(
+        {
+          requestId: requestIdOf(req),
+          outcome: 'allow',
+          status: 200,
+          user: session.record.identity.user,
+          host: original.host,
+          path: original.path,
+          method: original.method,
+        },
+        'decision',
+      );
+    }
+    return true;
+  };
+
   // Every line logged while deciding (login, refresh, denial) carries this request's id.
   return function forwardAuth(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
+    if (tryHot(req, res, started)) return Promise.resolve();
     const logContext: RequestLogContext = { requestId: requestIdOf(req) };
     return requestContext.run(logContext, () => handle(req, res, logContext));
   };

@@ -207,11 +207,12 @@ export class SessionService {
     return { cookie, record, sessionEnd: data.exp };
   }
 
-  /** Resolves a session cookie to a fresh ID token, refreshing when needed. */
-  async resolve(cookie: string): Promise<Resolution> {
-    const now = this.#clock.now();
-    // Hot path: a session resolved less than hotCacheMs ago, still backed by the same record
-    // (sign-out and refresh on this replica replace or drop it) and not yet due for refresh.
+  /**
+   * The hot path, synchronously: a session resolved less than hotCacheMs ago, still backed by the
+   * same record (sign-out and refresh on this replica replace or drop it), before its end and not
+   * yet due for refresh. Undefined when the full resolve() is needed.
+   */
+  peekHot(cookie: string, now = this.#clock.now()): Extract<Resolution, { kind: 'valid' }> | undefined {
     const hot = this.#hot.peek(cookie, now);
     if (
       hot !== undefined &&
@@ -221,6 +222,14 @@ export class SessionService {
     ) {
       return hot.resolution;
     }
+    return undefined;
+  }
+
+  /** Resolves a session cookie to a fresh ID token, refreshing when needed. */
+  async resolve(cookie: string): Promise<Resolution> {
+    const now = this.#clock.now();
+    const hot = this.peekHot(cookie, now);
+    if (hot) return hot;
     const resolution = await this.#resolveSlow(cookie, now);
     if (resolution.kind === 'valid' && this.#hotCacheMs > 0) {
       const lookup = (await this.#unseal(cookie, now))?.keys.lookup;

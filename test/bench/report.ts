@@ -1,0 +1,267 @@
+/**
+ * The benchmark's results as data, as Markdown, and the README's Performance section (rewritten
+ * between markers by `npm run bench -- --write-readme`).
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+
+export interface Meta {
+  readonly date: string;
+  readonly cpu: string;
+  readonly cores: number;
+  readonly node: string;
+  readonly loadTool: string;
+  readonly redis: string;
+  readonly connections: number;
+  readonly threads: number;
+  readonly rounds: number;
+  readonly durationSec: number;
+  readonly quick: boolean;
+  /** Bytes of the response header block a real `/auth` 200 carries (status line excluded). */
+  readonly headerBytes: number;
+  /** 1-minute load average when the run started (anything above ~0.5 means other work). */
+  readonly loadAverage: number;
+  /** Cores other processes kept busy just before the run (sampled over 2 s). */
+  readonly busyAtStart: number;
+}
+
+export interface HotRow {
+  readonly id: string;
+  readonly label: string;
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly rssMiB: number | undefined;
+  /** CPU seconds in one round (median): the server, the load generator, redis-server. */
+  readonly cpuServer: number | undefined;
+  readonly cpuLoad: number | undefined;
+  readonly cpuRedis: number | undefined;
+  /** CPU seconds everything else on the machine used meanwhile (should be near 0). */
+  readonly cpuOthers: number | undefined;
+  readonly ratio: number;
+  readonly bad: number;
+  readonly errors: number;
+  readonly roundsRps: readonly number[];
+}
+
+export interface LoginResult {
+  readonly sequential: { readonly count: number; readonly seconds: number; readonly perSecond: number };
+  readonly concurrent: {
+    readonly clients: number;
+    readonly count: number;
+    readonly seconds: number;
+    readonly perSecond: number;
+  };
+  /** CPU milliseconds per login: the service, and the bench process (Dex stand-in + browsers). */
+  readonly serviceCpuMsPerLogin: number | undefined;
+  readonly benchCpuMsPerLogin: number;
+}
+
+export interface StormResult {
+  readonly sessions: number;
+  readonly ttlSec: number;
+  readonly concurrency: number;
+  /** From sending the first request until the last answer arrived. */
+  readonly seconds: number;
+  /** CPU meanwhile: the service, and this process (the Dex stand-in minting 1,000 tokens, the clients). */
+  readonly serviceCpuSeconds: number | undefined;
+  readonly benchCpuSeconds: number;
+  readonly statuses: Readonly<Record<string, number>>;
+  readonly refreshGrants: number;
+  readonly newCookies: number;
+  readonly secondPass: {
+    readonly seconds: number;
+    readonly statuses: Readonly<Record<string, number>>;
+    readonly refreshGrants: number;
+  };
+  readonly ok: boolean;
+}
+
+export interface ScaleRow {
+  readonly sessions: number;
+  readonly insertSeconds: number;
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly ratio: number;
+  /** Service RSS after the insert, before this size's load. */
+  readonly serviceRssBeforeMiB: number | undefined;
+  readonly serviceRssMiB: number | undefined;
+  readonly redisMemMiB: number;
+  /** CPU seconds per round used by other processes meanwhile. */
+  readonly cpuOthers: number | undefined;
+}
+
+export interface Results {
+  readonly meta: Meta;
+  hot: HotRow[];
+  login?: LoginResult;
+  storm?: StormResult;
+  scale: ScaleRow[];
+  readonly failures: string[];
+}
+
+/** The issue's reference numbers for peers that cannot be run here. */
+export const NOT_MEASURED = [
+  {
+    id: 'apache',
+    label: 'Apache mod_auth_openidc with Redis cache (uses both cores)',
+    rps: '~2,600',
+    ratio: '~0.10',
+  },
+  { id: 'express-openid-connect', label: 'express-openid-connect', rps: '~2,500', ratio: '~0.08' },
+] as const;
+
+const int = (n: number): string => Math.round(n).toLocaleString('en-US');
+const ms = (n: number): string => (n < 10 ? n.toFixed(2) : n.toFixed(1));
+const mib = (n: number | undefined): string => (n === undefined ? '–' : `${Math.round(n)} MiB`);
+const sec = (n: number | undefined): string => (n === undefined ? '–' : n.toFixed(2));
+const ratio = (n: number): string => n.toFixed(2);
+
+/** Pads every Markdown table in `lines` the way the README's formatter does (right-aligned `---:`). */
+export function alignTables(lines: readonly string[]): string[] {
+  const out: string[] = [];
+  let i = 0;
+  while (i < lines.length) {
+    if (!lines[i]?.startsWith('|')) {
+      out.push(lines[i] as string);
+      i++;
+      continue;
+    }
+    const block: string[][] = [];
+    while (i < lines.length && lines[i]?.startsWith('|')) {
+      block.push(
+        (lines[i] as string)
+          .slice(1, -1)
+          .split('|')
+          .map((c) => c.trim()),
+      );
+      i++;
+    }
+    const rule = block[1] ?? [];
+    const right = rule.map((c) => c.endsWith(':'));
+    const widths = rule.map((_, col) =>
+      Math.max(3, ...block.map((row, n) => (n === 1 ? 3 : (row[col] ?? '').length))),
+    );
+    block.forEach((row, n) => {
+      const cells = widths.map((w, col) => {
+        if (n === 1) return right[col] ? `${'-'.repeat(w - 1)}:` : '-'.repeat(w);
+        const cell = row[col] ?? '';
+        return right[col] ? cell.padStart(w) : cell.padEnd(w);
+      });
+      out.push(`| ${cells.join(' | ')} |`);
+    });
+  }
+  return out;
+}
+
+export function toMarkdown(r: Results): string {
+  const m = r.meta;
+  const load = m.loadTool.startsWith('wrk')
+    ? `\`wrk -t${m.threads} -c${m.connections}\``
+    : `autocannon -c ${m.connections}`;
+  const lines: string[] = [];
+  lines.push(
+    `Measured ${m.date} on ${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.loadTool}, Redis ${m.redis}; ` +
+      `${load} against \`GET /auth\` with a valid session cookie and Traefik's headers, ` +
+      `load generator, servers and Redis sharing the cores; medians of ${m.rounds} round${m.rounds === 1 ? '' : 's'} ` +
+      `of ${m.durationSec} s${m.quick ? ' (**quick smoke run, not representative**)' : ''}; ` +
+      `before the run other processes kept ${m.busyAtStart.toFixed(2)} cores busy (load average ${m.loadAverage.toFixed(2)}).`,
+    '',
+  );
+  if (r.hot.length > 0) {
+    lines.push(
+      '| configuration (Node 24) | req/s | p50 ms | p99 ms | RSS after load | CPU s per round: server / load gen / redis / others | × bare |',
+      '| --- | ---: | ---: | ---: | ---: | ---: | ---: |',
+    );
+    for (const row of r.hot) {
+      const label = row.id === 'bare' ? `${row.label} (${m.headerBytes}-byte header)` : row.label;
+      const flag = row.bad + row.errors > 0 ? ` ⚠ ${row.bad} bad answers, ${row.errors} socket errors` : '';
+      lines.push(
+        `| ${label}${flag} | ${int(row.rps)} | ${ms(row.p50Ms)} | ${ms(row.p99Ms)} | ${mib(row.rssMiB)} | ` +
+          `${sec(row.cpuServer)} / ${sec(row.cpuLoad)} / ${sec(row.cpuRedis)} / ${sec(row.cpuOthers)} | ` +
+          `${ratio(row.ratio)} |`,
+      );
+    }
+    for (const peer of NOT_MEASURED.filter((p) => !r.hot.some((row) => row.id === p.id))) {
+      lines.push(
+        `| ${peer.label}: not measured here (the issue's reference number) | ${peer.rps} | – | – | – | – | ${peer.ratio} |`,
+      );
+    }
+    const others = r.hot.map((row) => row.cpuOthers ?? 0);
+    const busiest = Math.max(...others);
+    if (busiest > 0.1 * m.durationSec) {
+      lines.push(
+        '',
+        `⚠ Other processes used up to ${busiest.toFixed(2)} CPU s per ${m.durationSec}-s round (column "others"): ` +
+          'the machine was not quiet, so these numbers are lower and noisier than they should be.',
+      );
+    }
+    lines.push('');
+  }
+  if (r.login) {
+    const l = r.login;
+    lines.push(
+      `**Login round trip** (\`/oauth2/start\` → Dex stand-in's form → \`/oauth2/callback\`, a fresh browser each time): ` +
+        `${l.sequential.perSecond.toFixed(1)}/s sequentially (${l.sequential.count} logins), ` +
+        `${l.concurrent.perSecond.toFixed(1)}/s with ${l.concurrent.clients} concurrent clients (${l.concurrent.count} logins); ` +
+        `CPU per login: service ${l.serviceCpuMsPerLogin === undefined ? '–' : l.serviceCpuMsPerLogin.toFixed(1)} ms, ` +
+        `Dex stand-in and browsers ${l.benchCpuMsPerLogin.toFixed(1)} ms` +
+        ((l.serviceCpuMsPerLogin ?? 0) < l.benchCpuMsPerLogin ? ' (the stand-in is the bottleneck).' : '.'),
+      '',
+    );
+  }
+  if (r.storm) {
+    const s = r.storm;
+    const statuses = Object.entries(s.statuses)
+      .map(([k, v]) => `${v}× ${k}`)
+      .join(', ');
+    lines.push(
+      `**Refresh storm**: ${int(s.sessions)} sessions whose ID tokens (${s.ttlSec} s lifetime) had all expired, one ` +
+        `\`/auth\` request each, all at once (${s.concurrency} connections): answered in ${s.seconds.toFixed(2)} s ` +
+        `(${statuses}; CPU meanwhile: service ${sec(s.serviceCpuSeconds)} s, Dex stand-in and clients ` +
+        `${sec(s.benchCpuSeconds)} s${(s.serviceCpuSeconds ?? 0) < s.benchCpuSeconds ? ': the stand-in sets the pace' : ''}); ` +
+        `refresh grants at the provider: ` +
+        `**${int(s.refreshGrants)}** for ${int(s.sessions)} sessions ${s.refreshGrants === s.sessions ? '(equal ✓)' : '(**not equal ✗**)'}; ` +
+        `${int(s.newCookies)} rotated cookies handed out. The same requests again with the handed cookies: ` +
+        `${s.secondPass.seconds.toFixed(2)} s, ${s.secondPass.refreshGrants} further refresh grants.`,
+      '',
+    );
+  }
+  if (r.scale.length > 0) {
+    lines.push(
+      '**Session count scaling** (the Redis store; synthetic entries of the real key and value size under `dfa:s:`, plus a few real sessions; `/auth` driven with one real session):',
+      '',
+      '| sessions in Redis | insert time | req/s | p50 ms | p99 ms | × bare | service RSS before → after load | Redis memory | CPU s of others per round |',
+      '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    );
+    for (const row of r.scale) {
+      lines.push(
+        `| ${int(row.sessions)} | ${row.insertSeconds.toFixed(1)} s | ${int(row.rps)} | ${ms(row.p50Ms)} | ${ms(row.p99Ms)} | ` +
+          `${ratio(row.ratio)} | ${mib(row.serviceRssBeforeMiB)} → ${mib(row.serviceRssMiB)} | ${mib(row.redisMemMiB)} | ${sec(row.cpuOthers)} |`,
+      );
+    }
+    lines.push('');
+  }
+  if (r.failures.length > 0) {
+    lines.push('**Checks that failed in this run:**', '', ...r.failures.map((f) => `- ${f}`), '');
+  }
+  return alignTables(lines).join('\n');
+}
+
+export const README_BEGIN = '<!-- bench:begin — generated by `npm run bench -- --write-readme` -->';
+export const README_END = '<!-- bench:end -->';
+
+/** Replaces the generated part of README.md's Performance section (adds the section if missing). */
+export function writeReadme(path: string, markdown: string): void {
+  const readme = readFileSync(path, 'utf8');
+  const begin = readme.indexOf('<!-- bench:begin');
+  const end = readme.indexOf(README_END);
+  const block = `${README_BEGIN}\n${markdown.trimEnd()}\n${README_END}`;
+  let next: string;
+  if (begin !== -1 && end > begin) {
+    next = readme.slice(0, begin) + block + readme.slice(end + README_END.length);
+  } else {
+    next = `${readme.trimEnd()}\n\n## Performance\n\nReproduce with \`npm run bench\`.\n\n${block}\n`;
+  }
+  writeFileSync(path, next);
+}
