@@ -1,11 +1,5 @@
-import {
-  type Informer,
-  KubeConfig,
-  type KubernetesObject,
-  makeInformer,
-  type ObjectCache,
-  RbacAuthorizationV1Api,
-} from '@kubernetes/client-node';
+import { createRequire } from 'node:module';
+import type { Informer, KubeConfig, KubernetesObject, ObjectCache } from '@kubernetes/client-node';
 import type { Logger } from '../log.ts';
 import {
   type ClusterRole,
@@ -48,8 +42,18 @@ const PATHS = {
   bindings: '/apis/rbac.authorization.k8s.io/v1/clusterrolebindings',
 } as const;
 
-function loadKubeConfig(path: string | undefined): KubeConfig {
-  const kc = new KubeConfig();
+type KubeClient = typeof import('@kubernetes/client-node');
+
+/**
+ * @kubernetes/client-node is loaded only when the live watch is configured: it alone adds ~80 MB
+ * to the process, which every replica without `rbac.kubernetes: true` should not pay.
+ */
+function kubeClient(): KubeClient {
+  return createRequire(import.meta.url)('@kubernetes/client-node') as KubeClient;
+}
+
+function loadKubeConfig(k8s: KubeClient, path: string | undefined): KubeConfig {
+  const kc = new k8s.KubeConfig();
   if (path) {
     kc.loadFromFile(path);
   } else {
@@ -78,8 +82,9 @@ function describeError(error: unknown): string {
 /** Starts watching; never throws for network errors (they are retried), only for a missing configuration. */
 export function watchClusterRbac(options: KubeRbacOptions): KubeRbacSource {
   const { log } = options;
-  const kc = loadKubeConfig(options.kubeconfigPath);
-  const api = kc.makeApiClient(RbacAuthorizationV1Api);
+  const k8s = kubeClient();
+  const kc = loadKubeConfig(k8s, options.kubeconfigPath);
+  const api = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
   const firstBackoff = options.backoffMs ?? 1_000;
 
   interface Watched {
@@ -105,7 +110,7 @@ export function watchClusterRbac(options: KubeRbacOptions): KubeRbacSource {
       backoff: firstBackoff,
       timer: undefined,
     };
-    const informer = makeInformer<KubernetesObject>(kc, path, async () => {
+    const informer = k8s.makeInformer<KubernetesObject>(kc, path, async () => {
       const result = await list();
       const first = !w.listed;
       w.listed = true;

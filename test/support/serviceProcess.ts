@@ -23,10 +23,16 @@ export interface ServiceProcess {
  * dex-forward-auth as a real child process (`src/cli.ts serve`, type-stripped by Node), configured
  * only through its environment: for replica, SIGKILL and SIGTERM tests.
  */
+/** The Node flags the service ships with (package.json `start`, Dockerfile, Deployment). */
+export const RUNTIME_FLAGS = '--max-semi-space-size=8';
+
 export async function startServiceProcess(
   env: Record<string, string>,
   port?: number,
+  options: { fromDist?: boolean } = {},
 ): Promise<ServiceProcess> {
+  // The built service (`npm run build`) is what production runs; tests run the sources directly.
+  const fromDist = options.fromDist ?? false;
   const listenPort = port ?? (await freePort());
   const fullEnv: NodeJS.ProcessEnv = {
     PATH: process.env['PATH'],
@@ -45,7 +51,13 @@ export async function startServiceProcess(
   const spawnIt = async () => {
     proc = spawnTracked(
       process.execPath,
-      ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', 'src/cli.ts', 'serve'],
+      [
+        ...(process.env['DFA_NODE_FLAGS'] ?? RUNTIME_FLAGS).split(' ').filter(Boolean),
+        ...(fromDist
+          ? ['dist/src/cli.js']
+          : ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', 'src/cli.ts']),
+        'serve',
+      ],
       { name: `dex-forward-auth:${listenPort}`, cwd: ROOT, env: fullEnv },
     );
     await waitUntil('dex-forward-auth to listen', () => tcpAccepts(listenPort), { proc, timeoutMs: 20_000 });
