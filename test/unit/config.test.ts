@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_SCOPES, loadConfig, parseDuration } from '../../src/config.ts';
+import { createRedisClient } from '../../src/session/redisStore.ts';
 
 const SECRET = 'a-cookie-secret-that-is-long-enough-1234';
 const base = {
@@ -145,6 +146,26 @@ describe('configuration', () => {
     expect(problems({ ...base, REDIS_SENTINELS: 'a:1' })).toEqual([
       expect.stringContaining('REDIS_SENTINEL_NAME'),
     ]);
+  });
+
+  it('accepts rediss:// and hands ioredis TLS and the password', () => {
+    const c = loadConfig({ ...base, REDIS_URL: 'rediss://127.0.0.1:6380/0', REDIS_PASSWORD: 'pw-123456789' });
+    expect(c.redis).toMatchObject({
+      mode: 'single',
+      url: 'rediss://127.0.0.1:6380/0',
+      password: 'pw-123456789',
+    });
+    const client = createRedisClient({
+      ...(c.redis as { mode: 'single'; url: string }),
+      ...{ password: 'pw-123456789' },
+    });
+    try {
+      expect(client.options.tls).toBeDefined();
+      expect(client.options.password).toBe('pw-123456789');
+      expect(client.options.port).toBe(6380);
+    } finally {
+      client.disconnect();
+    }
   });
 
   it('parses Go-style durations', () => {
