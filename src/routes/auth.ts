@@ -227,7 +227,9 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     let flat = hotHeaders.get(session);
     if (flat === undefined) {
       flat = ['Cache-Control', 'no-store', 'Content-Length', '0'];
-      for (const [name, value] of Object.entries(plan({ identity: session.record.identity, token: session.record.idToken }))) {
+      for (const [name, value] of Object.entries(
+        plan({ identity: session.record.identity, token: session.record.idToken }),
+      )) {
         flat.push(name, value);
       }
       if (session.setCookie) {

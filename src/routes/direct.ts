@@ -3,11 +3,12 @@ import type { Deps } from '../deps.ts';
 import { AppError, toAppError } from '../errors.ts';
 import { readOriginalRequest } from '../forward/original.ts';
 import { readCookie } from '../http/cookies.ts';
-import { errorReply, type Reply, writeReply } from '../http/reply.ts';
+import { errorReply, type Reply } from '../http/reply.ts';
 import { requestIdOf } from './auth.ts';
 import { finishLogin } from './callback.ts';
 import { kubeconfigRoutes } from './kubeconfig.ts';
 import { startLogin } from './login.ts';
+import { replySender } from './send.ts';
 import { signOut } from './signOut.ts';
 
 /**
@@ -16,14 +17,7 @@ import { signOut } from './signOut.ts';
  */
 export function directRoutes(deps: Deps): Router {
   const router = express.Router();
-  const send = (req: Request, res: Response, reply: Reply): void =>
-    writeReply(
-      res,
-      reply,
-      req.headers,
-      { views: deps.views, pageHeaders: deps.pageHeaders, requestId: requestIdOf(req) },
-      req.method,
-    );
+  const send = replySender(deps);
   const route =
     (handler: (req: Request) => Promise<Reply>) =>
     (req: Request, res: Response, next: NextFunction): void => {

@@ -7,11 +7,11 @@ import { AppError } from '../errors.ts';
 import { isNavigation } from '../forward/navigation.ts';
 import { type OriginalRequest, readOriginalRequest } from '../forward/original.ts';
 import { readCookie } from '../http/cookies.ts';
-import { type Reply, writeReply } from '../http/reply.ts';
+import type { Reply } from '../http/reply.ts';
 import { html, join, type SafeHtml } from '../http/views.ts';
 import type { SessionRecord } from '../session/sessions.ts';
-import { requestIdOf } from './auth.ts';
 import { startLogin } from './login.ts';
+import { replySender } from './send.ts';
 
 /**
  * `/kubeconfig` (DESIGN §7): for the logged-in user, per configured cluster, (a) a kubeconfig that
@@ -307,14 +307,7 @@ function page(deps: Deps, record: SessionRecord, cookies: string[]): Reply {
 /** GET /kubeconfig (page) and GET /kubeconfig/download?cluster=&variant=exec|token (YAML file). */
 export function kubeconfigRoutes(deps: Deps): Router {
   const router = express.Router();
-  const send = (req: Request, res: Response, reply: Reply): void =>
-    writeReply(
-      res,
-      reply,
-      req.headers,
-      { views: deps.views, pageHeaders: deps.pageHeaders, requestId: requestIdOf(req) },
-      req.method,
-    );
+  const send = replySender(deps);
 
   router.get('/kubeconfig', (req: Request, res: Response, next: NextFunction) => {
     const run = async (): Promise<Reply> => {

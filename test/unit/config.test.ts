@@ -1,3 +1,4 @@
+import type { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, DEFAULT_SCOPES, loadConfig, parseDuration } from '../../src/config.ts';
 import { createRedisClient } from '../../src/session/redisStore.ts';
@@ -155,10 +156,7 @@ describe('configuration', () => {
       url: 'rediss://127.0.0.1:6380/0',
       password: 'pw-123456789',
     });
-    const client = createRedisClient({
-      ...(c.redis as { mode: 'single'; url: string }),
-      ...{ password: 'pw-123456789' },
-    });
+    const client = createRedisClient(c.redis!) as Redis;
     try {
       expect(client.options.tls).toBeDefined();
       expect(client.options.password).toBe('pw-123456789');
