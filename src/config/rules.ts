@@ -36,6 +36,7 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
   const { values: v } = input;
   checkIssuerScheme(v, problems);
   checkServiceAccountToken(input, problems);
+  checkReadable('AUTHZ_KUBECONFIG', v.AUTHZ_KUBECONFIG, input.readFile, problems);
   return {
     cookieSecrets: cookieSecrets(input.raw, v, problems),
     redis: redis(input.raw, v, problems),
@@ -116,5 +117,19 @@ function checkServiceAccountToken(input: RuleInput, problems: string[]): void {
     problems.push(
       `SERVICE_ACCOUNT_TOKEN_PATH ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'}); UPSTREAM_AUTH=impersonate needs the pod's service-account token`,
     );
+  }
+}
+
+function checkReadable(
+  name: string,
+  path: string | undefined,
+  readFile: RuleInput['readFile'],
+  problems: string[],
+) {
+  if (path === undefined) return;
+  try {
+    readFile(path);
+  } catch (error) {
+    problems.push(`${name} ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
   }
 }
