@@ -6,7 +6,7 @@ import type { Reply } from '../http/reply.ts';
 /**
  * Ends the local session: the store entry is deleted (with a tombstone), the session and login
  * cookies are cleared everywhere they were set. Then: the provider's end_session_endpoint when
- * discovery offers one (released Dex has none), else `rd` when allow-listed, else the signed-out
+ * discovery offers one (with id_token_hint; released Dex has none), else `rd` when allow-listed, else the signed-out
  * page. Sign-out only ever removes access, so a forged cross-site GET can do no more than log
  * the user out of this site (DESIGN §2, issue: CSRF-safe design).
  */
@@ -18,8 +18,11 @@ export async function signOut(
 ): Promise<Reply> {
   const cookie = readCookie(cookieHeader, deps.cookies.session);
   let user: string | undefined;
+  let idToken: string | undefined;
   if (cookie) {
-    user = (await deps.sessions.peekIdentity(cookie))?.user;
+    const record = await deps.sessions.peekRecord(cookie);
+    user = record?.identity.user;
+    idToken = record?.idToken;
     await deps.sessions.destroy(cookie);
   }
   const cookies = [...deps.cookies.clear(deps.cookies.session)];
@@ -35,13 +38,8 @@ export async function signOut(
     original.uri.includes('?') ? original.uri.slice(original.uri.indexOf('?')) : '',
   );
   const rd = deps.returnUrls.check(query.get('rd'), original);
-  const endSession = deps.oidc.endSessionEndpoint();
-  if (endSession) {
-    const url = new URL(endSession);
-    url.searchParams.set('client_id', deps.config.clientId);
-    if (rd) url.searchParams.set('post_logout_redirect_uri', rd);
-    return { status: 302, location: url.toString(), cookies };
-  }
+  const endSession = deps.oidc.endSessionUrl({ idTokenHint: idToken, postLogoutRedirectUri: rd });
+  if (endSession) return { status: 302, location: endSession, cookies };
   if (rd) return { status: 302, location: rd, cookies };
 
   // Through ForwardAuth a 2xx would be swallowed (the request would go on to the dashboard), so
@@ -54,10 +52,16 @@ export async function signOut(
       title: 'Signed out',
       data: {
         signInUrl: `${original.proto}://${original.host}/oauth2/start`,
-        providerNote:
-          'Your sign-in at the identity provider (Dex) was not ended: released Dex offers no way to end it. If Dex or the identity service behind it still remembers you, signing in again may not ask for your password.',
+        providerNote: providerNote(deps.oidc.profile()?.isDex === true),
       },
     },
     json: { signedOut: true },
   };
+}
+
+/** Why the provider's sign-in lives on; the Dex wording only when discovery says it is Dex. */
+function providerNote(isDex: boolean): string {
+  return isDex
+    ? 'Your sign-in at Dex was not ended: released Dex offers no way to end it. If Dex or the identity service behind it still remembers you, signing in again may not ask for your password.'
+    : 'Your sign-in at the identity provider was not ended: it offers this site no way to end it (no end_session_endpoint). If it still remembers you, signing in again may not ask for your password.';
 }

@@ -5,7 +5,8 @@ import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
+import { type OidcProvider, RefreshError, type RefreshResult, type TokenResult } from '../oidc/provider.ts';
+import { CallBudget } from './callBudget.ts';
 import {
   decrypt,
   deriveSessionKeys,
@@ -57,6 +58,11 @@ export interface SessionRecord {
   readonly rtHash: string;
   /** The generation of that cookie. */
   readonly gen: number;
+  /**
+   * No renewal possible — no refresh token, or the provider re-issues no ID token on refresh
+   * (OpenID Connect Core §12.2): the session ends cleanly when this ID token expires.
+   */
+  readonly final?: boolean;
 }
 
 export type Resolution =
@@ -70,7 +76,11 @@ export type Resolution =
       readonly degraded: boolean;
       readonly refreshed: boolean;
     }
-  | { readonly kind: 'none'; readonly reason: 'invalid' | 'expired' | 'signed_out' | 'refresh_refused' };
+  | {
+      readonly kind: 'none';
+      /** id_token_expired: a session that could not be renewed reached its ID token's expiry. */
+      readonly reason: 'invalid' | 'expired' | 'signed_out' | 'refresh_refused' | 'id_token_expired';
+    };
 
 interface Unsealed {
   readonly value: string;
@@ -89,9 +99,17 @@ export interface SessionEvents {
   lockWait(): void;
   storeError(): void;
   degraded(value: boolean): void;
+  /** A session was over its provider-call budget: no call was made. */
+  throttled(): void;
 }
 
-const noEvents: SessionEvents = { refresh() {}, lockWait() {}, storeError() {}, degraded() {} };
+const noEvents: SessionEvents = {
+  refresh() {},
+  lockWait() {},
+  storeError() {},
+  degraded() {},
+  throttled() {},
+};
 
 export interface SessionServiceOptions {
   readonly config: Config;
@@ -116,6 +134,8 @@ export interface SessionServiceOptions {
    * another replica takes effect within this time; on this replica at once.
    */
   readonly hotCacheMs?: number;
+  /** Calls to the provider one session may cause per minute in this process (default 10). */
+  readonly providerCallsPerMinute?: number;
 }
 
 interface HotEntry {
@@ -165,6 +185,7 @@ export class SessionService {
   /** cookie → its last resolution, for hotCacheMs. */
   readonly #hot = new Lru<HotEntry>(50_000);
   readonly #hotCacheMs: number;
+  readonly #budget: CallBudget;
   #degraded = false;
 
   constructor(options: SessionServiceOptions) {
@@ -181,6 +202,7 @@ export class SessionService {
     this.#retryDelays = options.retryDelaysMs ?? [200, 600];
     this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
     this.#hotCacheMs = options.hotCacheMs ?? 1_000;
+    this.#budget = new CallBudget(options.providerCallsPerMinute ?? 10);
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -274,6 +296,9 @@ export class SessionService {
       if (adopted && adopted.data.sid === presented.data.sid) current = adopted;
     }
 
+    // Nothing can renew it: at its ID token's expiry the session ends (a new login, silent if it can be).
+    if (record?.final && record.tokenExp <= now) return { kind: 'none', reason: 'id_token_expired' };
+
     let refreshed = false;
     if (record === undefined || this.#needsRefresh(record, now)) {
       try {
@@ -339,6 +364,19 @@ export class SessionService {
     }
   }
 
+  /** The record behind a cookie as last stored, without refreshing (sign-out's id_token_hint). */
+  async peekRecord(cookie: string): Promise<SessionRecord | undefined> {
+    const now = this.#clock.now();
+    const unsealed = await this.#unseal(cookie, now);
+    if (!unsealed) return undefined;
+    const known = () => this.#records.get(unsealed.keys.lookup, now);
+    try {
+      return (await this.#loadRecord(unsealed.keys)) ?? known();
+    } catch {
+      return known();
+    }
+  }
+
   /** The identity behind a cookie as last stored, without refreshing (for logs and pages). */
   async peekIdentity(cookie: string): Promise<Identity | undefined> {
     const now = this.#clock.now();
@@ -391,6 +429,7 @@ export class SessionService {
   }
 
   #needsRefresh(record: SessionRecord, now: number): boolean {
+    if (record.final) return record.tokenExp <= now;
     // Never let the skew exceed half the token's lifetime, or short-lived tokens would refresh on
     // every request.
     const lifetime = Math.max(0, record.tokenExp - record.tokenIat);
@@ -408,7 +447,23 @@ export class SessionService {
       cookie: session.value,
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
+      ...(session.data.rt === '' ? { final: true } : {}),
     };
+  }
+
+  /**
+   * A refresh answered without an ID token: the current one is served until it expires, with the
+   * rotated refresh token's cookie, and then the session ends (never a refresh loop on the spent token).
+   */
+  #finalRecord(session: Unsealed, next: Unsealed): SessionRecord {
+    const current = this.#records.peek(session.keys.lookup, this.#clock.now());
+    if (!current || current.tokenExp <= this.#clock.now()) {
+      throw new RefreshError(
+        'terminal',
+        'the refresh response has no id_token and the current one has expired',
+      );
+    }
+    return { ...current, cookie: next.value, rtHash: next.rtHash, gen: next.data.g ?? 0, final: true };
   }
 
   async #loadRecord(keys: SessionKeys): Promise<SessionRecord | undefined> {
@@ -567,7 +622,8 @@ export class SessionService {
         next = { value, data, keys: session.keys, rtHash: fingerprint(newRt) };
         this.#unsealed.set(fingerprint(value), next, data.exp);
       }
-      const record = this.#recordFrom(tokens, next);
+      const record =
+        tokens.idToken === undefined ? this.#finalRecord(session, next) : this.#recordFrom(tokens, next);
       await this.#saveRecord(session.keys, record, session.data.exp);
       await this.#writeShared(session, { record });
       this.#results.set(session.rtHash, record, now + this.#graceMs);
@@ -617,8 +673,9 @@ export class SessionService {
     session: Unsealed,
     depth: number,
     patient: boolean,
-  ): Promise<{ tokens: TokenResult } | { record: SessionRecord }> {
+  ): Promise<{ tokens: RefreshResult } | { record: SessionRecord }> {
     for (let attempt = 0; ; attempt++) {
+      this.#spendBudget(session);
       try {
         return { tokens: await this.#oidc.refresh(session.data.rt) };
       } catch (error) {
@@ -632,6 +689,20 @@ export class SessionService {
         if (newer) return { record: newer };
       }
     }
+  }
+
+  /** One call of the session's budget, or a transient refusal (metric and one log line per minute). */
+  #spendBudget(session: Unsealed): void {
+    const answer = this.#budget.take(session.keys.lookup, this.#clock.now());
+    if (answer === 'ok') return;
+    this.#events.throttled();
+    if (answer === 'just_exhausted') {
+      this.#log.warn(
+        { limit: this.#budget.limit },
+        'this session made its provider calls for the minute; no more refresh calls until the minute is over',
+      );
+    }
+    throw new RefreshError('transient', 'provider call budget of this session used up for the minute');
   }
 
   #resultKey(session: Unsealed): Buffer {
