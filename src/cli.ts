@@ -8,8 +8,8 @@ switch (command) {
     await serve();
     break;
   case 'doctor': {
-    // Checks the configuration live (provider, client, cookies, secrets, Redis); see src/doctor.ts.
-    const { doctorCommand } = await import('./doctor.ts');
+    // Checks the configuration live (provider, client, cookies, secrets, Redis); see src/doctor/.
+    const { doctorCommand } = await import('./doctor/index.ts');
     process.exitCode = await doctorCommand(process.argv.slice(3), process.env, process.stdout);
     break;
   }

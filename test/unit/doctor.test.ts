@@ -10,7 +10,7 @@ import {
   doctorCommand,
   estimatedBits,
   runDoctor,
-} from '../../src/doctor.ts';
+} from '../../src/doctor/index.ts';
 import { type Dex, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 import { type RedisServer, startRedis } from '../support/redis.ts';
