@@ -174,7 +174,7 @@ describe('client authentication at the token endpoint', () => {
         { ...PROFILES.postOnly, authMethods: ['private_key_jwt'] },
         { secret: '', client: { jwks: [publicJwk] }, env: { OIDC_CLIENT_PRIVATE_KEY: key } },
       );
-        expect((await login(s)).idToken).toBeTruthy();
+      expect((await login(s)).idToken).toBeTruthy();
       expect(s.oidc.profile()?.tokenAuthMethod).toBe('private_key_jwt');
     },
   );

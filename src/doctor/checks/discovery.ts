@@ -43,7 +43,7 @@ function providerFinding(facts: ProviderFacts): Finding {
   return ok(
     facts.profile.isDex
       ? 'discovery shows Dex (its <issuer>/auth, /token and /keys endpoints): Dex-specific hints apply'
-      : 'discovery shows a provider other than Dex: no Dex-specific hints apply',
+      : 'discovery shows a generic OpenID provider (no product-specific hints apply)',
     'provider',
   );
 }
