@@ -64,7 +64,8 @@ export class ClientCredentials {
   readonly #signed: client.ClientAuth | undefined;
   readonly #configurations = new Map<BasicEncoding, client.Configuration>();
   #encoding: BasicEncoding = 'form';
-  #rawTried = false;
+  /** The unencoded form was refused too: the secret is simply wrong, stop trying both. */
+  #rawRefused = false;
 
   private constructor(
     config: Config,
@@ -112,9 +113,9 @@ export class ClientCredentials {
     return encoding === 'raw' ? rawBasic(clientId, clientSecret) : client.ClientSecretBasic(clientSecret);
   }
 
-  /** A refusal that unencoded Basic credentials might turn into an acceptance. */
-  #worthRetryingRaw(error: unknown): boolean {
-    if (this.method !== 'client_secret_basic' || this.#encoding !== 'form' || this.#rawTried) return false;
+  /** A refusal of form-encoded Basic credentials that the unencoded ones might turn into an acceptance. */
+  #worthRetryingRaw(used: BasicEncoding, error: unknown): boolean {
+    if (this.method !== 'client_secret_basic' || used !== 'form' || this.#rawRefused) return false;
     if (!changedByFormEncoding(this.#config.clientId, this.#config.clientSecret)) return false;
     const answer = httpAnswerOf(error);
     return answer !== undefined && (answer.status === 401 || answer.error === 'invalid_client');
@@ -127,14 +128,16 @@ export class ClientCredentials {
    * neither code nor refresh token. Whichever the provider accepted is kept.
    */
   async call<T>(run: (configuration: client.Configuration) => Promise<T>): Promise<T> {
+    const used = this.#encoding;
     try {
-      return await run(this.configuration());
+      return await run(this.configuration(used));
     } catch (error) {
-      if (!this.#worthRetryingRaw(error)) throw error;
-      this.#rawTried = true;
-      const result = await run(this.configuration('raw')).catch(() => {
+      if (!this.#worthRetryingRaw(used, error)) throw error;
+      const result = await run(this.configuration('raw')).catch((rawError: unknown) => {
+        if (this.#worthRetryingRaw('form', rawError)) this.#rawRefused = true;
         throw error;
       });
+      if (this.#encoding === 'raw') return result;
       this.#encoding = 'raw';
       this.#log.warn(
         { method: this.method },

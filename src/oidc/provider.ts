@@ -59,7 +59,7 @@ export class OidcClient implements OidcProvider {
   #closed = false;
   /** Why the last discovery failed, for the detail of the 503s meanwhile. */
   #lastFailure = 'not tried yet';
-  #probe: { ok: boolean; until: number } | undefined;
+  #probe: { ok: boolean; until: number; at: number } | undefined;
   #probing: Promise<boolean> | undefined;
 
   constructor(options: OidcProviderOptions) {
@@ -160,10 +160,16 @@ export class OidcClient implements OidcProvider {
     return d;
   }
 
-  /** A cached GET of the discovery document: 5 s after an answer, 1 s after a failure. */
+  /**
+   * A cached GET of the discovery document: 5 s after an answer, 1 s after a failure — unless a
+   * call to the provider has failed since, which asks again at once.
+   */
   reachable(): Promise<boolean> {
     const now = this.#options.clock.now();
-    if (this.#probe && this.#probe.until > now) return Promise.resolve(this.#probe.ok);
+    const last = this.#transport.last;
+    const probe = this.#probe;
+    const failedSince = probe?.ok === true && last?.result === 'error' && last.at > probe.at;
+    if (probe && probe.until > now && !failedSince) return Promise.resolve(probe.ok);
     const url = `${this.issuer.replace(/\/$/, '')}/.well-known/openid-configuration`;
     this.#probing ??= this.#transport
       .fetch('probe')(url, { signal: AbortSignal.timeout(2_000), redirect: 'manual' })
@@ -175,7 +181,8 @@ export class OidcClient implements OidcProvider {
         () => false,
       )
       .then((ok) => {
-        this.#probe = { ok, until: this.#options.clock.now() + (ok ? 5_000 : 1_000) };
+        const at = this.#options.clock.now();
+        this.#probe = { ok, until: at + (ok ? 5_000 : 1_000), at };
         this.#probing = undefined;
         return ok;
       });

@@ -2,6 +2,7 @@ import { type Dex, type DexOptions, startDex } from './dex.ts';
 import { freePort } from './ports.ts';
 import { type RedisServer, startRedis } from './redis.ts';
 import { startTestService, type TestService } from './service.ts';
+import { type ServiceProcess, startServiceProcess } from './serviceProcess.ts';
 import { type ForwardAuthOptions, startTraefik, type Traefik } from './traefik.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
 
@@ -21,6 +22,8 @@ export interface Stack {
   readonly dex: Dex;
   readonly upstream: Upstream;
   readonly service: TestService;
+  /** Further replicas as child processes (`extraReplicas`), behind the emulator with `service`. */
+  readonly replicas: readonly ServiceProcess[];
   readonly traefik: Traefik;
   /** `http://app.localhost:<traefik port>` */
   readonly appUrl: string;
@@ -33,6 +36,15 @@ export interface StackOptions {
   readonly env?: Record<string, string>;
   readonly dex?: Partial<DexOptions>;
   readonly forwardAuth?: Partial<ForwardAuthOptions>;
+  /** The client's secret at the stand-in and in the service (default CLIENT_SECRET). */
+  readonly clientSecret?: string;
+  /** Origins besides the two hosts the client may return to (a proxy in front of the same service). */
+  readonly extraOrigins?: readonly string[];
+  /**
+   * More dex-forward-auth replicas, as child processes with event loops of their own, sharing Redis,
+   * behind the emulator round-robin with the in-process one; default none.
+   */
+  readonly extraReplicas?: number;
 }
 
 /**
@@ -44,30 +56,38 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const appUrl = `http://${HOSTS[0]}:${traefikPort}`;
   const otherUrl = `http://${HOSTS[1]}:${traefikPort}`;
   const redis = options.redis === false ? undefined : await startRedis();
+  const origins = [appUrl, otherUrl, ...(options.extraOrigins ?? [])];
+  const secret = options.clientSecret ?? CLIENT_SECRET;
   const dex = await startDex({
     clients: [
       {
         clientId: CLIENT_ID,
-        clientSecret: CLIENT_SECRET,
-        redirectUris: [`${appUrl}/oauth2/callback`, `${otherUrl}/oauth2/callback`],
+        clientSecret: secret,
+        redirectUris: origins.map((o) => `${o}/oauth2/callback`),
+        postLogoutRedirectUris: origins.map((o) => `${o}/`),
       },
     ],
     ...options.dex,
   });
   const upstream = await startUpstream();
-  const service = await startTestService({
+  const env = {
     OIDC_ISSUER_URL: dex.issuer,
     OIDC_CLIENT_ID: CLIENT_ID,
-    OIDC_CLIENT_SECRET: CLIENT_SECRET,
+    OIDC_CLIENT_SECRET: secret,
     ...(redis ? { REDIS_URL: redis.url } : {}),
     ...options.env,
-  });
+  };
+  const [service, replicas] = await Promise.all([
+    startTestService(env),
+    Promise.all(Array.from({ length: options.extraReplicas ?? 0 }, () => startServiceProcess(env))),
+  ]);
+  const addresses = [service, ...replicas].map((r) => `${r.url}/auth`);
   const traefik = await startTraefik({
     port: traefikPort,
     routes: [
       {
         forwardAuth: {
-          address: `${service.url}/auth`,
+          address: addresses.length === 1 ? (addresses[0] as string) : addresses,
           trustForwardHeader: true,
           authResponseHeaders: UPSTREAM_HEADERS,
           addAuthCookiesToResponse: [options.env?.['COOKIE_NAME'] ?? '_forward_auth'],
@@ -82,12 +102,13 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     dex,
     upstream,
     service,
+    replicas,
     traefik,
     appUrl,
     otherUrl,
     async close() {
       await traefik.close();
-      await service.close();
+      await Promise.all([service.close(), ...replicas.map((r) => r.close())]);
       await upstream.close();
       await dex.close();
       await redis?.close();
