@@ -230,13 +230,19 @@ describe('authorization and end-session URLs', () => {
     expect(s.oidc.profile()).toMatchObject({ pkce: true, pkceAdvertised: false, isDex: false });
   });
 
-  it('a silent login at a provider that still has the session needs no form', async () => {
+  it('a silent login succeeds at a provider that still has the session, and is refused where it has none', async () => {
     const s = await setup(PROFILES.noIdTokenOnRefresh);
     const first = await authorize(s);
     await s.oidc.exchangeCode(first.callbackUrl, first.request);
-    const request: AuthorizationRequest = { redirectUri: callback, ...newLoginSecrets(), silent: true };
-    const { final } = await first.browser.follow(await s.oidc.authorizationUrl(request));
-    expect(new URL(final.url).searchParams.get('code')).toBeTruthy();
+    const silently = async (browser: Browser) => {
+      const request: AuthorizationRequest = { redirectUri: callback, ...newLoginSecrets(), silent: true };
+      const { final } = await browser.follow(await s.oidc.authorizationUrl(request));
+      return { request, answer: new URL(final.url).searchParams };
+    };
+    expect((await silently(new Browser({ navigation: true }))).answer.get('error')).toBe('login_required');
+    const { request, answer } = await silently(first.browser);
+    const final = { url: `${callback}?${answer}` };
+    expect(answer.get('code')).toBeTruthy();
     expect((await s.oidc.exchangeCode(new URL(final.url), request)).idToken).toBeTruthy();
   });
 
