@@ -6,8 +6,10 @@ import { createAuthorizer, createUpstream } from './authz/setup.ts';
 import { type Clock, systemClock } from './clock.ts';
 import type { Config } from './config.ts';
 import type { Deps } from './deps.ts';
+import { AppError } from './errors.ts';
 import { ReturnUrlGuard } from './forward/returnUrl.ts';
 import { ProxyTrust } from './forward/trust.ts';
+import { errorReply, writeReply } from './http/reply.ts';
 import { helmetHeaders } from './http/security.ts';
 import { Views } from './http/views.ts';
 import { type Logger, requestContext } from './log.ts';
@@ -122,11 +124,18 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
   };
 }
 
+/** What one listener serves: everything (one port), the browser endpoints, or the decisions only. */
+export type ListenerRole = 'all' | 'browser' | 'decision';
+
+const DECISION_PATHS = new Set(['/auth', '/oauth2/auth']);
+
 /**
  * The request listener: the forward-auth endpoints on a raw fast path, everything else through
- * Express (helmet, direct routes, the one error middleware). Wiring only.
+ * Express (helmet, direct routes, the one error middleware). With AUTH_PORT the decision
+ * endpoints get a listener of their own (`decision`) and the browser one (`browser`) answers
+ * them 404, so no route to the browser endpoints can reach a decision. Wiring only.
  */
-export function createApp(deps: Deps): RequestListener {
+export function createApp(deps: Deps, role: ListenerRole = 'all'): RequestListener {
   const traefik = createForwardAuthHandler(deps, 'redirect');
   const nginx = createForwardAuthHandler(deps, 'status-only');
   const app = express();
@@ -141,6 +150,7 @@ export function createApp(deps: Deps): RequestListener {
   // Log lines written while serving a direct route carry its request id (X-Request-Id when sane).
   app.use((req, _res, next) => requestContext.run({ requestId: requestIdOf(req) }, next));
   app.use(directRoutes(deps));
+  const ctx = { views: deps.views, pageHeaders: deps.pageHeaders };
 
   return (req: IncomingMessage, res: ServerResponse) => {
     // While draining, ask clients (the proxy) not to reuse this connection.
@@ -148,8 +158,13 @@ export function createApp(deps: Deps): RequestListener {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    if (path === '/auth') void traefik(req, res);
-    else if (path === '/oauth2/auth') void nginx(req, res);
-    else app(req, res);
+    const decision = DECISION_PATHS.has(path);
+    if (decision && role !== 'browser') void (path === '/auth' ? traefik : nginx)(req, res);
+    else if (role !== 'decision') app(req, res);
+    else {
+      const requestId = requestIdOf(req);
+      const notFound = new AppError('not_found', 'This port answers only the forward-auth checks.');
+      writeReply(res, errorReply(notFound, requestId), req.headers, { ...ctx, requestId }, req.method);
+    }
   };
 }

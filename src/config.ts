@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { parseCidrList } from './forward/trust.ts';
@@ -77,8 +78,21 @@ export interface Config {
   /** Bound on X-Auth-Request-Groups in bytes (whole groups kept); 0: no bound. */
   readonly upstreamGroupsMaxBytes: number;
   readonly port: number;
+  /** Undefined: PORT serves the decision endpoints too. */
+  readonly decisionListener: DecisionListener | undefined;
   readonly logLevel: string;
   readonly kubeClusters: readonly KubeCluster[];
+}
+
+/** The decision endpoints' own listener (AUTH_PORT), optionally with (mutual) TLS. */
+export interface DecisionListener {
+  readonly port: number;
+  readonly tls?: {
+    readonly certFile: string;
+    readonly keyFile: string;
+    /** Set: the proxy must present a client certificate signed by this CA (mutual TLS). */
+    readonly clientCaFile?: string;
+  };
 }
 
 export type RedisSettings =
@@ -311,6 +325,28 @@ export const SETTINGS = [
       'YAML or JSON list of `{name, server, caData|caFile, clientId, audience, extraScopes}` for `/kubeconfig` (see "Kubeconfig page")',
   },
   { name: 'PORT', default: '`4180`', description: 'listening port' },
+  {
+    name: 'AUTH_PORT',
+    default: 'unset (`PORT` serves them)',
+    description:
+      'a separate port for the decision endpoints `/auth` and `/oauth2/auth`; `PORT` then no longer serves them (see "Security")',
+  },
+  {
+    name: 'AUTH_TLS_CERT_FILE',
+    default: 'unset',
+    description: '`AUTH_PORT` speaks TLS with this PEM certificate (chain); re-read every minute',
+  },
+  {
+    name: 'AUTH_TLS_KEY_FILE',
+    default: 'unset',
+    description: 'the PEM private key of `AUTH_TLS_CERT_FILE`',
+  },
+  {
+    name: 'AUTH_TLS_CLIENT_CA_FILE',
+    default: 'unset',
+    description:
+      'mutual TLS: `AUTH_PORT` accepts only clients (the proxy) with a certificate signed by this PEM CA',
+  },
   {
     name: 'LOG_LEVEL',
     default: '`info`',
@@ -633,6 +669,8 @@ export function parseConfig(
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
     problems.push(`PORT must be a port number, got "${raw.PORT}"`);
   }
+  const decisionListener = parseDecisionListener(raw, port, problems, readFile);
+  requireExplicitTrustForImpersonation(raw, problems);
   const logLevel = (raw.LOG_LEVEL ?? 'info').toLowerCase();
   if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
     problems.push(
@@ -716,6 +754,7 @@ export function parseConfig(
     upstreamHeaders: Object.freeze([...upstreamHeaders]),
     ...authz,
     port,
+    decisionListener,
     logLevel,
     kubeClusters: Object.freeze(kubeClusters),
   });
@@ -796,6 +835,77 @@ function parseAuthzSettings(
     serviceAccountTokenPath,
     upstreamGroupsMaxBytes,
   };
+}
+
+/** AUTH_PORT and its TLS files; the files are checked by building a TLS context from them. */
+function parseDecisionListener(
+  raw: RawSettings,
+  port: number,
+  problems: string[],
+  readFile: (path: string) => string,
+): DecisionListener | undefined {
+  const certFile = raw.AUTH_TLS_CERT_FILE?.trim() || undefined;
+  const keyFile = raw.AUTH_TLS_KEY_FILE?.trim() || undefined;
+  const clientCaFile = raw.AUTH_TLS_CLIENT_CA_FILE?.trim() || undefined;
+  const text = raw.AUTH_PORT?.trim();
+  if (text === undefined || text === '') {
+    if (certFile || keyFile || clientCaFile) {
+      problems.push('AUTH_TLS_CERT_FILE, AUTH_TLS_KEY_FILE and AUTH_TLS_CLIENT_CA_FILE need AUTH_PORT');
+    }
+    return undefined;
+  }
+  const authPort = Number(text);
+  if (!/^\d{1,5}$/.test(text) || authPort > 65535) {
+    problems.push(`AUTH_PORT must be a port number, got "${text}"`);
+    return undefined;
+  }
+  if (authPort !== 0 && authPort === port) problems.push('AUTH_PORT must differ from PORT');
+  if (!certFile && !keyFile && !clientCaFile) return { port: authPort };
+  if (!certFile || !keyFile) {
+    problems.push(
+      'AUTH_TLS_CERT_FILE and AUTH_TLS_KEY_FILE go together (and AUTH_TLS_CLIENT_CA_FILE needs both)',
+    );
+    return undefined;
+  }
+  const files: [string, string | undefined][] = [
+    ['AUTH_TLS_CERT_FILE', certFile],
+    ['AUTH_TLS_KEY_FILE', keyFile],
+    ['AUTH_TLS_CLIENT_CA_FILE', clientCaFile],
+  ];
+  const pem: Record<string, string> = {};
+  for (const [name, file] of files) {
+    if (file === undefined) continue;
+    try {
+      pem[name] = readFile(file);
+    } catch (error) {
+      problems.push(`${name} ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  }
+  if (Object.keys(pem).length === files.filter(([, f]) => f).length) {
+    try {
+      createSecureContext({
+        cert: pem['AUTH_TLS_CERT_FILE'],
+        key: pem['AUTH_TLS_KEY_FILE'],
+        ca: pem['AUTH_TLS_CLIENT_CA_FILE'],
+      });
+    } catch (error) {
+      problems.push(`AUTH_TLS_*: the certificate, key or CA is not usable (${(error as Error).message})`);
+    }
+  }
+  return { port: authPort, tls: { certFile, keyFile, ...(clientCaFile ? { clientCaFile } : {}) } };
+}
+
+/**
+ * With UPSTREAM_AUTH=impersonate every 2xx carries the pod's service-account token: whoever can
+ * pass for the proxy is cluster-admin. The proxies' addresses must be named, never defaulted.
+ */
+function requireExplicitTrustForImpersonation(raw: RawSettings, problems: string[]): void {
+  if (raw.UPSTREAM_AUTH?.trim().toLowerCase() !== 'impersonate') return;
+  if (raw.TRUSTED_PROXIES === undefined || raw.TRUSTED_PROXIES.trim() === '') {
+    problems.push(
+      "UPSTREAM_AUTH=impersonate needs TRUSTED_PROXIES set explicitly to the proxy's addresses (every 2xx carries the service-account token)",
+    );
+  }
 }
 
 function parseRedis(raw: RawSettings, problems: string[]): RedisSettings | undefined {

@@ -1,7 +1,9 @@
-import { createServer, type Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
-import { type Config, ConfigError, loadConfig } from './config.ts';
+import { type Config, ConfigError, type DecisionListener, loadConfig } from './config.ts';
 import type { Deps } from './deps.ts';
 import { createLogger, type Logger } from './log.ts';
 import { RedisStore } from './session/redisStore.ts';
@@ -12,10 +14,15 @@ import { RedisStore } from './session/redisStore.ts';
  */
 
 export interface RunningService {
+  /** The main listener (PORT): browser endpoints, health, metrics, and the decisions unless AUTH_PORT. */
   readonly server: Server;
+  /** The decision listener (AUTH_PORT), when configured. */
+  readonly decisionServer: Server | undefined;
   readonly deps: Deps;
   readonly url: string;
   readonly port: number;
+  /** Where the proxy asks: `url` itself, or AUTH_PORT's (https:// with AUTH_TLS_*). */
+  readonly decisionUrl: string;
   /** Drains and stops; `delayMs` keeps serving (readiness 503) first. */
   close(delayMs?: number): Promise<void>;
 }
@@ -23,34 +30,26 @@ export interface RunningService {
 /** Node's header limit; above it the client gets 431 with advice (see README: authRequestHeaders). */
 export const MAX_HEADER_BYTES = 32 * 1024;
 
-export async function startService(
-  config: Config,
-  options: Partial<BuildOptions> & { host?: string; drainMs?: number; drainDelayMs?: number } = {},
-): Promise<RunningService> {
+type StartOptions = Partial<BuildOptions> & { host?: string; drainMs?: number; drainDelayMs?: number };
+
+export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
   const log = options.log ?? createLogger({ level: config.logLevel });
   const deps = buildDeps(config, { ...options, log });
   if (deps.store instanceof RedisStore && !(await deps.store.ready(2_000))) {
     log.warn('redis is not reachable yet; starting degraded and reconnecting in the background');
   }
-  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 }, createApp(deps));
-  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) return;
-    if (error.code === 'HPE_HEADER_OVERFLOW') {
-      const body = `Request headers too large (limit ${MAX_HEADER_BYTES} bytes). Configure the proxy to forward only the headers the auth service needs (Traefik: authRequestHeaders).\n`;
-      socket.end(
-        `HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-      );
-      return;
-    }
-    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, options.host ?? '0.0.0.0', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
-  log.info({ port, store: deps.store.kind, issuer: config.issuerUrl }, 'dex-forward-auth listening');
+  const host = options.host ?? '0.0.0.0';
+  const split = config.decisionListener;
+  const server = httpServer(createApp(deps, split ? 'browser' : 'all'));
+  const port = await listen(server, config.port, host);
+  const decision = split ? await startDecisionListener(deps, split, host) : undefined;
+  log.info(
+    { port, authPort: decision?.port, store: deps.store.kind, issuer: config.issuerUrl },
+    'dex-forward-auth listening',
+  );
+  warnAboutImpersonation(config, log);
 
+  const servers = decision ? [server, decision.server] : [server];
   let closing: Promise<void> | undefined;
   /**
    * Drain (DESIGN §8): readiness goes 503 at once while requests are still served for
@@ -62,18 +61,8 @@ export async function startService(
       deps.lifecycle.draining = true;
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       const drainMs = options.drainMs ?? config.shutdownTimeoutMs;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.closeAllConnections();
-          resolve();
-        }, drainMs);
-        timer.unref();
-        server.close(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
+      decision?.stopReloading();
+      await Promise.all(servers.map((s) => drain(s, drainMs)));
       deps.oidc.close();
       deps.upstream.close();
       await deps.authorizer.close?.();
@@ -81,7 +70,132 @@ export async function startService(
     })();
     return closing;
   };
-  return { server, deps, url: `http://127.0.0.1:${port}`, port, close };
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    server,
+    decisionServer: decision?.server,
+    deps,
+    url,
+    port,
+    decisionUrl: decision?.url ?? url,
+    close,
+  };
+}
+
+const SERVER_OPTIONS = { maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 } as const;
+
+function httpServer(listener: RequestListener): Server {
+  return answerClientErrors(createServer(SERVER_OPTIONS, listener));
+}
+
+/** Malformed requests and oversized headers get a clear answer, never a reset. */
+function answerClientErrors<S extends Server>(server: S): S {
+  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
+    if (!socket.writable) return;
+    if (error.code === 'HPE_HEADER_OVERFLOW') {
+      const body = `Request headers too large (limit ${MAX_HEADER_BYTES} bytes). Configure the proxy to forward only the headers the auth service needs (Traefik: authRequestHeaders).\n`;
+      socket.end(
+        `HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+  });
+  return server;
+}
+
+async function listen(server: Server, port: number, host: string): Promise<number> {
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => resolve());
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+function drain(server: Server, drainMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const timer = setTimeout(() => {
+      server.closeAllConnections();
+      resolve();
+    }, drainMs);
+    timer.unref();
+    server.close(() => {
+      clearTimeout(timer);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+interface DecisionListenerHandle {
+  readonly server: Server;
+  readonly port: number;
+  readonly url: string;
+  stopReloading(): void;
+}
+
+/**
+ * AUTH_PORT: `/auth` and `/oauth2/auth` only. With AUTH_TLS_* it speaks TLS, and with a client CA
+ * it completes a handshake only with a client certificate that CA signed (the proxy's); the
+ * files are re-read every minute, so a rotated certificate is used without a restart.
+ */
+async function startDecisionListener(
+  deps: Deps,
+  settings: DecisionListener,
+  host: string,
+): Promise<DecisionListenerHandle> {
+  const listener = createApp(deps, 'decision');
+  if (!settings.tls) {
+    const server = httpServer(listener);
+    const port = await listen(server, settings.port, host);
+    return { server, port, url: `http://127.0.0.1:${port}`, stopReloading: () => {} };
+  }
+  const files = settings.tls;
+  let current = readTlsFiles(files);
+  const server = answerClientErrors(
+    createHttpsServer(
+      {
+        ...SERVER_OPTIONS,
+        ...current,
+        requestCert: files.clientCaFile !== undefined,
+        rejectUnauthorized: files.clientCaFile !== undefined,
+      },
+      listener,
+    ),
+  );
+  const port = await listen(server, settings.port, host);
+  const timer = setInterval(() => {
+    try {
+      const next = readTlsFiles(files);
+      if (next.cert === current.cert && next.key === current.key && next.ca === current.ca) return;
+      server.setSecureContext(next);
+      current = next;
+      deps.log.info('decision listener: TLS certificate files reloaded');
+    } catch (error) {
+      deps.log.warn({ detail: (error as Error).message }, 'decision listener: TLS files NOT reloaded');
+    }
+  }, 60_000);
+  timer.unref();
+  return { server, port, url: `https://127.0.0.1:${port}`, stopReloading: () => clearInterval(timer) };
+}
+
+function readTlsFiles(files: NonNullable<DecisionListener['tls']>): {
+  cert: string;
+  key: string;
+  ca?: string;
+} {
+  return {
+    cert: readFileSync(files.certFile, 'utf8'),
+    key: readFileSync(files.keyFile, 'utf8'),
+    ...(files.clientCaFile ? { ca: readFileSync(files.clientCaFile, 'utf8') } : {}),
+  };
+}
+
+function warnAboutImpersonation(config: Config, log: Logger): void {
+  if (config.upstreamAuth !== 'impersonate' || config.decisionListener?.tls?.clientCaFile) return;
+  log.warn(
+    'UPSTREAM_AUTH=impersonate without AUTH_TLS_CLIENT_CA_FILE: anything in TRUSTED_PROXIES that reaches the decision port obtains the service-account token; use mutual TLS (README: Security)',
+  );
 }
 
 /** `serve`: load config from the environment, start, drain on SIGTERM/SIGINT. */

@@ -93,6 +93,7 @@ const TITLES: Partial<Record<AppError['code'], string>> = {
   header_too_large: 'Request headers too large',
   not_found: 'Not found',
   invalid_forwarded_request: 'Bad request',
+  not_a_subrequest: 'Not for browsers',
   bad_request: 'Bad request',
 };
 

@@ -6,7 +6,8 @@ import type { Decision, WouldAllow } from '../authz/policy.ts';
 import type { Deps } from '../deps.ts';
 import { toAppError } from '../errors.ts';
 import { isNavigation } from '../forward/navigation.ts';
-import { type OriginalRequest, readOriginalRequest } from '../forward/original.ts';
+import type { OriginalRequest } from '../forward/original.ts';
+import { readSubrequest } from '../forward/subrequest.ts';
 import { readCookie } from '../http/cookies.ts';
 import { errorReply, type Reply, type ReplyContext, writeReply } from '../http/reply.ts';
 import { html, join } from '../http/views.ts';
@@ -58,6 +59,18 @@ export function requestIdOf(req: IncomingMessage): string {
 
 export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
   const plan = deps.upstream.plan;
+  // Traefik and Caddy call /auth, nginx /oauth2/auth: each endpoint reads its proxies' headers.
+  const kind = mode === 'redirect' ? 'forward-auth' : 'auth-request';
+  let lastRefusalLogged = Number.NEGATIVE_INFINITY;
+  /** A request that is no subrequest is refused; said in the log once a minute (a misconfigured proxy). */
+  const logRefusal = (req: IncomingMessage, detail: string | undefined): void => {
+    if (deps.clock.now() - lastRefusalLogged < 60_000) return;
+    lastRefusalLogged = deps.clock.now();
+    deps.log.warn(
+      { peer: req.socket.remoteAddress, detail },
+      'decision request refused: not a forward-auth subrequest',
+    );
+  };
 
   /** 200 with the upstream headers; `token` is the ID token (session) or the caller's bearer token. */
   const allow = (identity: Identity, token: string, setCookie?: string, sessionEnd?: number): Reply => {
@@ -120,7 +133,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     const cookieHeader = req.headers.cookie;
     switch (original.path) {
       case '/oauth2/start': {
-        const rd = new URLSearchParams(original.uri.slice(original.path.length)).get('rd');
+        const rd = new URLSearchParams(original.query).get('rd');
         const target = deps.returnUrls.check(rd, original) ?? `${original.proto}://${original.host}/`;
         return startLogin(deps, original, target, cookieHeader);
       }
@@ -191,12 +204,13 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     let reply: Reply;
     let original: OriginalRequest | undefined;
     try {
-      original = readOriginalRequest(req, deps.trust, '/');
+      original = readSubrequest(req, deps.trust, kind);
       logContext.host = original.host;
       logContext.path = original.path;
       reply = await decide(req, original);
     } catch (error) {
       const appError = toAppError(error);
+      if (appError.code === 'not_a_subrequest') logRefusal(req, appError.detail);
       if (appError.status >= 500) {
         deps.log.warn({ requestId, code: appError.code, detail: appError.detail }, 'forward-auth error');
       }
@@ -254,7 +268,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     if (session === undefined) return false;
     let original: OriginalRequest;
     try {
-      original = readOriginalRequest(req, deps.trust, '/');
+      original = readSubrequest(req, deps.trust, kind);
       if (original.path.startsWith('/oauth2/')) return false;
       if (!deps.authorizer.decide(session.record.identity, original).allowed) return false;
     } catch {

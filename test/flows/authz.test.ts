@@ -453,6 +453,7 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
       redis: false,
       env: {
         UPSTREAM_AUTH: 'impersonate',
+        TRUSTED_PROXIES: '127.0.0.1/32',
         SERVICE_ACCOUNT_TOKEN_PATH: tokenPath,
         OIDC_GROUPS_PREFIX: 'oidc:',
         BEARER_AUDIENCES: `kubernetes,${CLIENT_ID}`,

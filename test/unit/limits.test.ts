@@ -149,7 +149,6 @@ describe('the client address from X-Forwarded-For', () => {
         socket: { remoteAddress: peer },
       } as unknown as IncomingMessage,
       trust,
-      '/',
     ).clientIp;
 
   it.each([
