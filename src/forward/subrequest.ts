@@ -28,8 +28,17 @@ import type { ProxyTrust } from './trust.ts';
  *
  * A request without a marker, or from a peer outside TRUSTED_PROXIES, is not a subrequest: 400,
  * and never any upstream header.
+ *
+ * With `refuseImpersonation` (UPSTREAM_AUTH=impersonate) a subrequest carrying an `Impersonate-*`
+ * header of the client is refused too: nginx cannot strip `Impersonate-Extra-*` by pattern, but it
+ * passes them to us, so here they are stopped before the service-account token is handed out.
  */
 export type SubrequestKind = 'forward-auth' | 'auth-request';
+
+export interface SubrequestPolicy {
+  readonly kind: SubrequestKind;
+  readonly refuseImpersonation: boolean;
+}
 
 function notSubrequest(detail: string): never {
   throw new AppError(
@@ -58,12 +67,18 @@ function xOriginalParts(req: IncomingMessage): ForwardedParts {
 export function readSubrequest(
   req: IncomingMessage,
   trust: ProxyTrust,
-  kind: SubrequestKind,
+  policy: SubrequestPolicy,
 ): OriginalRequest {
   if (!trust.isTrusted(req.socket.remoteAddress)) {
     notSubrequest('the peer is not in TRUSTED_PROXIES, so its forwarded headers are not believed');
   }
   const h = req.headers;
+  if (policy.refuseImpersonation && Object.keys(h).some((name) => name.startsWith('impersonate-'))) {
+    throw new AppError('bad_request', 'Impersonation headers are not accepted here.', {
+      detail: 'a client-sent Impersonate-* header reached the decision',
+    });
+  }
+  const kind = policy.kind;
   const forwardedMarker = h['x-forwarded-uri'] !== undefined;
   const originalMarker = h['x-original-url'] !== undefined || h['x-original-uri'] !== undefined;
   if (kind === 'forward-auth' || !originalMarker) {

@@ -60,7 +60,10 @@ export function requestIdOf(req: IncomingMessage): string {
 export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
   const plan = deps.upstream.plan;
   // Traefik and Caddy call /auth, nginx /oauth2/auth: each endpoint reads its proxies' headers.
-  const kind = mode === 'redirect' ? 'forward-auth' : 'auth-request';
+  const subrequest = {
+    kind: mode === 'redirect' ? 'forward-auth' : 'auth-request',
+    refuseImpersonation: deps.config.upstreamAuth === 'impersonate',
+  } as const;
   let lastRefusalLogged = Number.NEGATIVE_INFINITY;
   /** A request that is no subrequest is refused; said in the log once a minute (a misconfigured proxy). */
   const logRefusal = (req: IncomingMessage, detail: string | undefined): void => {
@@ -204,7 +207,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     let reply: Reply;
     let original: OriginalRequest | undefined;
     try {
-      original = readSubrequest(req, deps.trust, kind);
+      original = readSubrequest(req, deps.trust, subrequest);
       logContext.host = original.host;
       logContext.path = original.path;
       reply = await decide(req, original);
@@ -268,7 +271,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     if (session === undefined) return false;
     let original: OriginalRequest;
     try {
-      original = readSubrequest(req, deps.trust, kind);
+      original = readSubrequest(req, deps.trust, subrequest);
       if (original.path.startsWith('/oauth2/')) return false;
       if (!deps.authorizer.decide(session.record.identity, original).allowed) return false;
     } catch {

@@ -115,11 +115,13 @@ const SAME_REQUEST = {
   clientIp: '203.0.113.7',
   forwarded: true,
 };
+const FORWARD_AUTH = { kind: 'forward-auth', refuseImpersonation: false } as const;
+const AUTH_REQUEST = { kind: 'auth-request', refuseImpersonation: false } as const;
 const refusedAs = (code: string) => expect.objectContaining({ status: 400, code });
 
 describe('reading a decision request (a forward-auth subrequest)', () => {
   it('on /auth, takes the request from the X-Forwarded-* Traefik and Caddy write', () => {
-    expect(readSubrequest(req(TRAEFIK), trust, 'forward-auth')).toMatchObject(SAME_REQUEST);
+    expect(readSubrequest(req(TRAEFIK), trust, FORWARD_AUTH)).toMatchObject(SAME_REQUEST);
   });
 
   it('on /auth, ignores X-Original-* a client sent through Traefik or Caddy', () => {
@@ -129,11 +131,11 @@ describe('reading a decision request (a forward-auth subrequest)', () => {
       'x-original-uri': '/open',
       'x-original-method': 'OPTIONS',
     };
-    expect(readSubrequest(req(smuggled), trust, 'forward-auth')).toMatchObject(SAME_REQUEST);
+    expect(readSubrequest(req(smuggled), trust, FORWARD_AUTH)).toMatchObject(SAME_REQUEST);
   });
 
   it('on /oauth2/auth, takes the request from the X-Original-URL and -Method ingress-nginx writes', () => {
-    expect(readSubrequest(req(INGRESS_NGINX), trust, 'auth-request')).toMatchObject(SAME_REQUEST);
+    expect(readSubrequest(req(INGRESS_NGINX), trust, AUTH_REQUEST)).toMatchObject(SAME_REQUEST);
   });
 
   it('on /oauth2/auth behind ingress-nginx, ignores the X-Forwarded-Host, -Method and -Proto a client sent', () => {
@@ -143,25 +145,25 @@ describe('reading a decision request (a forward-auth subrequest)', () => {
       'x-forwarded-method': 'OPTIONS',
       'x-forwarded-proto': 'http',
     };
-    expect(readSubrequest(req(smuggled), trust, 'auth-request')).toMatchObject(SAME_REQUEST);
+    expect(readSubrequest(req(smuggled), trust, AUTH_REQUEST)).toMatchObject(SAME_REQUEST);
   });
 
   it('on /oauth2/auth, refuses X-Forwarded-Uri next to X-Original-URL: one of the two is a client header', () => {
     const smuggled = { ...INGRESS_NGINX, 'x-forwarded-uri': '/open' };
-    expect(() => readSubrequest(req(smuggled), trust, 'auth-request')).toThrowError(
+    expect(() => readSubrequest(req(smuggled), trust, AUTH_REQUEST)).toThrowError(
       refusedAs('invalid_forwarded_request'),
     );
     const other = { ...TRAEFIK, 'x-original-url': 'https://public.example.com/open' };
-    expect(() => readSubrequest(req(other), trust, 'auth-request')).toThrowError(
+    expect(() => readSubrequest(req(other), trust, AUTH_REQUEST)).toThrowError(
       refusedAs('invalid_forwarded_request'),
     );
   });
 
   it('on /oauth2/auth, accepts the X-Original-URI that ingress-nginx adds with auth-method when it names the same request', () => {
     const withMethod = { ...INGRESS_NGINX, 'x-original-uri': '/d/abc?orgId=1', 'x-scheme': 'https' };
-    expect(readSubrequest(req(withMethod), trust, 'auth-request')).toMatchObject(SAME_REQUEST);
+    expect(readSubrequest(req(withMethod), trust, AUTH_REQUEST)).toMatchObject(SAME_REQUEST);
     const disagreeing = { ...INGRESS_NGINX, 'x-original-uri': '/open' };
-    expect(() => readSubrequest(req(disagreeing), trust, 'auth-request')).toThrowError(
+    expect(() => readSubrequest(req(disagreeing), trust, AUTH_REQUEST)).toThrowError(
       refusedAs('invalid_forwarded_request'),
     );
   });
@@ -170,14 +172,27 @@ describe('reading a decision request (a forward-auth subrequest)', () => {
     const o = readSubrequest(
       req({ host: 'grafana.example.com', 'x-original-uri': '/d/abc?orgId=1', 'x-original-method': 'POST' }),
       trust,
-      'auth-request',
+      AUTH_REQUEST,
     );
     expect(o).toMatchObject({ method: 'POST', host: 'grafana.example.com', uri: '/d/abc?orgId=1' });
   });
 
   it('on /oauth2/auth, still reads X-Forwarded-* (older nginx configurations, Caddy) and then ignores X-Original-Method', () => {
-    const o = readSubrequest(req({ ...TRAEFIK, 'x-original-method': 'OPTIONS' }), trust, 'auth-request');
+    const o = readSubrequest(req({ ...TRAEFIK, 'x-original-method': 'OPTIONS' }), trust, AUTH_REQUEST);
     expect(o).toMatchObject(SAME_REQUEST);
+  });
+
+  it('with UPSTREAM_AUTH=impersonate, refuses a subrequest carrying a client’s Impersonate-* header (nginx cannot strip them)', () => {
+    const policy = { kind: 'auth-request', refuseImpersonation: true } as const;
+    expect(readSubrequest(req(INGRESS_NGINX), trust, policy)).toMatchObject(SAME_REQUEST);
+    for (const name of ['impersonate-user', 'impersonate-group', 'impersonate-extra-scopes']) {
+      expect(() =>
+        readSubrequest(req({ ...INGRESS_NGINX, [name]: 'system:masters' }), trust, policy),
+      ).toThrowError(expect.objectContaining({ status: 400 }));
+    }
+    expect(
+      readSubrequest(req({ ...INGRESS_NGINX, 'impersonate-extra-scopes': 'x' }), trust, AUTH_REQUEST),
+    ).toMatchObject(SAME_REQUEST);
   });
 
   it.each([
@@ -188,7 +203,7 @@ describe('reading a decision request (a forward-auth subrequest)', () => {
     ['two values', 'https://grafana.example.com/a, https://public.example.com/b'],
   ])('refuses an X-Original-URL with %s', (_name, url) => {
     expect(() =>
-      readSubrequest(req({ ...INGRESS_NGINX, 'x-original-url': url }), trust, 'auth-request'),
+      readSubrequest(req({ ...INGRESS_NGINX, 'x-original-url': url }), trust, AUTH_REQUEST),
     ).toThrowError(expect.objectContaining({ status: 400 }));
   });
 
@@ -203,9 +218,9 @@ describe('reading a decision request (a forward-auth subrequest)', () => {
   ] as const)(
     'refuses a call to %s that is no subrequest (no X-Forwarded-Uri/X-Original-URL/-URI)',
     (_n, kind, headers) => {
-      expect(() => readSubrequest(req({ host: 'svc:4180', ...headers }), trust, kind)).toThrowError(
-        refusedAs('not_a_subrequest'),
-      );
+      expect(() =>
+        readSubrequest(req({ host: 'svc:4180', ...headers }), trust, { kind, refuseImpersonation: false }),
+      ).toThrowError(refusedAs('not_a_subrequest'));
     },
   );
 
@@ -213,9 +228,9 @@ describe('reading a decision request (a forward-auth subrequest)', () => {
     'refuses a %s subrequest from a peer outside TRUSTED_PROXIES, whatever it sends',
     (kind) => {
       for (const headers of [TRAEFIK, INGRESS_NGINX]) {
-        expect(() => readSubrequest(req(headers, '198.51.100.9'), trust, kind)).toThrowError(
-          refusedAs('not_a_subrequest'),
-        );
+        expect(() =>
+          readSubrequest(req(headers, '198.51.100.9'), trust, { kind, refuseImpersonation: false }),
+        ).toThrowError(refusedAs('not_a_subrequest'));
       }
     },
   );
@@ -295,7 +310,7 @@ describe('a rule on /admin, through every spelling of the path', () => {
   /** allowed / denied / refused (400) for the request Traefik would forward for `uri`. */
   const judge = (identity: typeof dev, uri: string): 'allowed' | 'denied' | 'refused' => {
     try {
-      const original = readSubrequest(req({ ...TRAEFIK, 'x-forwarded-uri': uri }), trust, 'forward-auth');
+      const original = readSubrequest(req({ ...TRAEFIK, 'x-forwarded-uri': uri }), trust, FORWARD_AUTH);
       return authorizer.decide(identity, original).allowed ? 'allowed' : 'denied';
     } catch (error) {
       expect(error).toMatchObject({ status: 400 });
