@@ -14,6 +14,7 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { checkSettings } from '../../src/doctor.ts';
 import { CookieNames } from '../../src/session/cookieNames.ts';
+import { parseRule } from '../support/traefik.ts';
 
 /**
  * deploy/kubernetes: both overlays are built offline with `kubectl kustomize`, and every rendered
@@ -130,6 +131,32 @@ const FORWARD_AUTH_OPTIONS = new Set([
   'maxResponseBodySize',
   'authSigninURL',
 ]);
+
+/** Identity headers beyond UPSTREAM_HEADERS that the regex strips (README: "Headers upstreams trust"). */
+const IDENTITY_HEADERS = [
+  'X-Auth-Request-User',
+  'X-Auth-Request-Email',
+  'X-Auth-Request-Groups',
+  'X-Auth-Request-Preferred-Username',
+  'X-Auth-Request-Id-Token',
+  'X-Forwarded-User',
+  'X-Forwarded-Email',
+  'X-Forwarded-Groups',
+  'X-Forwarded-Preferred-Username',
+  'Impersonate-User',
+  'Impersonate-Group',
+  'Impersonate-Uid',
+  'Impersonate-Extra-Scopes',
+];
+const DECISION_PATHS = ['/auth', '/oauth2/auth'];
+const BROWSER_PATHS = [
+  '/oauth2/start',
+  '/oauth2/callback',
+  '/oauth2/sign_out',
+  '/oauth2/userinfo',
+  '/kubeconfig',
+  '/kubeconfig/download',
+];
 
 const key = (o: Obj) => `${o.apiVersion}/${o.kind}`;
 const find = (objs: Obj[], kind: string, name?: string): Any =>
@@ -260,7 +287,10 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     const c = find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec.containers[0];
     expect(c.livenessProbe.httpGet).toMatchObject({ path: '/healthz', port: 'http' });
     expect(c.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: 'http' });
-    expect(c.ports).toEqual([{ name: 'http', containerPort: 4180, protocol: 'TCP' }]);
+    expect(c.ports).toEqual([
+      { name: 'http', containerPort: 4180, protocol: 'TCP' },
+      { name: 'auth', containerPort: 4181, protocol: 'TCP' },
+    ]);
     expect(c.lifecycle.preStop).toBeDefined();
   });
 
@@ -296,22 +326,26 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(deployment).toBeDefined();
   });
 
-  it('the Middleware returns every upstream header, the session cookie, strips Impersonate-*, keeps auth requests small and trusts no forwarded header', () => {
+  it('the Middleware returns every upstream header, the session cookie, strips every identity header, keeps auth requests small and trusts no forwarded header', () => {
     const config = podConfig(objs);
     const fa = find(objs, 'Middleware', 'dex-forward-auth').spec.forwardAuth;
     expect(fa.trustForwardHeader).toBe(false);
     expect(new Set(fa.authResponseHeaders)).toEqual(new Set(config.upstreamHeaders));
     expect(fa.addAuthCookiesToResponse).toContain(new CookieNames(config).session);
-    const regex = new RegExp(fa.authResponseHeadersRegex);
+    // Go RE2 against Go-canonical names; a leading (?i) as Traefik reads it.
+    const source = fa.authResponseHeadersRegex as string;
+    const regex = source.startsWith('(?i)') ? new RegExp(source.slice(4), 'i') : new RegExp(source);
+    for (const h of IDENTITY_HEADERS) expect(regex.test(h), h).toBe(true);
+    for (const h of ['X_auth_request_user', 'Impersonate_user']) expect(regex.test(h), h).toBe(true);
     for (const h of [
-      'Impersonate-User',
-      'Impersonate-Group',
-      'Impersonate-Uid',
-      'Impersonate-Extra-Scopes',
+      'Cookie',
+      'X-Forwarded-For',
+      'X-Forwarded-Host',
+      'X-Forwarded-Proto',
+      'X-Forwarded-Uri',
     ]) {
-      expect(regex.test(h), h).toBe(true);
+      expect(regex.test(h), h).toBe(false);
     }
-    for (const h of ['Authorization', 'X-Auth-Request-User', 'Cookie']) expect(regex.test(h), h).toBe(false);
     expect(fa.authRequestHeaders).toEqual(
       expect.arrayContaining([
         'Cookie',
@@ -325,8 +359,51 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     const address = new URL(fa.address);
     const service = find(objs, 'Service', 'dex-forward-auth');
     expect(address.hostname).toBe(`${service.metadata.name}.${service.metadata.namespace}.svc.cluster.local`);
-    expect(Number(address.port)).toBe(service.spec.ports[0].port);
+    const auth = service.spec.ports.find((p: Any) => p.name === 'auth');
+    expect(Number(address.port)).toBe(auth.port);
     expect(address.pathname).toBe('/auth');
+  });
+
+  it('serves the decisions on their own port (AUTH_PORT), which the Middleware uses and no IngressRoute reaches', () => {
+    const config = podConfig(objs);
+    const service = find(objs, 'Service', 'dex-forward-auth');
+    const byName = Object.fromEntries(service.spec.ports.map((p: Any) => [p.name, p]));
+    const container = find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec.containers[0];
+    const containerPort = (name: string) => container.ports.find((p: Any) => p.name === name).containerPort;
+    expect(config.decisionListener?.port).toBe(containerPort('auth'));
+    expect(config.port).toBe(containerPort('http'));
+    expect(byName.auth.targetPort).toBe('auth');
+    for (const route of findAll(objs, 'IngressRoute').flatMap((r: Any) => r.spec.routes)) {
+      for (const s of route.services) {
+        if (s.name === 'dex-forward-auth') expect(s.port, route.match).toBe(byName.http.port);
+      }
+    }
+  });
+
+  it('routes only the browser endpoints to the service: no IngressRoute matches /auth or /oauth2/auth', () => {
+    const routes = findAll(objs, 'IngressRoute').flatMap((r: Any) => r.spec.routes);
+    const direct = routes.filter((r: Any) => r.services.some((s: Any) => s.name === 'dex-forward-auth'));
+    expect(direct.length).toBeGreaterThan(0);
+    for (const route of direct) {
+      const matches = parseRule(route.match);
+      const host = /Host\(`([^`]+)`\)/.exec(route.match)?.[1] as string;
+      for (const path of DECISION_PATHS) expect(matches(host, path), `${route.match} ${path}`).toBe(false);
+      for (const path of BROWSER_PATHS) expect(matches(host, path), `${route.match} ${path}`).toBe(true);
+    }
+  });
+
+  it('names the proxies it trusts (TRUSTED_PROXIES) explicitly, not the loopback-only default', () => {
+    const data = find(
+      objs,
+      'ConfigMap',
+      find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec.containers[0].envFrom[0].configMapRef
+        .name,
+    ).data;
+    expect(data.TRUSTED_PROXIES).toMatch(/^\d+\.\d+\.\d+\.\d+\/\d+/);
+    const trusted = podConfig(objs).trustedProxies;
+    expect(trusted.some((r) => r.startsWith('127.') || r === '::1/128')).toBe(false);
+    const comment = readFileSync(`${kubernetesDir}/base/settings.env`, 'utf8');
+    expect(comment).toMatch(/kubectl .*get pods -o wide/);
   });
 
   it('names resolve: Service, PDB, HPA, ServiceMonitor and IngressRoutes point at what exists', () => {
@@ -379,7 +456,7 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(podConfig(objs).scopes).toContain('audience:server:client_id:kubernetes');
   });
 
-  it('lets only Traefik (and Prometheus) reach the service, and only the service reach Redis', () => {
+  it('lets only Traefik reach the decisions, Traefik and Prometheus the pages, and only the service reach Redis', () => {
     const np = find(objs, 'NetworkPolicy', 'dex-forward-auth');
     const d = find(objs, 'Deployment', 'dex-forward-auth');
     expect(np.spec.podSelector.matchLabels).toEqual(d.spec.selector.matchLabels);
@@ -393,7 +470,15 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(sources.some((f: Any) => f.podSelector.matchLabels['app.kubernetes.io/name'] === 'traefik')).toBe(
       true,
     );
-    for (const rule of np.spec.ingress) expect(rule.ports).toEqual([{ port: 'http', protocol: 'TCP' }]);
+    // The decision port only from Traefik; the pages port from Traefik and Prometheus.
+    for (const rule of np.spec.ingress) {
+      const names = rule.from.map((f: Any) => f.podSelector.matchLabels['app.kubernetes.io/name']);
+      const ports = rule.ports.map((p: Any) => p.port);
+      if (ports.includes('auth')) expect(names).toEqual(['traefik']);
+      for (const port of ports) expect(['http', 'auth']).toContain(port);
+    }
+    const reachAuth = np.spec.ingress.filter((rule: Any) => rule.ports.some((p: Any) => p.port === 'auth'));
+    expect(reachAuth.length).toBe(1);
 
     const redisNp = find(objs, 'NetworkPolicy', 'dex-forward-auth-redis');
     const redisSources = redisNp.spec.ingress.flatMap((rule: Any) => rule.from);
