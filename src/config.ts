@@ -881,6 +881,11 @@ function parseDecisionListener(
       problems.push(`${name} ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
     }
   }
+  for (const name of ['AUTH_TLS_CERT_FILE', 'AUTH_TLS_CLIENT_CA_FILE']) {
+    if (pem[name] !== undefined && !pem[name].includes('-----BEGIN CERTIFICATE-----')) {
+      problems.push(`${name} holds no PEM certificate`);
+    }
+  }
   if (Object.keys(pem).length === files.filter(([, f]) => f).length) {
     try {
       createSecureContext({

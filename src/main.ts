@@ -30,7 +30,13 @@ export interface RunningService {
 /** Node's header limit; above it the client gets 431 with advice (see README: authRequestHeaders). */
 export const MAX_HEADER_BYTES = 32 * 1024;
 
-type StartOptions = Partial<BuildOptions> & { host?: string; drainMs?: number; drainDelayMs?: number };
+type StartOptions = Partial<BuildOptions> & {
+  host?: string;
+  drainMs?: number;
+  drainDelayMs?: number;
+  /** How often the decision listener re-reads its TLS files (default a minute). */
+  tlsReloadMs?: number;
+};
 
 export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
   const log = options.log ?? createLogger({ level: config.logLevel });
@@ -42,7 +48,9 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const split = config.decisionListener;
   const server = httpServer(createApp(deps, split ? 'browser' : 'all'));
   const port = await listen(server, config.port, host);
-  const decision = split ? await startDecisionListener(deps, split, host) : undefined;
+  const decision = split
+    ? await startDecisionListener(deps, split, host, options.tlsReloadMs ?? 60_000)
+    : undefined;
   log.info(
     { port, authPort: decision?.port, store: deps.store.kind, issuer: config.issuerUrl },
     'dex-forward-auth listening',
@@ -143,6 +151,7 @@ async function startDecisionListener(
   deps: Deps,
   settings: DecisionListener,
   host: string,
+  reloadMs: number,
 ): Promise<DecisionListenerHandle> {
   const listener = createApp(deps, 'decision');
   if (!settings.tls) {
@@ -174,7 +183,7 @@ async function startDecisionListener(
     } catch (error) {
       deps.log.warn({ detail: (error as Error).message }, 'decision listener: TLS files NOT reloaded');
     }
-  }, 60_000);
+  }, reloadMs);
   timer.unref();
   return { server, port, url: `https://127.0.0.1:${port}`, stopReloading: () => clearInterval(timer) };
 }

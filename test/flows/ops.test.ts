@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
@@ -15,10 +16,10 @@ import {
   startIngressNginx,
   startShippedProxy,
 } from '../support/proxies.ts';
-import { makeTempDir, removeDir } from '../support/redis.ts';
+import { makeTempDir, removeDir, waitUntil } from '../support/redis.ts';
 import { LogCapture, startTestService, TEST_COOKIE_SECRET, type TestService } from '../support/service.ts';
 import { CLIENT_ID, CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
-import { hasOpenssl, makeTestPki, type TestPki } from '../support/tls.ts';
+import { hasOpenssl, makeTestPki, reissueServerCert, type TestPki } from '../support/tls.ts';
 import { type ForwardAuthOptions, startTraefik } from '../support/traefik.ts';
 import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
 
@@ -679,6 +680,54 @@ describe.skipIf(!hasOpenssl())('mutual TLS between the shipped proxies and the d
     await expect(ask({ cert: pki.rogueCert, key: pki.rogueKey })).rejects.toThrow();
     // The proxy's certificate gets through TLS; without X-Forwarded-Uri it is still no subrequest.
     expect(await ask({ cert: pki.clientCert, key: pki.clientKey })).toBe(400);
+  });
+
+  it('uses a renewed server certificate without a restart', async () => {
+    const tlsDir = await makeTempDir('renew');
+    reissueServerCert(pki, tlsDir);
+    const renewing = await startTestService(
+      {
+        OIDC_ISSUER_URL: dex.issuer,
+        OIDC_CLIENT_ID: CLIENT_ID,
+        OIDC_CLIENT_SECRET: CLIENT_SECRET,
+        AUTH_PORT: '0',
+        AUTH_TLS_CERT_FILE: `${tlsDir}/server.crt`,
+        AUTH_TLS_KEY_FILE: `${tlsDir}/server.key`,
+        AUTH_TLS_CLIENT_CA_FILE: pki.caCert,
+      },
+      { tlsReloadMs: 100 },
+    );
+    const presented = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const socket = tlsConnect(
+          {
+            host: '127.0.0.1',
+            port: Number(new URL(renewing.decisionUrl).port),
+            ca: readFileSync(pki.caCert),
+            servername: 'dex-forward-auth',
+            cert: readFileSync(pki.clientCert),
+            key: readFileSync(pki.clientKey),
+          },
+          () => {
+            resolve(socket.getPeerCertificate().fingerprint256);
+            socket.end();
+          },
+        );
+        socket.on('error', reject);
+      });
+    try {
+      const before = await presented();
+      reissueServerCert(pki, tlsDir);
+      await waitUntil('the renewed certificate to be presented', async () => (await presented()) !== before, {
+        timeoutMs: 10_000,
+      });
+      expect(
+        renewing.logs.records().some((r) => r['msg'] === 'decision listener: TLS certificate files reloaded'),
+      ).toBe(true);
+    } finally {
+      await renewing.close();
+      await removeDir(tlsDir);
+    }
   });
 
   it.each([

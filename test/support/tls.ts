@@ -69,15 +69,11 @@ function issue(dir: string, ca: string, name: string, subject: string, extension
   ]);
 }
 
+const SERVER_EXTENSIONS = 'subjectAltName=DNS:dex-forward-auth,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n';
+
 export function makeTestPki(dir: string): TestPki {
   selfSignedCa(dir, 'ca', '/CN=dex-forward-auth decision CA');
-  issue(
-    dir,
-    'ca',
-    'server',
-    '/CN=dex-forward-auth',
-    'subjectAltName=DNS:dex-forward-auth,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n',
-  );
+  issue(dir, 'ca', 'server', '/CN=dex-forward-auth', SERVER_EXTENSIONS);
   issue(dir, 'ca', 'client', '/CN=proxy', 'extendedKeyUsage=clientAuth\n');
   selfSignedCa(dir, 'rogue-ca', '/CN=someone else');
   issue(dir, 'rogue-ca', 'rogue', '/CN=proxy', 'extendedKeyUsage=clientAuth\n');
@@ -92,4 +88,10 @@ export function makeTestPki(dir: string): TestPki {
     rogueCert: at('rogue.crt'),
     rogueKey: at('rogue.key'),
   };
+}
+
+/** A new server key and certificate from the same CA, written as server.key and server.crt in `dir`. */
+export function reissueServerCert(pki: TestPki, dir: string): void {
+  execFileSync('cp', [join(pki.dir, 'ca.crt'), join(pki.dir, 'ca.key'), dir]);
+  issue(dir, 'ca', 'server', '/CN=dex-forward-auth renewed', SERVER_EXTENSIONS);
 }
