@@ -1,7 +1,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
+import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { IngressRoute, Middleware, ServersTransport } from '@kubernetes-models/traefik/traefik.io/v1alpha1';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
@@ -14,6 +17,7 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { checkSettings } from '../../src/doctor.ts';
 import { CookieNames } from '../../src/session/cookieNames.ts';
+import { hasOpenssl, makeTestPki } from '../support/tls.ts';
 import { parseRule } from '../support/traefik.ts';
 
 /**
@@ -45,7 +49,26 @@ if (!hasKubectl) {
 }
 
 function render(overlay: string): Obj[] {
-  const out = execFileSync('kubectl', ['kustomize', `${kubernetesDir}/overlays/${overlay}`], {
+  return renderDir(`${kubernetesDir}/overlays/${overlay}`);
+}
+
+/** An overlay with the decision-mtls component added, as an operator opting in would write it. */
+function renderWithMtls(overlay: string): Obj[] {
+  const dir = mkdtempSync(join(tmpdir(), 'kustomize-mtls-'));
+  try {
+    const to = (path: string) => relative(dir, `${kubernetesDir}/${path}`);
+    writeFileSync(
+      join(dir, 'kustomization.yaml'),
+      `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [${to(`overlays/${overlay}`)}]\ncomponents: [${to('components/decision-mtls')}]\n`,
+    );
+    return renderDir(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function renderDir(dir: string): Obj[] {
+  const out = execFileSync('kubectl', ['kustomize', dir], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -70,6 +93,8 @@ const MODELS: Record<string, new (data: Any) => { validate(): void }> = {
   'traefik.io/v1alpha1/Middleware': Middleware,
   'traefik.io/v1alpha1/IngressRoute': IngressRoute,
   'traefik.io/v1alpha1/ServersTransport': ServersTransport,
+  'cert-manager.io/v1/Certificate': Certificate,
+  'cert-manager.io/v1/Issuer': Issuer,
 };
 
 /** client-node model names of the core kinds, for the unknown-field check. */
@@ -171,7 +196,7 @@ const SECRET_FILES: Record<string, string> = {
 };
 
 /** The service's configuration as the pod would load it: ConfigMap env + *_FILE secrets. */
-function podConfig(objs: Obj[]): Config {
+function podConfig(objs: Obj[], mounted: Record<string, string> = {}): Config {
   const deployment = find(objs, 'Deployment', 'dex-forward-auth');
   const container = deployment.spec.template.spec.containers[0];
   const configMapName = container.envFrom[0].configMapRef.name;
@@ -183,7 +208,7 @@ function podConfig(objs: Obj[]): Config {
     if (e.value !== undefined) env[e.name] = e.value;
     if (e.name.endsWith('_FILE')) {
       const file = e.value as string;
-      files[file] = SECRET_FILES[file.slice(mount.length + 1)] as string;
+      files[file] = mounted[file] ?? (SECRET_FILES[file.slice(mount.length + 1)] as string);
     }
   }
   return loadConfig(env, (path) => {
@@ -518,6 +543,78 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     );
     expect(find(objs, 'PodDisruptionBudget', 'dex-forward-auth-redis').spec.maxUnavailable).toBe(1);
   });
+});
+
+describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay with the decision-mtls component', (overlay) => {
+  let objs: Obj[];
+  beforeAll(() => {
+    objs = renderWithMtls(overlay);
+  });
+
+  it('validates against the Kubernetes, Traefik and cert-manager schemas', () => {
+    const problems: string[] = [];
+    for (const o of objs) {
+      const Model = MODELS[key(o)];
+      if (!Model) problems.push(`${key(o)} ${o.metadata.name}: no schema known`);
+      else {
+        try {
+          new Model(o).validate();
+        } catch (error) {
+          problems.push(`${key(o)} ${o.metadata.name}: ${(error as Error).message}`);
+        }
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('makes Traefik ask the decision port over mutual TLS with certificates of one private CA', () => {
+    const fa = find(objs, 'Middleware', 'dex-forward-auth').spec.forwardAuth;
+    const address = new URL(fa.address);
+    expect(address.protocol).toBe('https:');
+    const service = find(objs, 'Service', 'dex-forward-auth');
+    expect(Number(address.port)).toBe(service.spec.ports.find((p: Any) => p.name === 'auth').port);
+    const certificates = findAll(objs, 'Certificate');
+    const bySecret = (name: string) => certificates.find((c: Any) => c.spec.secretName === name);
+    const server = bySecret(fa.tls.caSecret);
+    const client = bySecret(fa.tls.certSecret);
+    expect(server.spec.dnsNames).toContain(address.hostname);
+    expect(server.spec.usages).toEqual(['server auth']);
+    expect(client.spec.usages).toEqual(['client auth']);
+    expect(client.spec.issuerRef).toEqual(server.spec.issuerRef);
+    const issuer = find(objs, 'Issuer', server.spec.issuerRef.name);
+    expect(bySecret(issuer.spec.ca.secretName).spec.isCA).toBe(true);
+  });
+
+  it.skipIf(!hasOpenssl())(
+    'mounts the server certificate where AUTH_TLS_* point, as a valid configuration',
+    async () => {
+      const pod = find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec;
+      const container = pod.containers[0];
+      const fa = find(objs, 'Middleware', 'dex-forward-auth').spec.forwardAuth;
+      const volume = pod.volumes.find((v: Any) => v.secret?.secretName === fa.tls.caSecret);
+      const mount = container.volumeMounts.find((m: Any) => m.name === volume.name);
+      expect(mount.subPath).toBeUndefined(); // renewed files must appear in place
+      const envOf = (name: string) => container.env.find((e: Any) => e.name === name).value as string;
+      const dir = mkdtempSync(join(tmpdir(), 'mtls-pki-'));
+      try {
+        const pki = makeTestPki(dir);
+        const mounted = {
+          [envOf('AUTH_TLS_CERT_FILE')]: readFileSync(pki.serverCert, 'utf8'),
+          [envOf('AUTH_TLS_KEY_FILE')]: readFileSync(pki.serverKey, 'utf8'),
+          [envOf('AUTH_TLS_CLIENT_CA_FILE')]: readFileSync(pki.caCert, 'utf8'),
+        };
+        for (const file of Object.keys(mounted)) {
+          expect(file.startsWith(`${mount.mountPath}/`)).toBe(true);
+          expect(['tls.crt', 'tls.key', 'ca.crt']).toContain(file.slice(mount.mountPath.length + 1));
+        }
+        expect(podConfig(objs, mounted).decisionListener?.tls?.clientCaFile).toBe(
+          envOf('AUTH_TLS_CLIENT_CA_FILE'),
+        );
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe('the Redis configuration script', () => {
