@@ -23,7 +23,7 @@ const SETUP: Record<ProxyOnlyEndpoint, string> = {
   '/auth':
     'Point the ForwardAuth middleware (address: http://<this service>:4180/auth) at it and route browsers to the dashboards, never to this address; the README\'s "Wiring it into Traefik" shows the whole middleware.',
   '/oauth2/auth':
-    'Use it in `auth_request` inside the protected server block and route browsers to the dashboards, never to this address; the README\'s "Wiring it into nginx" shows the whole configuration.',
+    'Use it in auth_request inside the protected server block and route browsers to the dashboards, never to this address; the README\'s "Wiring it into nginx" shows the whole configuration.',
 };
 
 /**
