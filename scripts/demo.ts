@@ -179,7 +179,7 @@ async function main(): Promise<void> {
 
   // Quiet while starting (the demo's own settings warn: plain http, in-memory sessions); the banner
   // says all of that in words. Readable log lines afterwards.
-  const log = createLogger({ level: 'error', pretty: true });
+  const log = createLogger({ level: 'error', pretty: true, singleLine: true });
   const vars = settings(dex, redis);
   const replicas = await startReplicas(vars, redis ? 2 : 1, log);
   const gateway = await startGateway(replicas, upstreamUrl);

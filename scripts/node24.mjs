@@ -83,7 +83,12 @@ export function projectNode(env = process.env) {
   }
   const dir = cacheDir(env);
   const bin = join(dir, 'node_modules', name, 'bin', 'node');
-  if (existsSync(bin) && installedVersion(dir, name) === PINNED_NODE) return bin;
+  if (existsSync(bin) && installedVersion(dir, name) === PINNED_NODE) {
+    say(
+      `Node ${process.version} is older than ${MINIMUM.join('.')}: running with Node ${PINNED_NODE} from ${dir}`,
+    );
+    return bin;
+  }
   say(
     `Node ${process.version} is older than the ${MINIMUM.join('.')} this project needs: installing Node ${PINNED_NODE} once from the npm registry (${name}) into ${dir}`,
   );

@@ -218,6 +218,13 @@ describe.skipIf(!hasChromium() || !hasRedisServer())('npm run demo with Redis, i
       await page.getByRole('heading', { name: 'Signed out' }).waitFor();
       await screenshot(page, 'demo-signed-out');
       expect(problems).toEqual([]);
+
+      // What the terminal showed meanwhile: one readable line per event, never JSON.
+      const logs = demo.output().split('Ctrl-C stops everything.\n')[1] ?? '';
+      expect(logs).toContain('INFO: login completed');
+      for (const line of logs.split('\n').filter(Boolean)) {
+        expect(line).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] [A-Z]+: /);
+      }
     } finally {
       await context.close();
     }

@@ -65,6 +65,9 @@ describe('scripts/node24.mjs', () => {
     const ts = run(oldNode, [join(dir, 'version.ts')]);
     expect(ts.status).toBe(0);
     expect(ts.stdout.trim()).toBe(process.version); // a .ts file, type-stripped by Node 24
+    expect(ts.stderr).toMatch(
+      new RegExp(`^Node v20\\.[\\d.]+ is older than 22\\.13: running with Node ${pinned} from [^\\n]+\\n$`),
+    );
   });
 
   it('passes the exit code on', () => {
