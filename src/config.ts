@@ -734,6 +734,39 @@ export const BEARER_ALGORITHM_CHOICES = [
 ] as const;
 export const DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH = '/var/run/secrets/kubernetes.io/serviceaccount/token';
 
+/**
+ * Impersonation hands the API server names the identity provider chose (issue 11 item 9). As the
+ * API server itself does, a user name from a claim other than `email` must carry a prefix, and so
+ * must groups then; no prefix may itself be a `system:` name.
+ */
+function impersonationNameProblems(raw: RawSettings): string[] {
+  const problems: string[] = [];
+  const claim = raw.OIDC_USERNAME_CLAIM?.trim() || 'email';
+  const userPrefix = raw.OIDC_USERNAME_PREFIX ?? '';
+  const groupsPrefix = raw.OIDC_GROUPS_PREFIX ?? '';
+  if (claim !== 'email') {
+    if (userPrefix === '') {
+      problems.push(
+        `UPSTREAM_AUTH=impersonate with OIDC_USERNAME_CLAIM=${claim} needs OIDC_USERNAME_PREFIX (e.g. "oidc:"), as the API server prefixes such names; otherwise the identity provider picks Kubernetes user names`,
+      );
+    }
+    if (groupsPrefix === '') {
+      problems.push(
+        `UPSTREAM_AUTH=impersonate with OIDC_USERNAME_CLAIM=${claim} needs OIDC_GROUPS_PREFIX (e.g. "oidc:"); otherwise the identity provider picks Kubernetes group names`,
+      );
+    }
+  }
+  for (const [name, prefix] of [
+    ['OIDC_USERNAME_PREFIX', userPrefix],
+    ['OIDC_GROUPS_PREFIX', groupsPrefix],
+  ] as const) {
+    if (prefix.startsWith('system:')) {
+      problems.push(`${name} must not start with "system:" (Kubernetes reserves those names)`);
+    }
+  }
+  return problems;
+}
+
 /** Bearer pass-through, impersonation and upstream-header settings (issue 4). */
 function parseAuthzSettings(
   raw: RawSettings,
@@ -769,6 +802,7 @@ function parseAuthzSettings(
   }
   const serviceAccountTokenPath =
     raw.SERVICE_ACCOUNT_TOKEN_PATH?.trim() || DEFAULT_SERVICE_ACCOUNT_TOKEN_PATH;
+  if (upstreamAuth === 'impersonate') problems.push(...impersonationNameProblems(raw));
   if (upstreamAuth === 'impersonate') {
     try {
       if (readFile(serviceAccountTokenPath).trim() === '') {

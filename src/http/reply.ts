@@ -91,6 +91,7 @@ const TITLES: Partial<Record<AppError['code'], string>> = {
   rate_limited: 'Too many sign-in attempts',
   redirect_loop: 'Sign-in keeps looping',
   header_too_large: 'Request headers too large',
+  uri_too_long: 'Address too long',
   not_found: 'Not found',
   invalid_forwarded_request: 'Bad request',
   bad_request: 'Bad request',
