@@ -25,21 +25,19 @@ export interface ProcessGuardOptions {
   readonly target?: ProcessLike;
 }
 
-function describe(reason: unknown): { message: string; stack?: string; type: string } {
-  if (reason instanceof Error) {
-    return { type: reason.name, message: reason.message, ...(reason.stack ? { stack: reason.stack } : {}) };
-  }
-  return { type: typeof reason, message: String(reason).slice(0, 500) };
+/** What to log of a thrown value: an Error as pino serialises it (type, message, stack), else its text. */
+function describe(reason: unknown): Record<string, unknown> {
+  return reason instanceof Error ? { err: reason } : { reason: String(reason).slice(0, 500) };
 }
 
 export function installProcessGuards(options: ProcessGuardOptions): void {
   const target = options.target ?? process;
   let fatal = false;
   target.on('unhandledRejection', (reason) => {
-    options.log.error({ err: describe(reason) }, 'unhandled promise rejection (kept serving)');
+    options.log.error(describe(reason), 'unhandled promise rejection (kept serving)');
   });
   target.on('uncaughtException', (error) => {
-    options.log.fatal({ err: describe(error) }, 'uncaught exception: draining, then exiting with status 1');
+    options.log.fatal(describe(error), 'uncaught exception: draining, then exiting with status 1');
     if (fatal) return;
     fatal = true;
     options.onFatal();
