@@ -152,6 +152,11 @@ function readProblem(error: unknown): string {
  * anything else the parser throws become problems.
  */
 export function yamlDocuments(text: string, where: string, problems: string[]): unknown[] {
+  const depth = flowDepth(text);
+  if (depth > MAX_FLOW_DEPTH) {
+    problems.push(`${where}: brackets nested ${depth} deep, more than the ${MAX_FLOW_DEPTH} allowed`);
+    return [];
+  }
   try {
     const docs = parseAllDocuments(text);
     const values: unknown[] = [];
@@ -170,6 +175,36 @@ export function yamlDocuments(text: string, where: string, problems: string[]): 
     problems.push(`${where}: cannot be parsed (${reason.split('\n')[0]})`);
     return [];
   }
+}
+
+/** Deeper `[`/`{` nesting than this is refused before parsing (the parser's time grows with it). */
+const MAX_FLOW_DEPTH = 100;
+
+/** The deepest `[`/`{` nesting, counting brackets outside quotes and comments; linear. */
+function flowDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let quote: string | undefined;
+  let comment = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (comment) {
+      if (c === '\n') comment = false;
+    } else if (quote) {
+      if (c === '\\' && quote === '"') i++;
+      else if (c === quote) quote = undefined;
+    } else if (c === '"' || c === "'") {
+      quote = c;
+    } else if (c === '#' && (i === 0 || /\s/.test(text[i - 1] as string))) {
+      comment = true;
+    } else if (c === '[' || c === '{') {
+      depth++;
+      if (depth > max) max = depth;
+    } else if ((c === ']' || c === '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return max;
 }
 
 /** Reads the config file, expands the RBAC globs and reads those files. Never throws. */
@@ -236,6 +271,7 @@ export function takeSnapshot(
   const hash = createHash('sha256');
   hash.update(configText ?? `\0error:${configError}`);
   for (const f of files) hash.update(`\0${f.path}\0${f.text ?? `\0error:${f.error}`}`);
+  for (const p of globProblems) hash.update(`\0glob:${p}`);
   return {
     hash: hash.digest('hex'),
     configPath,
