@@ -86,7 +86,8 @@ export function guardImpersonation(inner: Authorizer, log: Logger): Authorizer {
     let verdict = verdicts.get(identity);
     if (verdict === undefined) {
       verdict = impersonationRefusal(identity) ?? null;
-      if (verdict) log.warn({ user: identity.user, sub: identity.sub }, `impersonation refused: ${verdict.reason}`);
+      if (verdict)
+        log.warn({ user: identity.user, sub: identity.sub }, `impersonation refused: ${verdict.reason}`);
       verdicts.set(identity, verdict);
     }
     return verdict;

@@ -247,7 +247,9 @@ export function takeSnapshot(
         }
         if (matches.length === 0) globWarnings.push(`rbac.files "${pattern}" matches no file`);
         if (matches.length > MAX_RBAC_FILES) {
-          globProblems.push(`rbac.files "${pattern}" matches ${matches.length} files, more than ${MAX_RBAC_FILES}`);
+          globProblems.push(
+            `rbac.files "${pattern}" matches ${matches.length} files, more than ${MAX_RBAC_FILES}`,
+          );
           continue;
         }
       } else {

@@ -111,7 +111,9 @@ export function createUpstreamHeaderPlan(options: UpstreamOptions): UpstreamHead
     'x-auth-request-id-token': (s) => s.token,
     // The guard refused a user name that cannot go raw; '' is a safe stand-in should one get here.
     'impersonate-user': impersonate ? (s) => rawHeaderBytes(s.identity.user) ?? '' : () => '',
-    'impersonate-group': impersonate ? (s) => impersonateGroupLines(s.identity, options.log) : () => undefined,
+    'impersonate-group': impersonate
+      ? (s) => impersonateGroupLines(s.identity, options.log)
+      : () => undefined,
     // Never emitted, even empty: an empty UID or extra would make the API server refuse the request.
     'impersonate-uid': () => undefined,
   };

@@ -54,7 +54,6 @@ export function encodeHeaderText(value: string): string {
 /** The value's UTF-8 bytes as a latin1 string (what the wire will carry), or undefined when it cannot be sent raw. */
 export function rawHeaderBytes(value: string): string | undefined {
   if (UNSAFE_RAW.test(value)) return undefined;
-  // biome-ignore lint/suspicious/noControlCharactersInRegex: the point is to find them
   return /[^\x00-\x7f]/.test(value) ? Buffer.from(value, 'utf8').toString('latin1') : value;
 }
 

@@ -58,7 +58,10 @@ export function requestIdOf(req: IncomingMessage): string {
 
 /** A bug got past every guard: log it, and answer 500 if nothing was sent yet. */
 function lastResort(deps: Deps, res: ServerResponse, error: unknown, requestId: string): void {
-  deps.log.error({ requestId, err: { message: (error as Error)?.message, stack: (error as Error)?.stack } }, 'forward-auth request failed');
+  deps.log.error(
+    { requestId, err: { message: (error as Error)?.message, stack: (error as Error)?.stack } },
+    'forward-auth request failed',
+  );
   try {
     if (!res.headersSent) {
       res.writeHead(500, { 'Cache-Control': 'no-store', 'Content-Length': '0' });

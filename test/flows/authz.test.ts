@@ -214,7 +214,14 @@ describe('per-route rules, RBAC files and bearer tokens', () => {
 
     it("Kubernetes' bootstrap bindings (system:discovery, system:public-info-viewer) open no dashboard API", async () => {
       const browser = await as(dev);
-      for (const path of ['/api', '/api/v1/query?query=up', '/apis/argoproj.io/v1alpha1/applications', '/version', '/healthz', '/livez']) {
+      for (const path of [
+        '/api',
+        '/api/v1/query?query=up',
+        '/apis/argoproj.io/v1alpha1/applications',
+        '/version',
+        '/healthz',
+        '/livez',
+      ]) {
         const reply = await browser.get(`${stack.appUrl}${path}`, XHR);
         expect(reply.status, path).toBe(403);
       }
@@ -412,7 +419,8 @@ describe('RBAC watched live from the cluster (Kubernetes list/watch stand-in, no
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'authz-kube-flow-'));
-    const bootstrap = (parseYaml(readFileSync(BOOTSTRAP, 'utf8')) as { items: Record<string, unknown>[] }).items;
+    const bootstrap = (parseYaml(readFileSync(BOOTSTRAP, 'utf8')) as { items: Record<string, unknown>[] })
+      .items;
     kube = await startKubeApi({
       objects: [
         ...bootstrap,
@@ -565,7 +573,7 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
       authorization: `Bearer ${token}`,
     });
     expect(reply.status).toBe(403);
-    expect(reply.json().message).toMatch(/system:/);
+    expect((reply.json() as { message: string }).message).toMatch(/system:/);
     expect(stack.upstream.requests).toHaveLength(0);
     expect(stack.service.logs.text).toContain('impersonation refused');
   });
@@ -626,12 +634,18 @@ describe('impersonation with groups as the identity provider writes them (no OID
     expect(result.final.body).toContain('system:masters');
     expect(result.final.body).toContain('reserved by Kubernetes');
     expect(stack.upstream.requests).toHaveLength(0);
-    const line = stack.service.logs.records().find((r) => String(r['msg']).startsWith('impersonation refused'));
+    const line = stack.service.logs
+      .records()
+      .find((r) => String(r['msg']).startsWith('impersonation refused'));
     expect(line).toMatchObject({ user: 'mallory@example.com' });
   });
 
   it('other users of the same stack are impersonated as before', async () => {
-    const result = await loginThroughDex(new Browser({ navigation: true }), `${stack.appUrl}/api/v1/pods`, dev);
+    const result = await loginThroughDex(
+      new Browser({ navigation: true }),
+      `${stack.appUrl}/api/v1/pods`,
+      dev,
+    );
     expect(result.final.status).toBe(200);
     expect(headerValues(stack.upstream.requests.at(-1)!, 'impersonate-group')).toEqual([
       'engineering',

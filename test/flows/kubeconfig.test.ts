@@ -99,7 +99,7 @@ describe('the kubeconfig endpoints', () => {
     expect(reply.status).toBe(403);
     expect(reply.body).not.toMatch(/eyJ[\w-]+\.eyJ/);
     expect(reply.json()).toMatchObject({ error: 'forbidden' });
-    expect(reply.json().message).toMatch(/navigation/);
+    expect((reply.json() as { message: string }).message).toMatch(/navigation/);
     // The kubelogin variant holds no token: any client may fetch it.
     expect((await get('/kubeconfig/download?cluster=lab', headers)).status).toBe(200);
   });

@@ -125,7 +125,9 @@ const get = (identity: Identity, path: string, host = 'prometheus.example.com') 
 describe("Kubernetes' bootstrap RBAC (read from files) opens no dashboard", () => {
   it('reads the real bootstrap objects', () => {
     const names = spec.fileObjects.bindings.map((b) => b.name);
-    expect(names).toEqual(expect.arrayContaining(['system:discovery', 'system:public-info-viewer', 'cluster-admin']));
+    expect(names).toEqual(
+      expect.arrayContaining(['system:discovery', 'system:public-info-viewer', 'cluster-admin']),
+    );
   });
 
   it.each([

@@ -245,7 +245,8 @@ describe('hostile but well-formed files never take the reloader down (issue 11 i
     authorizer = undefined;
   });
 
-  const GOOD = 'default: deny\nrules:\n  - allow: { users: ["dev@example.com"] }\nrbac: { files: ["rbac/*.yaml"] }\n';
+  const GOOD =
+    'default: deny\nrules:\n  - allow: { users: ["dev@example.com"] }\nrbac: { files: ["rbac/*.yaml"] }\n';
   /** 101 aliases: the yaml library's guard against "billion laughs" throws on toJS(). */
   const ALIAS_BOMB = `default: deny\nx: &a [1]\nrules: [${Array.from({ length: 101 }, () => '*a').join(', ')}]\n`;
   const RBAC_ALIAS_BOMB = `kind: ClusterRole\nmetadata: { name: r }\nx: &a [1]\ny: [${Array.from({ length: 101 }, () => '*a').join(', ')}]\n`;
@@ -266,7 +267,12 @@ describe('hostile but well-formed files never take the reloader down (issue 11 i
     ['101 aliases in the policy', 'authz.yaml', ALIAS_BOMB, /alias/i],
     ['101 aliases in an RBAC file', 'rbac/bomb.yaml', RBAC_ALIAS_BOMB, /alias/i],
     ['nesting 100,000 levels deep', 'authz.yaml', `${'['.repeat(100_000)}${']'.repeat(100_000)}`, /./],
-    ['bytes that are not UTF-8', 'rbac/latin1.yaml', Buffer.from([0x6b, 0x3a, 0x20, 0xff, 0xfe, 0x0a]), /not UTF-8/],
+    [
+      'bytes that are not UTF-8',
+      'rbac/latin1.yaml',
+      Buffer.from([0x6b, 0x3a, 0x20, 0xff, 0xfe, 0x0a]),
+      /not UTF-8/,
+    ],
     ['a file over 4 MiB', 'rbac/huge.yaml', `# ${'x'.repeat(4 * 1024 * 1024 + 10)}\n`, /bytes allowed/],
   ])('%s: kept the last good policy, said why', (_name, file, content, why) => {
     const path = start();
@@ -290,7 +296,9 @@ describe('hostile but well-formed files never take the reloader down (issue 11 i
 
   it('at start-up the same files stop start-up with the list of problems, not a stack trace', () => {
     const path = write('authz.yaml', ALIAS_BOMB);
-    expect(() => new PolicyAuthorizer({ path, log: createLogger({ level: 'silent' }) })).toThrow(PolicyLoadError);
+    expect(() => new PolicyAuthorizer({ path, log: createLogger({ level: 'silent' }) })).toThrow(
+      PolicyLoadError,
+    );
   });
 
   it('a throw from anywhere inside a reload keeps the policy and is logged', () => {

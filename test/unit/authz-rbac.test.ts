@@ -159,13 +159,7 @@ describe('ClusterRoleBindings: User and Group subjects', () => {
       req('/healthz'),
       true,
     ],
-    [
-      '… and grants nothing where it does not',
-      'x@example.com',
-      groups(),
-      req('/status'),
-      false,
-    ],
+    ['… and grants nothing where it does not', 'x@example.com', groups(), req('/status'), false],
     [
       'full-URL entries on their host',
       'o@example.com',

@@ -14,7 +14,12 @@ import { createLogger } from '../../src/log.ts';
  * old backtracking matchers ran for minutes (so the test would time out), never the clock.
  */
 
-const req = (path: string, host = 'x.example.com'): UrlRequest => ({ verb: 'get', scheme: 'https', host, path });
+const req = (path: string, host = 'x.example.com'): UrlRequest => ({
+  verb: 'get',
+  scheme: 'https',
+  host,
+  path,
+});
 
 describe('D2iQ-style globs match in linear time', () => {
   it('a pattern of many stars against a 16 KB path costs at most one step per character and token', () => {
@@ -93,7 +98,9 @@ describe('paths are capped', () => {
       expect(error).toBeInstanceOf(AppError);
       expect((error as AppError).status).toBe(414);
     }
-    expect(authorizer.decide(alice, { method: 'GET', host: 'h', path: `/${'a'.repeat(8000)}` }).allowed).toBe(true);
+    expect(authorizer.decide(alice, { method: 'GET', host: 'h', path: `/${'a'.repeat(8000)}` }).allowed).toBe(
+      true,
+    );
     await authorizer.close();
   });
 });

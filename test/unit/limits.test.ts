@@ -129,11 +129,14 @@ describe('the login rate limiter', () => {
         await a.take('start', '192.0.2.77');
         await a.take('callback', '2001:db8:77:1::5');
         const keys = (await client.keys('*')).join('\n');
-        for (const clear of ['192.0.2.77', '192.0.2', '2001:db8:77', 'c000024d']) expect(keys).not.toContain(clear);
+        for (const clear of ['192.0.2.77', '192.0.2', '2001:db8:77', 'c000024d'])
+          expect(keys).not.toContain(clear);
         expect(keys).toMatch(/rl:start:[\w-]{32}:\d+/);
         // The same secret (another replica) finds the same bucket; another secret does not.
         expect(limiter('secret-a').storeKey('start', '192.0.2.77')).toBe(a.storeKey('start', '192.0.2.77'));
-        expect(limiter('secret-b').storeKey('start', '192.0.2.77')).not.toBe(a.storeKey('start', '192.0.2.77'));
+        expect(limiter('secret-b').storeKey('start', '192.0.2.77')).not.toBe(
+          a.storeKey('start', '192.0.2.77'),
+        );
         expect(a.storeKey('start', '2001:db8:77:1::5')).toBe(a.storeKey('start', '2001:db8:77:1::6'));
       } finally {
         client.disconnect();
