@@ -168,6 +168,7 @@ export function isTopLevelNavigation(headers: IncomingMessage['headers']): boole
   if (headers['x-requested-with'] !== undefined) return false;
   const mode = headers['sec-fetch-mode'];
   const dest = headers['sec-fetch-dest'];
+  // Chromium sends `Sec-Fetch-Dest: empty` for a click on a download link; no script can send `navigate`.
   if (mode === 'navigate') return dest === undefined || dest === 'document' || dest === 'empty';
   return mode === undefined && dest === 'document';
 }
