@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express from 'express';
 import helmet from 'helmet';
@@ -9,7 +8,7 @@ import type { Deps } from './deps.ts';
 import { AppError } from './errors.ts';
 import { ReturnUrlGuard } from './forward/returnUrl.ts';
 import { ProxyTrust } from './forward/trust.ts';
-import { errorReply, writeReply } from './http/reply.ts';
+import { errorReply, type Reply, writeReply } from './http/reply.ts';
 import { helmetHeaders } from './http/security.ts';
 import { Views } from './http/views.ts';
 import { type Logger, requestContext } from './log.ts';
@@ -17,6 +16,7 @@ import { createMetrics } from './metrics.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
 import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
+import { type ProxyOnlyEndpoint, proxyOnlyReply } from './routes/proxyOnly.ts';
 import { LoopBreaker } from './security/loopBreaker.ts';
 import { LoginRateLimiter } from './security/rateLimiter.ts';
 import { CookieNames } from './session/cookieNames.ts';
@@ -25,20 +25,9 @@ import { createRedisClient, RedisStore } from './session/redisStore.ts';
 import { Sealer } from './session/seal.ts';
 import { SessionService } from './session/sessions.ts';
 import type { Store } from './session/store.ts';
+import { VERSION } from './version.ts';
 
-function readVersion(): string {
-  for (const candidate of ['../package.json', '../../package.json']) {
-    try {
-      return (JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { version: string })
-        .version;
-    } catch {
-      // try the next location (src/ when run from source, dist/src/ when built)
-    }
-  }
-  return '0.0.0';
-}
-
-export const VERSION = readVersion();
+export { VERSION };
 
 export interface BuildOptions {
   readonly log: Logger;
@@ -114,7 +103,13 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     cookies,
     trust: new ProxyTrust(config.trustedProxies),
     returnUrls: new ReturnUrlGuard(config.allowedRedirectDomains),
-    loginLimiter: new LoginRateLimiter({ store, settings: config.loginRateLimit, clock, log }),
+    loginLimiter: new LoginRateLimiter({
+      store,
+      settings: config.loginRateLimit,
+      clock,
+      log,
+      keySecret: config.cookieSecrets[0]?.secret,
+    }),
     loopBreaker: new LoopBreaker(config.loginLoop, cookies),
     authorizer,
     upstream,
@@ -131,9 +126,10 @@ const DECISION_PATHS = new Set(['/auth', '/oauth2/auth']);
 
 /**
  * The request listener: the forward-auth endpoints on a raw fast path, everything else through
- * Express (helmet, direct routes, the one error middleware). With AUTH_PORT the decision
- * endpoints get a listener of their own (`decision`) and the browser one (`browser`) answers
- * them 404, so no route to the browser endpoints can reach a decision. Wiring only.
+ * Express (helmet, direct routes, the one error middleware). The decision endpoints refuse what
+ * is no forward-auth subrequest with the page saying where to go (routes/proxyOnly.ts). With
+ * AUTH_PORT they get a listener of their own (`decision`) and the browser one (`browser`) answers
+ * them 404 with that page, so no route to the browser endpoints can reach a decision. Wiring only.
  */
 export function createApp(deps: Deps, role: ListenerRole = 'all'): RequestListener {
   const traefik = createForwardAuthHandler(deps, 'redirect');
@@ -150,7 +146,15 @@ export function createApp(deps: Deps, role: ListenerRole = 'all'): RequestListen
   // Log lines written while serving a direct route carry its request id (X-Request-Id when sane).
   app.use((req, _res, next) => requestContext.run({ requestId: requestIdOf(req) }, next));
   app.use(directRoutes(deps));
-  const ctx = { views: deps.views, pageHeaders: deps.pageHeaders };
+  const reply = (req: IncomingMessage, res: ServerResponse, answer: Reply): void => {
+    const ctx = {
+      views: deps.views,
+      pageHeaders: deps.pageHeaders,
+      requestId: requestIdOf(req),
+      log: deps.log,
+    };
+    writeReply(res, answer, req.headers, ctx, req.method);
+  };
 
   return (req: IncomingMessage, res: ServerResponse) => {
     // While draining, ask clients (the proxy) not to reuse this connection.
@@ -160,11 +164,16 @@ export function createApp(deps: Deps, role: ListenerRole = 'all'): RequestListen
     const path = q === -1 ? url : url.slice(0, q);
     const decision = DECISION_PATHS.has(path);
     if (decision && role !== 'browser') void (path === '/auth' ? traefik : nginx)(req, res);
+    else if (decision) reply(req, res, proxyOnlyReply(path as ProxyOnlyEndpoint, 404));
     else if (role !== 'decision') app(req, res);
-    else {
-      const requestId = requestIdOf(req);
-      const notFound = new AppError('not_found', 'This port answers only the forward-auth checks.');
-      writeReply(res, errorReply(notFound, requestId), req.headers, { ...ctx, requestId }, req.method);
-    }
+    else
+      reply(
+        req,
+        res,
+        errorReply(
+          new AppError('not_found', 'This port answers only the forward-auth checks.'),
+          requestIdOf(req),
+        ),
+      );
   };
 }

@@ -42,7 +42,7 @@ export interface SubrequestPolicy {
 
 function notSubrequest(detail: string): never {
   throw new AppError(
-    'not_a_subrequest',
+    'not_a_forward_auth_request',
     'This address answers forward-auth checks of the proxy only, not browsers or scripts.',
     { detail },
   );

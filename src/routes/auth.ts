@@ -16,6 +16,7 @@ import type { Outcome } from '../metrics.ts';
 import type { Resolution } from '../session/sessions.ts';
 import { finishLogin } from './callback.ts';
 import { startLogin } from './login.ts';
+import { proxyOnlyReply } from './proxyOnly.ts';
 import { signOut } from './signOut.ts';
 
 /**
@@ -57,9 +58,26 @@ export function requestIdOf(req: IncomingMessage): string {
   return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
 }
 
+/** A bug got past every guard: log it, and answer 500 if nothing was sent yet. */
+function lastResort(deps: Deps, res: ServerResponse, error: unknown, requestId: string): void {
+  deps.log.error(
+    { requestId, err: { message: (error as Error)?.message, stack: (error as Error)?.stack } },
+    'forward-auth request failed',
+  );
+  try {
+    if (!res.headersSent) {
+      res.writeHead(500, { 'Cache-Control': 'no-store', 'Content-Length': '0' });
+    }
+    res.end();
+  } catch {
+    res.destroy();
+  }
+}
+
 export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
   const plan = deps.upstream.plan;
   // Traefik and Caddy call /auth, nginx /oauth2/auth: each endpoint reads its proxies' headers.
+  const endpoint = mode === 'redirect' ? '/auth' : '/oauth2/auth';
   const subrequest = {
     kind: mode === 'redirect' ? 'forward-auth' : 'auth-request',
     refuseImpersonation: deps.config.upstreamAuth === 'impersonate',
@@ -203,7 +221,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
   ): Promise<void> => {
     const started = performance.now();
     const requestId = logContext.requestId;
-    const ctx: ReplyContext = { views: deps.views, pageHeaders: deps.pageHeaders, requestId };
+    const ctx: ReplyContext = { views: deps.views, pageHeaders: deps.pageHeaders, requestId, log: deps.log };
     let reply: Reply;
     let original: OriginalRequest | undefined;
     try {
@@ -213,11 +231,13 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
       reply = await decide(req, original);
     } catch (error) {
       const appError = toAppError(error);
-      if (appError.code === 'not_a_subrequest') logRefusal(req, appError.detail);
       if (appError.status >= 500) {
         deps.log.warn({ requestId, code: appError.code, detail: appError.detail }, 'forward-auth error');
       }
-      reply = errorReply(appError, requestId);
+      if (appError.code === 'not_a_forward_auth_request') {
+        logRefusal(req, appError.detail);
+        reply = proxyOnlyReply(endpoint);
+      } else reply = errorReply(appError, requestId);
     }
     writeReply(res, reply, req.headers, ctx, req.method);
     const outcome = OUTCOME_BY_STATUS[reply.status] ?? 'error';
@@ -297,11 +317,18 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     return true;
   };
 
-  // Every line logged while deciding (login, refresh, denial) carries this request's id.
+  // Every line logged while deciding (login, refresh, denial) carries this request's id. Nothing
+  // a request brings may end the process: whatever escapes is logged and answered (lastResort).
   return function forwardAuth(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    if (tryHot(req, res, started)) return Promise.resolve();
+    try {
+      if (tryHot(req, res, started)) return Promise.resolve();
+    } catch {
+      // the full path below answers it properly
+    }
     const logContext: RequestLogContext = { requestId: requestIdOf(req) };
-    return requestContext.run(logContext, () => handle(req, res, logContext));
+    return requestContext
+      .run(logContext, () => handle(req, res, logContext))
+      .catch((error: unknown) => lastResort(deps, res, error, logContext.requestId));
   };
 }

@@ -313,7 +313,7 @@ describe.each([
       for (const path of ['/auth', '/oauth2/auth']) {
         const reply = await new Browser().get(`${stack.service.url}${path}`, { accept: 'application/json' });
         expect(reply.status).toBe(400);
-        expect(JSON.parse(reply.body)).toMatchObject({ error: 'not_a_subrequest' });
+        expect(JSON.parse(reply.body)).toMatchObject({ error: 'not_a_forward_auth_request' });
       }
     });
 

@@ -220,7 +220,7 @@ describe('reading a decision request (a forward-auth subrequest)', () => {
     (_n, kind, headers) => {
       expect(() =>
         readSubrequest(req({ host: 'svc:4180', ...headers }), trust, { kind, refuseImpersonation: false }),
-      ).toThrowError(refusedAs('not_a_subrequest'));
+      ).toThrowError(refusedAs('not_a_forward_auth_request'));
     },
   );
 
@@ -230,7 +230,7 @@ describe('reading a decision request (a forward-auth subrequest)', () => {
       for (const headers of [TRAEFIK, INGRESS_NGINX]) {
         expect(() =>
           readSubrequest(req(headers, '198.51.100.9'), trust, { kind, refuseImpersonation: false }),
-        ).toThrowError(refusedAs('not_a_subrequest'));
+        ).toThrowError(refusedAs('not_a_forward_auth_request'));
       }
     },
   );
