@@ -495,7 +495,7 @@ describe.each(SHIPPED)('the shipped $name', (c) => {
     'gives a logged-in browser that asks it for /auth or /oauth2/auth no upstream header back, and serves the pages it routes',
     async () => {
       const { b } = await loggedIn(dev, '/decisions/');
-      for (const target of ['/auth', '/oauth2/auth', '/oauth2/auth?rd=/', '/oauth2/auth/']) {
+      for (const target of ['/auth', '/oauth2/auth', '/oauth2/auth?rd=/', '/oauth2/auth/', '/_oauth2_auth']) {
         const reply = await b.getRaw(appUrl, target, { accept: 'application/json' });
         for (const h of [
           'authorization',
