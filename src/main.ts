@@ -1,10 +1,8 @@
-import { readFileSync } from 'node:fs';
-import { createServer, type RequestListener, type Server } from 'node:http';
-import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
-import { type Config, ConfigError, type DecisionListener } from './config.ts';
+import { type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
+import { drain, httpServer, listen, MAX_HEADER_BYTES, startDecisionListener } from './listeners.ts';
 import { createLogger, type Logger } from './log.ts';
 import { preflight } from './preflight.ts';
 import { installProcessGuards } from './processGuards.ts';
@@ -29,8 +27,7 @@ export interface RunningService {
   close(delayMs?: number): Promise<void>;
 }
 
-/** Node's header limit; above it the client gets 431 with advice (see README: authRequestHeaders). */
-export const MAX_HEADER_BYTES = 32 * 1024;
+export { MAX_HEADER_BYTES };
 
 type StartOptions = Partial<BuildOptions> & {
   host?: string;
@@ -89,116 +86,6 @@ export async function startService(config: Config, options: StartOptions = {}): 
     port,
     decisionUrl: decision?.url ?? url,
     close,
-  };
-}
-
-const SERVER_OPTIONS = { maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 } as const;
-
-function httpServer(listener: RequestListener): Server {
-  return answerClientErrors(createServer(SERVER_OPTIONS, listener));
-}
-
-/** Malformed requests and oversized headers get a clear answer, never a reset. */
-function answerClientErrors<S extends Server>(server: S): S {
-  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) return;
-    if (error.code === 'HPE_HEADER_OVERFLOW') {
-      const body = `Request headers too large (limit ${MAX_HEADER_BYTES} bytes). Configure the proxy to forward only the headers the auth service needs (Traefik: authRequestHeaders).\n`;
-      socket.end(
-        `HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-      );
-      return;
-    }
-    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-  });
-  return server;
-}
-
-async function listen(server: Server, port: number, host: string): Promise<number> {
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve());
-  });
-  return (server.address() as AddressInfo).port;
-}
-
-function drain(server: Server, drainMs: number): Promise<void> {
-  return new Promise<void>((resolve) => {
-    const timer = setTimeout(() => {
-      server.closeAllConnections();
-      resolve();
-    }, drainMs);
-    timer.unref();
-    server.close(() => {
-      clearTimeout(timer);
-      resolve();
-    });
-    server.closeIdleConnections();
-  });
-}
-
-interface DecisionListenerHandle {
-  readonly server: Server;
-  readonly port: number;
-  readonly url: string;
-  stopReloading(): void;
-}
-
-/**
- * AUTH_PORT: `/auth` and `/oauth2/auth` only. With AUTH_TLS_* it speaks TLS, and with a client CA
- * it completes a handshake only with a client certificate that CA signed (the proxy's); the
- * files are re-read every minute, so a rotated certificate is used without a restart.
- */
-async function startDecisionListener(
-  deps: Deps,
-  settings: DecisionListener,
-  host: string,
-  reloadMs: number,
-): Promise<DecisionListenerHandle> {
-  const listener = createApp(deps, 'decision');
-  if (!settings.tls) {
-    const server = httpServer(listener);
-    const port = await listen(server, settings.port, host);
-    return { server, port, url: `http://127.0.0.1:${port}`, stopReloading: () => {} };
-  }
-  const files = settings.tls;
-  let current = readTlsFiles(files);
-  const server = answerClientErrors(
-    createHttpsServer(
-      {
-        ...SERVER_OPTIONS,
-        ...current,
-        requestCert: files.clientCaFile !== undefined,
-        rejectUnauthorized: files.clientCaFile !== undefined,
-      },
-      listener,
-    ),
-  );
-  const port = await listen(server, settings.port, host);
-  const timer = setInterval(() => {
-    try {
-      const next = readTlsFiles(files);
-      if (next.cert === current.cert && next.key === current.key && next.ca === current.ca) return;
-      server.setSecureContext(next);
-      current = next;
-      deps.log.info('decision listener: TLS certificate files reloaded');
-    } catch (error) {
-      deps.log.warn({ detail: (error as Error).message }, 'decision listener: TLS files NOT reloaded');
-    }
-  }, reloadMs);
-  timer.unref();
-  return { server, port, url: `https://127.0.0.1:${port}`, stopReloading: () => clearInterval(timer) };
-}
-
-function readTlsFiles(files: NonNullable<DecisionListener['tls']>): {
-  cert: string;
-  key: string;
-  ca?: string;
-} {
-  return {
-    cert: readFileSync(files.certFile, 'utf8'),
-    key: readFileSync(files.keyFile, 'utf8'),
-    ...(files.clientCaFile ? { ca: readFileSync(files.clientCaFile, 'utf8') } : {}),
   };
 }
 
