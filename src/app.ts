@@ -5,8 +5,10 @@ import { createAuthorizer, createUpstream } from './authz/setup.ts';
 import { type Clock, systemClock } from './clock.ts';
 import type { Config } from './config.ts';
 import type { Deps } from './deps.ts';
+import { AppError } from './errors.ts';
 import { ReturnUrlGuard } from './forward/returnUrl.ts';
 import { ProxyTrust } from './forward/trust.ts';
+import { errorReply, type Reply, writeReply } from './http/reply.ts';
 import { helmetHeaders } from './http/security.ts';
 import { Views } from './http/views.ts';
 import { type Logger, requestContext } from './log.ts';
@@ -14,7 +16,7 @@ import { createMetrics } from './metrics.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
 import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
-import { isDirectBrowserVisit, sendProxyOnly } from './routes/proxyOnly.ts';
+import { type ProxyOnlyEndpoint, proxyOnlyReply } from './routes/proxyOnly.ts';
 import { LoopBreaker } from './security/loopBreaker.ts';
 import { LoginRateLimiter } from './security/rateLimiter.ts';
 import { CookieNames } from './session/cookieNames.ts';
@@ -117,11 +119,19 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
   };
 }
 
+/** What one listener serves: everything (one port), the browser endpoints, or the decisions only. */
+export type ListenerRole = 'all' | 'browser' | 'decision';
+
+const DECISION_PATHS = new Set(['/auth', '/oauth2/auth']);
+
 /**
  * The request listener: the forward-auth endpoints on a raw fast path, everything else through
- * Express (helmet, direct routes, the one error middleware). Wiring only.
+ * Express (helmet, direct routes, the one error middleware). The decision endpoints refuse what
+ * is no forward-auth subrequest with the page saying where to go (routes/proxyOnly.ts). With
+ * AUTH_PORT they get a listener of their own (`decision`) and the browser one (`browser`) answers
+ * them 404 with that page, so no route to the browser endpoints can reach a decision. Wiring only.
  */
-export function createApp(deps: Deps): RequestListener {
+export function createApp(deps: Deps, role: ListenerRole = 'all'): RequestListener {
   const traefik = createForwardAuthHandler(deps, 'redirect');
   const nginx = createForwardAuthHandler(deps, 'status-only');
   const app = express();
@@ -136,6 +146,15 @@ export function createApp(deps: Deps): RequestListener {
   // Log lines written while serving a direct route carry its request id (X-Request-Id when sane).
   app.use((req, _res, next) => requestContext.run({ requestId: requestIdOf(req) }, next));
   app.use(directRoutes(deps));
+  const reply = (req: IncomingMessage, res: ServerResponse, answer: Reply): void => {
+    const ctx = {
+      views: deps.views,
+      pageHeaders: deps.pageHeaders,
+      requestId: requestIdOf(req),
+      log: deps.log,
+    };
+    writeReply(res, answer, req.headers, ctx, req.method);
+  };
 
   return (req: IncomingMessage, res: ServerResponse) => {
     // While draining, ask clients (the proxy) not to reuse this connection.
@@ -143,10 +162,18 @@ export function createApp(deps: Deps): RequestListener {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    if (path === '/auth' || path === '/oauth2/auth') {
-      // A browser tab opened on a proxy-only endpoint gets a page saying where to go instead.
-      if (isDirectBrowserVisit(req)) sendProxyOnly(deps, req, res, path);
-      else void (path === '/auth' ? traefik : nginx)(req, res);
-    } else app(req, res);
+    const decision = DECISION_PATHS.has(path);
+    if (decision && role !== 'browser') void (path === '/auth' ? traefik : nginx)(req, res);
+    else if (decision) reply(req, res, proxyOnlyReply(path as ProxyOnlyEndpoint, 404));
+    else if (role !== 'decision') app(req, res);
+    else
+      reply(
+        req,
+        res,
+        errorReply(
+          new AppError('not_found', 'This port answers only the forward-auth checks.'),
+          requestIdOf(req),
+        ),
+      );
   };
 }

@@ -1,8 +1,9 @@
+import { checkExplicitTrust, decisionListener } from './decisionListener.ts';
 import { resolveKubeClusters } from './kubeClusters.ts';
 import { cookieSecretProblem } from './secretStrength.ts';
 import type { SettingValues } from './settings.ts';
 import type { RawSettings } from './sources.ts';
-import type { CookieSecret, KubeCluster, RedisSettings } from './types.ts';
+import type { CookieSecret, DecisionListener, KubeCluster, RedisSettings } from './types.ts';
 
 /**
  * The rules that involve more than one setting, after each was parsed on its own (settings.ts).
@@ -22,6 +23,8 @@ export interface DerivedFields {
   /** Bearer pass-through: `aud` must contain one of these (default: the client id). */
   readonly bearerAudiences: readonly string[];
   readonly kubeClusters: readonly KubeCluster[];
+  /** AUTH_PORT (and AUTH_TLS_*); undefined: PORT serves the decision endpoints too. */
+  readonly decisionListener: DecisionListener | undefined;
 }
 
 export type PartialValues = { readonly [N in keyof SettingValues]?: SettingValues[N] };
@@ -37,6 +40,7 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
   checkIssuerScheme(v, problems);
   checkServiceAccountToken(input, problems);
   checkImpersonationNames(v, problems);
+  checkExplicitTrust(input.raw, v, problems);
   checkReadable('AUTHZ_KUBECONFIG', v.AUTHZ_KUBECONFIG, input.readFile, problems);
   return {
     cookieSecrets: cookieSecrets(input.raw, v, problems),
@@ -56,6 +60,7 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
       input.readFile,
       problems,
     ),
+    decisionListener: decisionListener(v, input.readFile, problems),
   };
 }
 
