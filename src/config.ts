@@ -68,6 +68,8 @@ export interface Config {
   readonly bearerAudiences: readonly string[];
   /** Bearer pass-through: allowed signing algorithms (default RS256). */
   readonly bearerAlgorithms: readonly string[];
+  /** AUTHENTICATION_CONFIG: the API server's AuthenticationConfiguration file (src/identity/). */
+  readonly authenticationConfig: string | undefined;
   /** Header names (as configured) set on every 2xx. */
   readonly upstreamHeaders: readonly string[];
   /** What `Authorization` carries upstream: the user's ID token, or the pod's token plus Impersonate-*. */
@@ -281,6 +283,12 @@ export const SETTINGS = [
     default: '`RS256`',
     description:
       'bearer pass-through: allowed signing algorithms (RS, ES, PS 256/384/512; never `none` or HS*)',
+  },
+  {
+    name: 'AUTHENTICATION_CONFIG',
+    default: 'unset',
+    description:
+      'the API server\'s `AuthenticationConfiguration` file (`--authentication-config`): user names, groups and bearer checks are derived from it exactly as the API server does, replacing `OIDC_USERNAME_*`, `OIDC_GROUPS_*` and `BEARER_*` (see "Identity from an AuthenticationConfiguration")',
   },
   {
     name: 'UPSTREAM_HEADERS',
@@ -628,6 +636,7 @@ export function parseConfig(
     if (!/^[A-Za-z0-9-]+$/.test(h)) problems.push(`UPSTREAM_HEADERS entry "${h}" is not a header name`);
   }
   const authz = parseAuthzSettings(raw, clientId, problems, readFile);
+  const authenticationConfig = parseAuthenticationConfigSetting(raw, problems);
 
   const port = Number(raw.PORT ?? '4180');
   if (!Number.isInteger(port) || port < 0 || port > 65535) {
@@ -715,6 +724,7 @@ export function parseConfig(
     authzConfig: raw.AUTHZ_CONFIG?.trim() || undefined,
     upstreamHeaders: Object.freeze([...upstreamHeaders]),
     ...authz,
+    authenticationConfig,
     port,
     logLevel,
     kubeClusters: Object.freeze(kubeClusters),
@@ -796,6 +806,30 @@ function parseAuthzSettings(
     serviceAccountTokenPath,
     upstreamGroupsMaxBytes,
   };
+}
+
+/** The settings AUTHENTICATION_CONFIG replaces (the API server refuses --oidc-* flags beside its file too). */
+const REPLACED_BY_AUTHENTICATION_CONFIG = [
+  'OIDC_USERNAME_CLAIM',
+  'OIDC_USERNAME_PREFIX',
+  'OIDC_GROUPS_CLAIM',
+  'OIDC_GROUPS_PREFIX',
+  'BEARER_AUDIENCES',
+  'BEARER_ALGORITHMS',
+] as const;
+
+/** AUTHENTICATION_CONFIG (issue 17): a path; the file itself is read by src/identity/. */
+function parseAuthenticationConfigSetting(raw: RawSettings, problems: string[]): string | undefined {
+  const path = raw.AUTHENTICATION_CONFIG?.trim() || undefined;
+  if (path === undefined) return undefined;
+  for (const name of REPLACED_BY_AUTHENTICATION_CONFIG) {
+    if (raw[name] !== undefined) {
+      problems.push(
+        `${name} cannot be combined with AUTHENTICATION_CONFIG, which defines user names, groups and bearer checks itself: remove ${name}`,
+      );
+    }
+  }
+  return path;
 }
 
 function parseRedis(raw: RawSettings, problems: string[]): RedisSettings | undefined {

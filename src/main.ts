@@ -76,6 +76,7 @@ export async function startService(
       });
       deps.oidc.close();
       deps.upstream.close();
+      deps.authentication?.close();
       await deps.authorizer.close?.();
       await deps.store.close();
     })();
