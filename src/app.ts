@@ -9,9 +9,9 @@ import type { Deps } from './deps.ts';
 import { ReturnUrlGuard } from './forward/returnUrl.ts';
 import { ProxyTrust } from './forward/trust.ts';
 import { helmetHeaders } from './http/security.ts';
+import { Views } from './http/views.ts';
 import { type AuthenticationService, createAuthenticationService } from './identity/authentication.ts';
 import { AuthenticationConfigError } from './identity/authenticationFile.ts';
-import { Views } from './http/views.ts';
 import { type Logger, requestContext } from './log.ts';
 import { createMetrics } from './metrics.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
@@ -51,7 +51,11 @@ export interface BuildOptions {
 }
 
 /** AUTHENTICATION_CONFIG (issue 17): a broken file is a start-up error naming the rule. */
-function createAuthentication(config: Config, options: BuildOptions, clock: Clock): AuthenticationService | undefined {
+function createAuthentication(
+  config: Config,
+  options: BuildOptions,
+  clock: Clock,
+): AuthenticationService | undefined {
   if (!config.authenticationConfig) return undefined;
   try {
     return createAuthenticationService({

@@ -60,7 +60,11 @@ export interface AuthenticationServiceOptions extends AuthenticationFileOptions 
 const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
 
 /** The Identity the rest of the service uses, from claims and the API server's user (or refusal). */
-export function toIdentity(claims: Claims, revision: string, result: { user: KubernetesUser } | { refusal: Refusal }): Identity {
+export function toIdentity(
+  claims: Claims,
+  revision: string,
+  result: { user: KubernetesUser } | { refusal: Refusal },
+): Identity {
   const verified = claims['email_verified'];
   const base = {
     sub: str(claims['sub']) ?? '',
@@ -158,7 +162,11 @@ export function createAuthenticationService(options: AuthenticationServiceOption
       }
       const result = mapClaims(a, claims);
       if (!result.ok) {
-        return { kind: 'invalid', detail: `${result.refusal.field}: ${result.refusal.message}`, description: result.refusal.message };
+        return {
+          kind: 'invalid',
+          detail: `${result.refusal.field}: ${result.refusal.message}`,
+          description: result.refusal.message,
+        };
       }
       return { kind: 'valid', identity: toIdentity(claims, loaded.revision, result) };
     },
@@ -170,7 +178,10 @@ export function createAuthenticationService(options: AuthenticationServiceOption
   };
 }
 
-function mapResult(a: CompiledJwtAuthenticator, claims: Claims): { user: KubernetesUser } | { refusal: Refusal } {
+function mapResult(
+  a: CompiledJwtAuthenticator,
+  claims: Claims,
+): { user: KubernetesUser } | { refusal: Refusal } {
   const result = mapClaims(a, claims);
   return result.ok ? { user: result.user } : { refusal: result.refusal };
 }

@@ -92,7 +92,10 @@ export function watchAuthenticationFile(initial: LoadedAuthentication, options: 
     if (result.loaded.revision === current.revision) return;
     current = result.loaded;
     options.onReload?.('ok');
-    options.log.info({ path: options.path, revision: current.revision }, 'authentication configuration reloaded');
+    options.log.info(
+      { path: options.path, revision: current.revision },
+      'authentication configuration reloaded',
+    );
     options.onChange(current);
   };
   let watcher: FSWatcher | undefined;

@@ -1,5 +1,10 @@
 import { type ASTNode, Environment } from '@marcbachmann/cel-js';
-import { FOREIGN_FUNCTIONS, registerKubernetesLibrary, UNSUPPORTED_FUNCTIONS } from './celLibrary.ts';
+import {
+  FOREIGN_FUNCTIONS,
+  RENAMED_FUNCTIONS,
+  registerKubernetesLibrary,
+  UNSUPPORTED_FUNCTIONS,
+} from './celLibrary.ts';
 
 /**
  * The CEL environment of the API server's JWT authenticator (k8s.io/apiserver
@@ -48,7 +53,12 @@ function buildEnvironments(): Record<CelVariable, Environment> {
     claims: base.clone().registerVariable('claims', 'map<string, dyn>'),
     user: base.clone().registerVariable({
       name: 'user',
-      schema: { username: 'string', uid: 'string', groups: 'list<string>', extra: 'map<string, list<string>>' },
+      schema: {
+        username: 'string',
+        uid: 'string',
+        groups: 'list<string>',
+        extra: 'map<string, list<string>>',
+      },
     }),
   };
 }
@@ -67,6 +77,20 @@ export function calledFunctions(node: unknown, out = new Set<string>()): Set<str
     calledFunctions(args, out);
   }
   return out;
+}
+
+/** Points receiver calls of RENAMED_FUNCTIONS at the cel-go-exact versions (before type-checking). */
+function renameCalls(node: unknown): void {
+  if (Array.isArray(node)) {
+    for (const child of node) renameCalls(child);
+  } else if (node !== null && typeof node === 'object' && 'op' in node) {
+    const { op, args } = node as { op: string; args: unknown };
+    if (op === 'rcall' && Array.isArray(args) && typeof args[0] === 'string') {
+      const renamed = RENAMED_FUNCTIONS[args[0]];
+      if (renamed) args[0] = renamed;
+    }
+    renameCalls(args);
+  }
 }
 
 function firstLine(error: unknown): string {
@@ -93,6 +117,7 @@ export function compileCel(expression: string, variable: CelVariable, mustBeBool
       throw new CelCompileError(`compilation failed: undeclared reference to '${name}'`);
     }
   }
+  renameCalls(parsed.ast);
   const checked = parsed.check();
   if (!checked.valid) {
     const unsupported = [...called].find((name) => UNSUPPORTED_FUNCTIONS.has(name));

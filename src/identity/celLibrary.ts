@@ -73,7 +73,29 @@ const contains = (list: readonly unknown[], value: unknown) => list.some((x) => 
 /** Code points, as CEL strings index them. */
 const codePoints = (s: string) => [...s];
 
+/**
+ * The CEL library's own lowerAscii, upperAscii and trim differ from cel-go's for non-ASCII
+ * letters and some Unicode spaces ('Ä'.lowerAscii() must stay 'Ä'); compileCel renames calls to
+ * them to these, which follow cel-go exactly.
+ */
+export const RENAMED_FUNCTIONS: Readonly<Record<string, string>> = {
+  lowerAscii: 'kubernetesLowerAscii',
+  upperAscii: 'kubernetesUpperAscii',
+  trim: 'kubernetesTrim',
+};
+
+/** Go's unicode.IsSpace, which cel-go's trim() uses. */
+const GO_SPACE = '[\\t\\n\\v\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]';
+const TRIM = new RegExp(`^${GO_SPACE}+|${GO_SPACE}+$`, 'gu');
+
 function registerStrings(env: Environment): void {
+  env.registerFunction('string.kubernetesLowerAscii(): string', (s: string) =>
+    s.replace(/[A-Z]/g, (c) => c.toLowerCase()),
+  );
+  env.registerFunction('string.kubernetesUpperAscii(): string', (s: string) =>
+    s.replace(/[a-z]/g, (c) => c.toUpperCase()),
+  );
+  env.registerFunction('string.kubernetesTrim(): string', (s: string) => s.replace(TRIM, ''));
   env.registerFunction('string.charAt(int): string', (s: string, i: bigint) => {
     const chars = codePoints(s);
     if (i < 0n || i > BigInt(chars.length)) fail(`index out of range: ${i}`);
@@ -165,7 +187,8 @@ function registerSets(env: Environment): void {
   );
   env.registerFunction(
     'kubernetes.SetsNamespace.equivalent(list<dyn>, list<dyn>): bool',
-    (_ns: unknown, a: unknown[], b: unknown[]) => b.every((x) => contains(a, x)) && a.every((x) => contains(b, x)),
+    (_ns: unknown, a: unknown[], b: unknown[]) =>
+      b.every((x) => contains(a, x)) && a.every((x) => contains(b, x)),
   );
   env.registerFunction(
     'kubernetes.SetsNamespace.intersects(list<dyn>, list<dyn>): bool',
@@ -182,7 +205,10 @@ function registerRegex(env: Environment): void {
       return fail(`invalid regular expression: ${(error as Error).message}`);
     }
   };
-  env.registerFunction('string.find(string): string', (s: string, p: string) => compile(p, 'u').exec(s)?.[0] ?? '');
+  env.registerFunction(
+    'string.find(string): string',
+    (s: string, p: string) => compile(p, 'u').exec(s)?.[0] ?? '',
+  );
   env.registerFunction('string.findAll(string): list<string>', (s: string, p: string) =>
     [...s.matchAll(compile(p, 'gu'))].map((m) => m[0]),
   );

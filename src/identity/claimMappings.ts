@@ -70,7 +70,8 @@ function stringList(value: unknown, field: string, context: string): string[] {
   if (Array.isArray(value)) {
     const out: string[] = [];
     for (const item of value) {
-      if (typeof item !== 'string') throw new Refused(field, `${context}: expression must return a string or a list of strings`);
+      if (typeof item !== 'string')
+        throw new Refused(field, `${context}: expression must return a string or a list of strings`);
       if (item !== '') out.push(item);
     }
     return out;
@@ -82,8 +83,10 @@ function username(a: CompiledJwtAuthenticator, claims: Claims): string {
   const field = `jwt[${a.index}].claimMappings.username`;
   if ('program' in a.username) {
     const value = evaluate(a.username.program, claims, `${field}.expression`);
-    if (typeof value !== 'string') throw new Refused(`${field}.expression`, 'username claim expression must return a string');
-    if (value === '') throw new Refused(`${field}.expression`, 'empty username via CEL expression is not allowed');
+    if (typeof value !== 'string')
+      throw new Refused(`${field}.expression`, 'username claim expression must return a string');
+    if (value === '')
+      throw new Refused(`${field}.expression`, 'empty username via CEL expression is not allowed');
     return value;
   }
   const { claim, prefix } = a.username;
@@ -112,7 +115,11 @@ function groups(a: CompiledJwtAuthenticator, claims: Claims): string[] {
   if (value === null) list = [];
   else if (typeof value === 'string') list = [value];
   else if (Array.isArray(value) && value.every((g) => typeof g === 'string')) list = value as string[];
-  else throw new Refused(`${field}.claim`, `groups claim "${mapping.claim}" is not a string or a list of strings`);
+  else
+    throw new Refused(
+      `${field}.claim`,
+      `groups claim "${mapping.claim}" is not a string or a list of strings`,
+    );
   return list.map((g) => mapping.prefix + g);
 }
 
@@ -121,7 +128,8 @@ function uid(a: CompiledJwtAuthenticator, claims: Claims): string {
   if (a.uid === undefined) return '';
   if ('claim' in a.uid) return stringClaim(claims, a.uid.claim, `${field}.claim`, 'uid');
   const value = evaluate(a.uid.program, claims, `${field}.expression`);
-  if (typeof value !== 'string') throw new Refused(`${field}.expression`, 'uid claim expression must return a string');
+  if (typeof value !== 'string')
+    throw new Refused(`${field}.expression`, 'uid claim expression must return a string');
   return value;
 }
 
@@ -144,7 +152,8 @@ function extra(a: CompiledJwtAuthenticator, claims: Claims): Record<string, stri
 function requiredClaims(a: CompiledJwtAuthenticator, claims: Claims): void {
   for (const [claim, value] of a.requiredClaims) {
     const field = `jwt[${a.index}].claimValidationRules`;
-    if (!Object.hasOwn(claims, claim)) throw new Refused(field, `required claim ${claim} not present in ID token`);
+    if (!Object.hasOwn(claims, claim))
+      throw new Refused(field, `required claim ${claim} not present in ID token`);
     const actual = stringClaim(claims, claim, field, 'required');
     if (actual !== value) throw new Refused(field, `required claim ${claim} value does not match`);
   }
@@ -152,9 +161,12 @@ function requiredClaims(a: CompiledJwtAuthenticator, claims: Claims): void {
 
 /** All rules are evaluated first (an error in any wins), then the first false one refuses. */
 function checkRules(rules: readonly CompiledRule[], input: unknown): void {
-  const results = rules.map((rule) => [rule, evaluate(rule.program, input, `${rule.field}.expression`)] as const);
+  const results = rules.map(
+    (rule) => [rule, evaluate(rule.program, input, `${rule.field}.expression`)] as const,
+  );
   for (const [rule, result] of results) {
-    if (typeof result !== 'boolean') throw new Refused(rule.field, 'validation expression must return a boolean');
+    if (typeof result !== 'boolean')
+      throw new Refused(rule.field, 'validation expression must return a boolean');
     if (!result) {
       throw new Refused(rule.field, rule.message || `validation expression '${rule.expression}' failed`);
     }
@@ -175,7 +187,8 @@ export function mapClaims(a: CompiledJwtAuthenticator, claims: Claims): MappingR
     checkRules(a.userRules, user);
     return { ok: true, user };
   } catch (error) {
-    if (error instanceof Refused) return { ok: false, refusal: { field: error.field, message: error.message } };
+    if (error instanceof Refused)
+      return { ok: false, refusal: { field: error.field, message: error.message } };
     throw error;
   }
 }

@@ -1,5 +1,12 @@
 import { request } from 'node:https';
-import { createRemoteJWKSet, customFetch, decodeJwt, errors as joseErrors, type JWTPayload, jwtVerify } from 'jose';
+import {
+  createRemoteJWKSet,
+  customFetch,
+  decodeJwt,
+  type JWTPayload,
+  errors as joseErrors,
+  jwtVerify,
+} from 'jose';
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 
@@ -13,7 +20,17 @@ import type { Logger } from '../log.ts';
  * `certificateAuthority` is used for the TLS connections to discovery and JWKS.
  */
 
-export const SIGNING_ALGORITHMS = ['RS256', 'RS384', 'RS512', 'ES256', 'ES384', 'ES512', 'PS256', 'PS384', 'PS512'];
+export const SIGNING_ALGORITHMS = [
+  'RS256',
+  'RS384',
+  'RS512',
+  'ES256',
+  'ES384',
+  'ES512',
+  'PS256',
+  'PS384',
+  'PS512',
+];
 
 export type Claims = Readonly<Record<string, unknown>>;
 
@@ -85,7 +102,8 @@ export function createIssuerVerifier(options: IssuerVerifierOptions): IssuerVeri
   const { issuerUrl, clock, log } = options;
   const timeoutMs = options.timeoutMs ?? 10_000;
   const fetcher = fetchWithCa(options.certificateAuthority);
-  const discoveryUrl = options.discoveryUrl ?? `${issuerUrl.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+  const discoveryUrl =
+    options.discoveryUrl ?? `${issuerUrl.replace(/\/+$/, '')}/.well-known/openid-configuration`;
   let jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
   let inflight: Promise<typeof jwks> | undefined;
   let lastAttempt = Number.NEGATIVE_INFINITY;
@@ -95,11 +113,16 @@ export function createIssuerVerifier(options: IssuerVerifierOptions): IssuerVeri
   const discover = async () => {
     lastAttempt = clock.now();
     try {
-      const response = await fetcher(discoveryUrl, { signal: AbortSignal.timeout(timeoutMs), redirect: 'manual' });
+      const response = await fetcher(discoveryUrl, {
+        signal: AbortSignal.timeout(timeoutMs),
+        redirect: 'manual',
+      });
       if (response.status !== 200) throw new Error(`discovery answered HTTP ${response.status}`);
       const doc = (await response.json()) as { issuer?: unknown; jwks_uri?: unknown };
       if (doc.issuer !== issuerUrl) {
-        throw new Error(`discovery issuer ${JSON.stringify(doc.issuer)} differs from issuer.url ${JSON.stringify(issuerUrl)}`);
+        throw new Error(
+          `discovery issuer ${JSON.stringify(doc.issuer)} differs from issuer.url ${JSON.stringify(issuerUrl)}`,
+        );
       }
       if (typeof doc.jwks_uri !== 'string') throw new Error('discovery has no jwks_uri');
       jwks = createRemoteJWKSet(new URL(doc.jwks_uri), {
@@ -111,7 +134,10 @@ export function createIssuerVerifier(options: IssuerVerifierOptions): IssuerVeri
       log.info({ issuer: issuerUrl }, 'jwt issuer discovered');
       return jwks;
     } catch (error) {
-      log.warn({ issuer: issuerUrl, err: { message: (error as Error).message } }, 'jwt issuer discovery failed; will retry');
+      log.warn(
+        { issuer: issuerUrl, err: { message: (error as Error).message } },
+        'jwt issuer discovery failed; will retry',
+      );
       if (!closed && !timer) {
         // The API server polls every 10 s until discovery succeeds.
         timer = setTimeout(() => {

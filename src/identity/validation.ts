@@ -1,5 +1,9 @@
 import { X509Certificate } from 'node:crypto';
-import type { AuthenticationConfigurationFile, JwtAuthenticatorSpec, PrefixedClaimOrExpression } from './authenticationConfig.ts';
+import type {
+  AuthenticationConfigurationFile,
+  JwtAuthenticatorSpec,
+  PrefixedClaimOrExpression,
+} from './authenticationConfig.ts';
 import { CelCompileError, type CelProgram, type CelVariable, compileCel } from './cel.ts';
 
 /**
@@ -9,7 +13,9 @@ import { CelCompileError, type CelProgram, type CelVariable, compileCel } from '
  * once, each naming its field as the API server does (`jwt[0].claimMappings.username.expression`).
  */
 
-export type ClaimMapping = { readonly claim: string; readonly prefix: string } | { readonly program: CelProgram };
+export type ClaimMapping =
+  | { readonly claim: string; readonly prefix: string }
+  | { readonly program: CelProgram };
 
 export interface CompiledRule {
   readonly expression: string;
@@ -45,7 +51,12 @@ class Problems {
   add(field: string, message: string): void {
     this.list.push(`${field}: ${message}`);
   }
-  compile(field: string, expression: string, variable: CelVariable, mustBeBool: boolean): CelProgram | undefined {
+  compile(
+    field: string,
+    expression: string,
+    variable: CelVariable,
+    mustBeBool: boolean,
+  ): CelProgram | undefined {
     try {
       return compileCel(expression, variable, mustBeBool);
     } catch (error) {
@@ -65,13 +76,21 @@ function checkUrl(value: string, field: string, problems: Problems, options: Val
     return;
   }
   const insecureOk = options.allowInsecureHttp === true && url.protocol === 'http:';
-  if (url.protocol !== 'https:' && !insecureOk) problems.add(field, `Invalid value: ${JSON.stringify(value)}: URL scheme must be https`);
+  if (url.protocol !== 'https:' && !insecureOk)
+    problems.add(field, `Invalid value: ${JSON.stringify(value)}: URL scheme must be https`);
   if (url.username || url.password) problems.add(field, 'URL must not contain a username or password');
-  if (url.search) problems.add(field, `Invalid value: ${JSON.stringify(value)}: URL must not contain a query`);
-  if (url.hash) problems.add(field, `Invalid value: ${JSON.stringify(value)}: URL must not contain a fragment`);
+  if (url.search)
+    problems.add(field, `Invalid value: ${JSON.stringify(value)}: URL must not contain a query`);
+  if (url.hash)
+    problems.add(field, `Invalid value: ${JSON.stringify(value)}: URL must not contain a fragment`);
 }
 
-function checkIssuer(spec: JwtAuthenticatorSpec['issuer'], at: string, problems: Problems, options: ValidationOptions): void {
+function checkIssuer(
+  spec: JwtAuthenticatorSpec['issuer'],
+  at: string,
+  problems: Problems,
+  options: ValidationOptions,
+): void {
   if (spec.url === '') problems.add(`${at}.url`, 'Required value');
   else checkUrl(spec.url, `${at}.url`, problems, options);
   if (spec.discoveryURL !== '') {
@@ -80,11 +99,13 @@ function checkIssuer(spec: JwtAuthenticatorSpec['issuer'], at: string, problems:
     }
     checkUrl(spec.discoveryURL, `${at}.discoveryURL`, problems, options);
   }
-  if (spec.audiences.length === 0) problems.add(`${at}.audiences`, `Required value: at least one ${at}.audiences is required`);
+  if (spec.audiences.length === 0)
+    problems.add(`${at}.audiences`, `Required value: at least one ${at}.audiences is required`);
   const seen = new Set<string>();
   for (const [i, audience] of spec.audiences.entries()) {
     if (audience === '') problems.add(`${at}.audiences[${i}]`, 'Required value');
-    if (seen.has(audience)) problems.add(`${at}.audiences[${i}]`, `Duplicate value: ${JSON.stringify(audience)}`);
+    if (seen.has(audience))
+      problems.add(`${at}.audiences[${i}]`, `Duplicate value: ${JSON.stringify(audience)}`);
     seen.add(audience);
   }
   const policy = spec.audienceMatchPolicy;
@@ -92,9 +113,13 @@ function checkIssuer(spec: JwtAuthenticatorSpec['issuer'], at: string, problems:
     problems.add(`${at}.audienceMatchPolicy`, 'audienceMatchPolicy must be MatchAny for multiple audiences');
   }
   if (spec.audiences.length === 1 && policy !== '' && policy !== 'MatchAny') {
-    problems.add(`${at}.audienceMatchPolicy`, 'audienceMatchPolicy must be empty or MatchAny for single audience');
+    problems.add(
+      `${at}.audienceMatchPolicy`,
+      'audienceMatchPolicy must be empty or MatchAny for single audience',
+    );
   }
-  if (spec.certificateAuthority !== '') checkCertificates(spec.certificateAuthority, `${at}.certificateAuthority`, problems);
+  if (spec.certificateAuthority !== '')
+    checkCertificates(spec.certificateAuthority, `${at}.certificateAuthority`, problems);
   const egress = spec.egressSelectorType;
   if (egress !== '' && egress !== 'controlplane' && egress !== 'cluster') {
     problems.add(`${at}.egressSelectorType`, 'egress selector must be either controlplane or cluster');
@@ -104,7 +129,10 @@ function checkIssuer(spec: JwtAuthenticatorSpec['issuer'], at: string, problems:
 function checkCertificates(pem: string, field: string, problems: Problems): void {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length === 0) {
-    problems.add(field, 'Invalid value: "<omitted>": data does not contain any valid RSA or ECDSA certificates');
+    problems.add(
+      field,
+      'Invalid value: "<omitted>": data does not contain any valid RSA or ECDSA certificates',
+    );
     return;
   }
   for (const block of blocks) {
@@ -125,16 +153,27 @@ function checkExtraKey(key: string, field: string, problems: Problems): void {
   const path = slash > 0 ? key.slice(slash + 1) : '';
   if (key === '') problems.add(field, 'Required value');
   else if (domain === '' || path === '') {
-    problems.add(field, `Invalid value: ${JSON.stringify(key)}: must be a domain-prefixed path (such as "acme.io/foo")`);
+    problems.add(
+      field,
+      `Invalid value: ${JSON.stringify(key)}: must be a domain-prefixed path (such as "acme.io/foo")`,
+    );
   } else {
     if (domain.length > 253 || !DNS_SUBDOMAIN.test(domain)) {
-      problems.add(field, `Invalid value: ${JSON.stringify(domain)}: a lowercase RFC 1123 subdomain is required`);
+      problems.add(
+        field,
+        `Invalid value: ${JSON.stringify(domain)}: a lowercase RFC 1123 subdomain is required`,
+      );
     }
-    if (!HTTP_PATH.test(path)) problems.add(field, `Invalid value: ${JSON.stringify(path)}: must be a valid path`);
+    if (!HTTP_PATH.test(path))
+      problems.add(field, `Invalid value: ${JSON.stringify(path)}: must be a valid path`);
   }
-  if (key !== key.toLowerCase()) problems.add(field, `Invalid value: ${JSON.stringify(key)}: must be lowercase`);
+  if (key !== key.toLowerCase())
+    problems.add(field, `Invalid value: ${JSON.stringify(key)}: must be lowercase`);
   if (/(^|\.)(kubernetes\.io|k8s\.io)$/.test(domain)) {
-    problems.add(field, `Invalid value: ${JSON.stringify(key)}: k8s.io, kubernetes.io and their subdomains are reserved for Kubernetes use`);
+    problems.add(
+      field,
+      `Invalid value: ${JSON.stringify(key)}: k8s.io, kubernetes.io and their subdomains are reserved for Kubernetes use`,
+    );
   }
 }
 
@@ -162,12 +201,16 @@ function compileClaimRules(spec: JwtAuthenticatorSpec, at: string, problems: Pro
   for (const [i, rule] of spec.claimValidationRules.entries()) {
     const field = `${at}.claimValidationRules[${i}]`;
     if (rule.claim !== '' && rule.expression !== '') {
-      problems.add(field, `Invalid value: ${JSON.stringify(rule.claim)}: claim and expression can't both be set`);
+      problems.add(
+        field,
+        `Invalid value: ${JSON.stringify(rule.claim)}: claim and expression can't both be set`,
+      );
     } else if (rule.claim === '' && rule.expression === '') {
       problems.add(field, 'Required value: claim or expression is required');
     } else if (rule.claim !== '') {
       if (rule.message !== '') problems.add(`${field}.message`, 'may not be specified when claim is set');
-      if (requiredClaims.has(rule.claim)) problems.add(`${field}.claim`, `Duplicate value: ${JSON.stringify(rule.claim)}`);
+      if (requiredClaims.has(rule.claim))
+        problems.add(`${field}.claim`, `Duplicate value: ${JSON.stringify(rule.claim)}`);
       requiredClaims.set(rule.claim, rule.requiredValue);
     } else {
       if (rule.requiredValue !== '') {
@@ -196,7 +239,8 @@ function compilePrefixed(
   if (mapping.expression !== '' && mapping.claim !== '') {
     problems.add(field, `Invalid value: "": claim and expression can't both be set`);
   } else if (mapping.expression !== '') {
-    if (mapping.prefix !== undefined) problems.add(`${field}.prefix`, 'may not be specified when expression is set');
+    if (mapping.prefix !== undefined)
+      problems.add(`${field}.prefix`, 'may not be specified when expression is set');
     const program = problems.compile(`${field}.expression`, mapping.expression, 'claims', false);
     return program ? { program } : undefined;
   } else if (mapping.claim !== '') {
@@ -330,17 +374,26 @@ export function compileAuthenticationConfiguration(
   for (const [i, spec] of file.jwt.entries()) {
     const compiled = compileAuthenticator(spec, i, problems, options);
     if (compiled) authenticators.push(compiled);
-    if (issuers.has(spec.issuer.url)) problems.add(`jwt[${i}].issuer.url`, `Duplicate value: ${JSON.stringify(spec.issuer.url)}`);
+    if (issuers.has(spec.issuer.url))
+      problems.add(`jwt[${i}].issuer.url`, `Duplicate value: ${JSON.stringify(spec.issuer.url)}`);
     issuers.add(spec.issuer.url);
     if (spec.issuer.discoveryURL !== '') {
       if (discoveryUrls.has(spec.issuer.discoveryURL)) {
-        problems.add(`jwt[${i}].issuer.discoveryURL`, `Duplicate value: ${JSON.stringify(spec.issuer.discoveryURL)}`);
+        problems.add(
+          `jwt[${i}].issuer.discoveryURL`,
+          `Duplicate value: ${JSON.stringify(spec.issuer.discoveryURL)}`,
+        );
       }
       discoveryUrls.add(spec.issuer.discoveryURL);
     }
   }
   const anonymous = file.anonymous as { enabled?: unknown; conditions?: unknown } | null | undefined;
-  if (anonymous && anonymous.enabled !== true && Array.isArray(anonymous.conditions) && anonymous.conditions.length > 0) {
+  if (
+    anonymous &&
+    anonymous.enabled !== true &&
+    Array.isArray(anonymous.conditions) &&
+    anonymous.conditions.length > 0
+  ) {
     problems.add('anonymous.conditions', 'enabled should be set to true when conditions are defined');
   }
   return { authenticators, problems: problems.list };

@@ -110,7 +110,12 @@ export function directRoutes(deps: Deps): Router {
           degraded: !storeUp || deps.sessions.degraded,
           authz: deps.authorizer.status?.(),
           ...(deps.authentication
-            ? { authentication: { revision: deps.authentication.revision(), issuers: deps.authentication.issuers() } }
+            ? {
+                authentication: {
+                  revision: deps.authentication.revision(),
+                  issuers: deps.authentication.issuers(),
+                },
+              }
             : {}),
         },
       };

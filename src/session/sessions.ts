@@ -418,7 +418,9 @@ export class SessionService {
       idToken: tokens.idToken,
       tokenExp: claims.exp * 1000,
       tokenIat: typeof claims.iat === 'number' ? claims.iat * 1000 : this.#clock.now(),
-      identity: this.#identities ? this.#identities.identify(claims) : identityFromClaims(claims, this.#config),
+      identity: this.#identities
+        ? this.#identities.identify(claims)
+        : identityFromClaims(claims, this.#config),
       cookie: session.value,
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
