@@ -37,6 +37,8 @@ switch (command) {
     break;
   }
   default:
-    process.stderr.write(`usage: dex-forward-auth [serve | doctor [--json] [--host <host>]… | demo]\n`);
+    process.stderr.write(
+      `usage: dex-forward-auth [serve | doctor [--json] [--host <host>]… [--authentication-config <file>] [--token <jwt>] | demo]\n`,
+    );
     process.exit(2);
 }
