@@ -19,8 +19,8 @@ let server: Server;
 let dir: string;
 let ca: string;
 let issuer: string;
-let key: CryptoKey;
-let es256: CryptoKey;
+let key: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
+let es256: Awaited<ReturnType<typeof generateKeyPair>>['privateKey'];
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'issuer-ca-'));
