@@ -114,8 +114,10 @@ function groups(a: CompiledJwtAuthenticator, claims: Claims): string[] {
   let list: string[];
   if (value === null) list = [];
   else if (typeof value === 'string') list = [value];
-  else if (Array.isArray(value) && value.every((g) => typeof g === 'string')) list = value as string[];
-  else
+  // json.Unmarshal into []string: a null element reads as "".
+  else if (Array.isArray(value) && value.every((g) => typeof g === 'string' || g === null)) {
+    list = value.map((g) => (g === null ? '' : (g as string)));
+  } else
     throw new Refused(
       `${field}.claim`,
       `groups claim "${mapping.claim}" is not a string or a list of strings`,

@@ -147,6 +147,12 @@ claimMappings:
     user: { username: 'jane', groups: ['team1'] },
   },
   {
+    name: 'a null in a groups list reads as the empty group, as Go decodes it',
+    config: `claimMappings:\n  username: { claim: username, prefix: "" }\n  groups: { claim: groups, prefix: "p:" }`,
+    claims: { username: 'jane', groups: ['a', null] },
+    user: { username: 'jane', groups: ['p:a', 'p:'] },
+  },
+  {
     name: 'a missing groups claim means no groups',
     config: `claimMappings:\n  username: { claim: username, prefix: "" }\n  groups: { claim: groups, prefix: "" }`,
     claims: { username: 'jane' },
