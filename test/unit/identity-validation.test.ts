@@ -179,7 +179,7 @@ describe('the AUTHENTICATION_CONFIG setting', () => {
     OIDC_ISSUER_URL: ISSUER,
     OIDC_CLIENT_ID: 'c',
     OIDC_CLIENT_SECRET: 's',
-    COOKIE_SECRET: 'x'.repeat(40),
+    COOKIE_SECRET: 'Zq8v-Lr3W0pXn7Ks2YbT9cHf4JmR6eUa1GdQ5iNo',
   };
 
   it('is unset by default, so the flag-based settings apply', () => {
@@ -203,6 +203,17 @@ describe('the AUTHENTICATION_CONFIG setting', () => {
     ).toThrow(
       /OIDC_GROUPS_PREFIX cannot be combined with AUTHENTICATION_CONFIG[\s\S]*BEARER_AUDIENCES cannot be combined/,
     );
+  });
+
+  it("the start-up preflight reports the file's problems together with every other setting's", async () => {
+    const { preflight } = await import('../../src/preflight.ts');
+    const text = `apiVersion: apiserver.config.k8s.io/v1\nkind: AuthenticationConfiguration\njwt:\n${entry(OK_ISSUER, 'username: { expression: "1 +" }')}`;
+    const result = preflight({ ...env, AUTHENTICATION_CONFIG: '/etc/authn.yaml', PORT: 'x' }, (path) => {
+      if (path === '/etc/authn.yaml') return text;
+      throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' });
+    });
+    expect(result.config).toBeUndefined();
+    expect(result.problems.join('\n')).toMatch(/PORT[\s\S]*jwt\[0\]\.claimMappings\.username\.expression/);
   });
 
   it('a broken file stops start-up with the problems (no stack trace)', async () => {
