@@ -291,7 +291,7 @@ export const SETTINGS = [
     name: 'AUTHENTICATION_CONFIG',
     default: 'unset',
     description:
-      'the API server\'s `AuthenticationConfiguration` file (`--authentication-config`): user names, groups and bearer checks are derived from it exactly as the API server does, replacing `OIDC_USERNAME_*`, `OIDC_GROUPS_*` and `BEARER_*` (see "Identity from an AuthenticationConfiguration")',
+      "the API server's `AuthenticationConfiguration` file: names, groups and bearer checks as it derives them (replaces `OIDC_USERNAME_*`, `OIDC_GROUPS_*`, `BEARER_*`)",
     field: 'authenticationConfig',
     schema: trimmed(undefined),
   },

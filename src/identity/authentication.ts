@@ -12,7 +12,6 @@ import { type KubernetesUser, mapClaims, type Refusal } from './claimMappings.ts
 import {
   type Claims,
   createIssuerVerifier,
-  IssuerUnavailable,
   type IssuerVerifier,
   TokenRejected,
   untrustedIssuer,
@@ -185,5 +184,3 @@ function mapResult(
   const result = mapClaims(a, claims);
   return result.ok ? { user: result.user } : { refusal: result.refusal };
 }
-
-export { IssuerUnavailable };
