@@ -13,7 +13,7 @@ import { Views } from './http/views.ts';
 import { type AuthenticationService, createAuthenticationService } from './identity/authentication.ts';
 import { AuthenticationConfigError } from './identity/authenticationFile.ts';
 import { type Logger, requestContext } from './log.ts';
-import { createMetrics } from './metrics.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
 import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
@@ -55,6 +55,7 @@ function createAuthentication(
   config: Config,
   options: BuildOptions,
   clock: Clock,
+  metrics: Metrics,
 ): AuthenticationService | undefined {
   if (!config.authenticationConfig) return undefined;
   try {
@@ -64,6 +65,7 @@ function createAuthentication(
       allowInsecureHttp: config.allowInsecureHttp,
       log: options.log,
       clock,
+      onReload: (result) => metrics.policyReload('authentication', result),
       ...(options.authenticationPollMs !== undefined ? { pollMs: options.authenticationPollMs } : {}),
     });
   } catch (error) {
@@ -83,7 +85,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     log,
     events: { reload: (source, result) => metrics.policyReload(source, result) },
   });
-  const authentication = createAuthentication(config, options, clock);
+  const authentication = createAuthentication(config, options, clock, metrics);
   let store = options.store;
   if (!store) {
     if (config.redis) {

@@ -259,6 +259,9 @@ describe('identity from an AuthenticationConfiguration, end to end', () => {
       stack.upstream.requests.length = 0;
       expect((await browser.get(`${stack.appUrl}/grafana/d/1`)).status).toBe(200);
       expect(headerValues(lastUpstream(), 'x-auth-request-user')).toEqual(['staff:admin']);
+      const metrics = await (await fetch(`${stack.service.url}/metrics`)).text();
+      expect(metrics).toMatch(/policy_reloads_total\{source="authentication",result="ok"\} 1/);
+      expect(metrics).toMatch(/policy_last_reload_ok\{source="authentication"\} 0/);
     });
   });
 });
