@@ -261,7 +261,8 @@ describe.skipIf(!hasChromium())('in Chromium', () => {
     try {
       const p = await context.newPage();
       const seen = watchProblems(p);
-      const response = await p.goto(`${service.url}/auth`);
+      // A sign-in started on the service's own route (a tab on /auth gets the proxy-only page).
+      const response = await p.goto(`${service.url}/oauth2/start`);
       expect(response?.status()).toBe(503);
       expect(response?.headers()['retry-after']).toBeDefined();
       const text = await p.locator('main').textContent();
