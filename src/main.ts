@@ -5,6 +5,7 @@ import { type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
 import { createLogger, type Logger } from './log.ts';
 import { preflight } from './preflight.ts';
+import { installProcessGuards } from './processGuards.ts';
 import { RedisStore } from './session/redisStore.ts';
 
 /**
@@ -108,6 +109,15 @@ export async function serve(env: Readonly<Record<string, string | undefined>> = 
     }
     throw error;
   }
+  installProcessGuards({
+    log,
+    onFatal: () => {
+      service.close().then(
+        () => process.exit(1),
+        () => process.exit(1),
+      );
+    },
+  });
   const stop = (signal: string) => {
     log.info({ signal, delayMs: config.shutdownDelayMs }, 'draining');
     service.close(config.shutdownDelayMs).then(

@@ -36,6 +36,7 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
   const { values: v } = input;
   checkIssuerScheme(v, problems);
   checkServiceAccountToken(input, problems);
+  checkImpersonationNames(v, problems);
   checkReadable('AUTHZ_KUBECONFIG', v.AUTHZ_KUBECONFIG, input.readFile, problems);
   checkAuthenticationConfig(input.raw, problems);
   return {
@@ -154,5 +155,37 @@ function checkReadable(
     readFile(path);
   } catch (error) {
     problems.push(`${name} ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/**
+ * Impersonation hands the API server names the identity provider chose (issue 11 item 9). As the
+ * API server does for its own OIDC authenticator, a user name from a claim other than `email`
+ * must carry a prefix, and so must groups then; no prefix may itself be a `system:` name.
+ */
+function checkImpersonationNames(v: PartialValues, problems: string[]): void {
+  if (v.UPSTREAM_AUTH !== 'impersonate') return;
+  const claim = v.OIDC_USERNAME_CLAIM ?? 'email';
+  const userPrefix = v.OIDC_USERNAME_PREFIX ?? '';
+  const groupsPrefix = v.OIDC_GROUPS_PREFIX ?? '';
+  if (claim !== 'email') {
+    if (userPrefix === '') {
+      problems.push(
+        `UPSTREAM_AUTH=impersonate with OIDC_USERNAME_CLAIM=${claim} needs OIDC_USERNAME_PREFIX (e.g. "oidc:"), as the API server prefixes such names; otherwise the identity provider picks Kubernetes user names`,
+      );
+    }
+    if (groupsPrefix === '') {
+      problems.push(
+        `UPSTREAM_AUTH=impersonate with OIDC_USERNAME_CLAIM=${claim} needs OIDC_GROUPS_PREFIX (e.g. "oidc:"); otherwise the identity provider picks Kubernetes group names`,
+      );
+    }
+  }
+  for (const [name, prefix] of [
+    ['OIDC_USERNAME_PREFIX', userPrefix],
+    ['OIDC_GROUPS_PREFIX', groupsPrefix],
+  ] as const) {
+    if (prefix.startsWith('system:')) {
+      problems.push(`${name} must not start with "system:" (Kubernetes reserves those names)`);
+    }
   }
 }
