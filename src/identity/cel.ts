@@ -79,13 +79,13 @@ export function calledFunctions(node: unknown, out = new Set<string>()): Set<str
   return out;
 }
 
-/** Points receiver calls of RENAMED_FUNCTIONS at the cel-go-exact versions (before type-checking). */
+/** Points calls of RENAMED_FUNCTIONS at the cel-go-exact versions (before type-checking). */
 function renameCalls(node: unknown): void {
   if (Array.isArray(node)) {
     for (const child of node) renameCalls(child);
   } else if (node !== null && typeof node === 'object' && 'op' in node) {
     const { op, args } = node as { op: string; args: unknown };
-    if (op === 'rcall' && Array.isArray(args) && typeof args[0] === 'string') {
+    if ((op === 'rcall' || op === 'call') && Array.isArray(args) && typeof args[0] === 'string') {
       const renamed = RENAMED_FUNCTIONS[args[0]];
       if (renamed) args[0] = renamed;
     }

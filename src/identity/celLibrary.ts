@@ -1,4 +1,5 @@
 import type { Environment } from '@marcbachmann/cel-js';
+import { RE2JS } from 're2js';
 
 /**
  * The Kubernetes CEL functions that the API server's JWT authenticator environment registers
@@ -82,6 +83,8 @@ export const RENAMED_FUNCTIONS: Readonly<Record<string, string>> = {
   lowerAscii: 'kubernetesLowerAscii',
   upperAscii: 'kubernetesUpperAscii',
   trim: 'kubernetesTrim',
+  // RE2 syntax, as cel-go's: `(?i)…` is valid there and an error in JavaScript's RegExp.
+  matches: 'kubernetesMatches',
 };
 
 /** Go's unicode.IsSpace, which cel-go's trim() uses. */
@@ -196,26 +199,46 @@ function registerSets(env: Environment): void {
   );
 }
 
-/** The Kubernetes regex library (find, findAll), on JavaScript's RegExp in unicode mode. */
+const regexCache = new Map<string, RE2JS>();
+
+/** A compiled RE2 pattern (re2js: RE2 syntax, linear time), a bounded cache of recent ones. */
+function re2(pattern: string): RE2JS {
+  const hit = regexCache.get(pattern);
+  if (hit) return hit;
+  let compiled: RE2JS;
+  try {
+    compiled = RE2JS.compile(pattern);
+  } catch (error) {
+    return fail(`invalid regular expression: ${(error as Error).message}`);
+  }
+  if (regexCache.size >= 256) regexCache.delete(regexCache.keys().next().value as string);
+  regexCache.set(pattern, compiled);
+  return compiled;
+}
+
+function findAll(s: string, pattern: string, limit: number): string[] {
+  const out: string[] = [];
+  const matcher = re2(pattern).matcher(s);
+  while ((limit < 0 || out.length < limit) && matcher.find()) out.push(matcher.group() ?? '');
+  return out;
+}
+
+/** CEL's matches() and the Kubernetes regex library (find, findAll), with RE2 semantics. */
 function registerRegex(env: Environment): void {
-  const compile = (pattern: string, flags: string) => {
-    try {
-      return new RegExp(pattern, flags);
-    } catch (error) {
-      return fail(`invalid regular expression: ${(error as Error).message}`);
-    }
-  };
-  env.registerFunction(
-    'string.find(string): string',
-    (s: string, p: string) => compile(p, 'u').exec(s)?.[0] ?? '',
+  env.registerFunction('string.kubernetesMatches(string): bool', (s: string, p: string) =>
+    re2(p).matcher(s).find(),
   );
-  env.registerFunction('string.findAll(string): list<string>', (s: string, p: string) =>
-    [...s.matchAll(compile(p, 'gu'))].map((m) => m[0]),
+  env.registerFunction('kubernetesMatches(string, string): bool', (s: string, p: string) =>
+    re2(p).matcher(s).find(),
   );
-  env.registerFunction('string.findAll(string, int): list<string>', (s: string, p: string, n: bigint) => {
-    const all = [...s.matchAll(compile(p, 'gu'))].map((m) => m[0]);
-    return n < 0n ? all : all.slice(0, Number(n));
+  env.registerFunction('string.find(string): string', (s: string, p: string) => {
+    const matcher = re2(p).matcher(s);
+    return matcher.find() ? (matcher.group() ?? '') : '';
   });
+  env.registerFunction('string.findAll(string): list<string>', (s: string, p: string) => findAll(s, p, -1));
+  env.registerFunction('string.findAll(string, int): list<string>', (s: string, p: string, n: bigint) =>
+    findAll(s, p, n < 0n ? -1 : Number(n)),
+  );
 }
 
 /** Registers every function above on a base environment (before it is cloned). */

@@ -182,6 +182,16 @@ claimMappings:
     claims: { username: 'jane', n: 1 },
     refused: 'must return a string or a list of strings',
   },
+  {
+    name: 'matches, find and findAll use RE2 syntax, as cel-go does ((?i) is valid there)',
+    config: `claimValidationRules:
+  - { expression: 'claims.mail.matches(r"(?i)@EXAMPLE\\.com$")', message: example.com only }
+claimMappings:
+  username: { expression: "claims.mail.find('^[^@]+')" }
+  groups: { expression: "claims.teams.findAll('[a-z]+', 2)" }`,
+    claims: { mail: 'jane@Example.com', teams: 'ops,dev,qa' },
+    user: { username: 'jane', groups: ['ops', 'dev'] },
+  },
   // --- uid -------------------------------------------------------------------------------------
   {
     name: 'uid from a claim',
