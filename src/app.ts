@@ -3,7 +3,7 @@ import express from 'express';
 import helmet from 'helmet';
 import { createAuthorizer, createUpstream } from './authz/setup.ts';
 import { type Clock, systemClock } from './clock.ts';
-import type { Config } from './config.ts';
+import { type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
 import { AppError } from './errors.ts';
 import { ReturnUrlGuard } from './forward/returnUrl.ts';
@@ -11,8 +11,10 @@ import { ProxyTrust } from './forward/trust.ts';
 import { errorReply, type Reply, writeReply } from './http/reply.ts';
 import { helmetHeaders } from './http/security.ts';
 import { Views } from './http/views.ts';
+import { type AuthenticationService, createAuthenticationService } from './identity/authentication.ts';
+import { AuthenticationConfigError } from './identity/authenticationFile.ts';
 import { type Logger, requestContext } from './log.ts';
-import { createMetrics } from './metrics.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
 import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
@@ -35,6 +37,32 @@ export interface BuildOptions {
   /** Injected store (tests); otherwise Redis when configured, else memory. */
   readonly store?: Store;
   readonly oidc?: OidcProvider;
+  /** AUTHENTICATION_CONFIG poll interval, ms (tests). */
+  readonly authenticationPollMs?: number;
+}
+
+/** AUTHENTICATION_CONFIG (issue 17): a broken file is a start-up error naming the rule. */
+function createAuthentication(
+  config: Config,
+  options: BuildOptions,
+  clock: Clock,
+  metrics: Metrics,
+): AuthenticationService | undefined {
+  if (!config.authenticationConfig) return undefined;
+  try {
+    return createAuthenticationService({
+      path: config.authenticationConfig,
+      loginIssuer: config.issuerUrl,
+      allowInsecureHttp: config.allowInsecureHttp,
+      log: options.log,
+      clock,
+      onReload: (result) => metrics.policyReload('authentication', result),
+      ...(options.authenticationPollMs !== undefined ? { pollMs: options.authenticationPollMs } : {}),
+    });
+  } catch (error) {
+    if (error instanceof AuthenticationConfigError) throw new ConfigError(error.problems);
+    throw error;
+  }
 }
 
 /** Builds every dependency from a Config. No I/O beyond opening connections. */
@@ -48,6 +76,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     log,
     events: { reload: (source, result) => metrics.policyReload(source, result) },
   });
+  const authentication = createAuthentication(config, options, clock, metrics);
   let store = options.store;
   if (!store) {
     if (config.redis) {
@@ -82,6 +111,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     sealer,
     clock,
     log,
+    ...(authentication ? { identities: authentication } : {}),
     events: {
       refresh: (result) => metrics.refresh(result),
       lockWait: () => metrics.lockWait(),
@@ -112,6 +142,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     }),
     loopBreaker: new LoopBreaker(config.loginLoop, cookies),
     authorizer,
+    ...(authentication ? { authentication } : {}),
     upstream,
     views,
     lifecycle: { draining: false },

@@ -72,6 +72,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       await Promise.all(servers.map((s) => drain(s, drainMs)));
       deps.oidc.close();
       deps.upstream.close();
+      deps.authentication?.close();
       await deps.authorizer.close?.();
       await deps.store.close();
     })();

@@ -42,6 +42,7 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
   checkImpersonationNames(v, problems);
   checkExplicitTrust(input.raw, v, problems);
   checkReadable('AUTHZ_KUBECONFIG', v.AUTHZ_KUBECONFIG, input.readFile, problems);
+  checkAuthenticationConfig(input.raw, problems);
   return {
     cookieSecrets: cookieSecrets(input.raw, v, problems),
     redis: redis(input.raw, v, problems),
@@ -62,6 +63,28 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
     ),
     decisionListener: decisionListener(v, input.readFile, problems),
   };
+}
+
+/** The settings AUTHENTICATION_CONFIG replaces (the API server refuses --oidc-* flags beside its file too). */
+const REPLACED_BY_AUTHENTICATION_CONFIG = [
+  'OIDC_USERNAME_CLAIM',
+  'OIDC_USERNAME_PREFIX',
+  'OIDC_GROUPS_CLAIM',
+  'OIDC_GROUPS_PREFIX',
+  'BEARER_AUDIENCES',
+  'BEARER_ALGORITHMS',
+] as const;
+
+/** AUTHENTICATION_CONFIG (issue 17) defines user names, groups and bearer checks itself. */
+function checkAuthenticationConfig(raw: RawSettings, problems: string[]): void {
+  if (!raw.AUTHENTICATION_CONFIG?.trim()) return;
+  for (const name of REPLACED_BY_AUTHENTICATION_CONFIG) {
+    if (raw[name] !== undefined) {
+      problems.push(
+        `${name} cannot be combined with AUTHENTICATION_CONFIG, which defines user names, groups and bearer checks itself: remove ${name}`,
+      );
+    }
+  }
 }
 
 function checkIssuerScheme(v: PartialValues, problems: string[]): void {

@@ -289,6 +289,14 @@ export const SETTINGS = [
     }),
   },
   {
+    name: 'AUTHENTICATION_CONFIG',
+    default: 'unset',
+    description:
+      "the API server's `AuthenticationConfiguration` file: names, groups and bearer checks as it derives them (replaces `OIDC_USERNAME_*`, `OIDC_GROUPS_*`, `BEARER_*`)",
+    field: 'authenticationConfig',
+    schema: trimmed(undefined),
+  },
+  {
     name: 'UPSTREAM_HEADERS',
     default: '`Authorization,X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups`',
     description: 'headers set on a 2xx',

@@ -177,7 +177,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     const bearer =
       req.headers.authorization === undefined
         ? undefined
-        : await authenticateBearer(req.headers.authorization, deps.config, deps.oidc);
+        : await authenticateBearer(req.headers.authorization, deps.config, deps.oidc, deps.authentication);
     if (bearer?.kind === 'valid') {
       const logContext = requestContext.getStore();
       if (logContext) logContext.user = bearer.identity.user;

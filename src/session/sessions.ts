@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { decodeJwt } from 'jose';
 import { type Identity, identityFromClaims } from '../authz/identity.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
@@ -116,6 +117,16 @@ export interface SessionServiceOptions {
    * another replica takes effect within this time; on this replica at once.
    */
   readonly hotCacheMs?: number;
+  /**
+   * AUTHENTICATION_CONFIG (src/identity/): claims → identity as the API server derives it, and
+   * whether a stored identity was mapped with the file in force (else it is mapped again).
+   */
+  readonly identities?: SessionIdentities;
+}
+
+export interface SessionIdentities {
+  identify(claims: Readonly<Record<string, unknown>>): Identity;
+  isCurrent(identity: Identity): boolean;
 }
 
 interface HotEntry {
@@ -165,6 +176,7 @@ export class SessionService {
   /** cookie → its last resolution, for hotCacheMs. */
   readonly #hot = new Lru<HotEntry>(50_000);
   readonly #hotCacheMs: number;
+  readonly #identities: SessionIdentities | undefined;
   #degraded = false;
 
   constructor(options: SessionServiceOptions) {
@@ -181,6 +193,7 @@ export class SessionService {
     this.#retryDelays = options.retryDelaysMs ?? [200, 600];
     this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
     this.#hotCacheMs = options.hotCacheMs ?? 1_000;
+    this.#identities = options.identities;
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -218,6 +231,7 @@ export class SessionService {
       hot !== undefined &&
       hot.resolution.sessionEnd > now &&
       this.#records.peek(hot.lookup, now) === hot.resolution.record &&
+      (this.#identities?.isCurrent(hot.resolution.record.identity) ?? true) &&
       !this.#needsRefresh(hot.resolution.record, now)
     ) {
       return hot.resolution;
@@ -404,7 +418,9 @@ export class SessionService {
       idToken: tokens.idToken,
       tokenExp: claims.exp * 1000,
       tokenIat: typeof claims.iat === 'number' ? claims.iat * 1000 : this.#clock.now(),
-      identity: identityFromClaims(claims, this.#config),
+      identity: this.#identities
+        ? this.#identities.identify(claims)
+        : identityFromClaims(claims, this.#config),
       cookie: session.value,
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
@@ -417,14 +433,22 @@ export class SessionService {
     const now = this.#clock.now();
     if (this.#blobs.peek(keys.lookup, now) === blob) {
       const known = this.#records.peek(keys.lookup, now);
-      if (known) return known;
+      if (known) return this.#remapped(keys, known);
     }
     const json = decrypt(blob, keys.encryption, keys.lookup);
     if (json === undefined) return undefined;
-    const record = JSON.parse(json) as SessionRecord;
+    const record = this.#remapped(keys, JSON.parse(json) as SessionRecord);
     this.#records.set(keys.lookup, record, record.tokenExp + this.#recordGraceMs);
     this.#blobs.set(keys.lookup, blob, record.tokenExp + this.#recordGraceMs);
     return record;
+  }
+
+  /** A record whose identity was mapped with an older AUTHENTICATION_CONFIG, mapped again from its (verified) ID token. */
+  #remapped(keys: SessionKeys, record: SessionRecord): SessionRecord {
+    if (!this.#identities || this.#identities.isCurrent(record.identity)) return record;
+    const remapped = { ...record, identity: this.#identities.identify(decodeJwt(record.idToken)) };
+    this.#records.set(keys.lookup, remapped, record.tokenExp + this.#recordGraceMs);
+    return remapped;
   }
 
   /** Stores a record for its token's life plus a grace (never beyond the session's end). */
