@@ -5,6 +5,7 @@
 export type ErrorCode =
   | 'bad_request'
   | 'invalid_forwarded_request'
+  | 'not_a_forward_auth_request'
   | 'unauthenticated'
   | 'forbidden'
   | 'email_not_verified'
@@ -19,6 +20,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'redirect_loop'
   | 'header_too_large'
+  | 'uri_too_long'
   | 'not_found'
   | 'method_not_allowed'
   | 'internal';
@@ -26,6 +28,7 @@ export type ErrorCode =
 const STATUS: Record<ErrorCode, number> = {
   bad_request: 400,
   invalid_forwarded_request: 400,
+  not_a_forward_auth_request: 400,
   unauthenticated: 401,
   forbidden: 403,
   email_not_verified: 403,
@@ -40,6 +43,7 @@ const STATUS: Record<ErrorCode, number> = {
   rate_limited: 429,
   redirect_loop: 508,
   header_too_large: 431,
+  uri_too_long: 414,
   not_found: 404,
   method_not_allowed: 405,
   internal: 500,

@@ -1,6 +1,8 @@
 import { decodeJwt } from 'jose';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
+import type { AuthenticationService } from '../identity/authentication.ts';
+import { IssuerUnavailable } from '../identity/jwtIssuers.ts';
 import type { OidcProvider } from '../oidc/provider.ts';
 import { type Identity, identityFromClaims } from './identity.ts';
 
@@ -69,8 +71,10 @@ export async function authenticateBearer(
   header: string | string[] | undefined,
   config: BearerConfig,
   oidc: Pick<OidcProvider, 'verifyBearer'>,
+  authentication?: Pick<AuthenticationService, 'authenticateBearer'>,
 ): Promise<BearerResult> {
   const token = bearerToken(header);
+  if (token !== undefined && authentication) return bearerByConfiguration(token, authentication);
   if (token === undefined || !claimsOurIssuer(token, config.issuerUrl)) return NONE;
   let claims: Record<string, unknown>;
   try {
@@ -101,4 +105,29 @@ export async function authenticateBearer(
     return { kind: 'invalid', error: refuse('email not verified', 'The email address is not verified.') };
   }
   return { kind: 'valid', token, identity: identityFromClaims(claims, config) };
+}
+
+/** AUTHENTICATION_CONFIG (src/identity/): any issuer of the file, checked and mapped as the API server does. */
+async function bearerByConfiguration(
+  token: string,
+  authentication: Pick<AuthenticationService, 'authenticateBearer'>,
+): Promise<BearerResult> {
+  let result: Awaited<ReturnType<AuthenticationService['authenticateBearer']>>;
+  try {
+    result = await authentication.authenticateBearer(token);
+  } catch (error) {
+    if (!(error instanceof IssuerUnavailable)) throw error;
+    throw new AppError(
+      'provider_unavailable',
+      'The identity provider cannot be reached right now. Please try again shortly.',
+      { detail: error.message, headers: { 'Retry-After': '5' } },
+    );
+  }
+  if (result.kind === 'none') return NONE;
+  if (result.kind === 'invalid') {
+    // A quoted-string: no quotes, backslashes or control characters (messages come from the file).
+    const description = result.description.replace(/["\\\x00-\x1f\x7f]/g, "'").slice(0, 300);
+    return { kind: 'invalid', error: refuse(result.detail, description) };
+  }
+  return { kind: 'valid', token, identity: result.identity };
 }

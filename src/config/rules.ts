@@ -1,8 +1,9 @@
+import { checkExplicitTrust, decisionListener } from './decisionListener.ts';
 import { resolveKubeClusters } from './kubeClusters.ts';
 import { cookieSecretProblem } from './secretStrength.ts';
 import type { SettingValues } from './settings.ts';
 import type { RawSettings } from './sources.ts';
-import type { CookieSecret, KubeCluster, RedisSettings } from './types.ts';
+import type { CookieSecret, DecisionListener, KubeCluster, RedisSettings } from './types.ts';
 
 /**
  * The rules that involve more than one setting, after each was parsed on its own (settings.ts).
@@ -22,6 +23,8 @@ export interface DerivedFields {
   /** Bearer pass-through: `aud` must contain one of these (default: the client id). */
   readonly bearerAudiences: readonly string[];
   readonly kubeClusters: readonly KubeCluster[];
+  /** AUTH_PORT (and AUTH_TLS_*); undefined: PORT serves the decision endpoints too. */
+  readonly decisionListener: DecisionListener | undefined;
 }
 
 export type PartialValues = { readonly [N in keyof SettingValues]?: SettingValues[N] };
@@ -37,7 +40,10 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
   checkIssuerScheme(v, problems);
   checkClientAuthentication(input, problems);
   checkServiceAccountToken(input, problems);
+  checkImpersonationNames(v, problems);
+  checkExplicitTrust(input.raw, v, problems);
   checkReadable('AUTHZ_KUBECONFIG', v.AUTHZ_KUBECONFIG, input.readFile, problems);
+  checkAuthenticationConfig(input.raw, problems);
   return {
     cookieSecrets: cookieSecrets(input.raw, v, problems),
     redis: redis(input.raw, v, problems),
@@ -56,7 +62,30 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
       input.readFile,
       problems,
     ),
+    decisionListener: decisionListener(v, input.readFile, problems),
   };
+}
+
+/** The settings AUTHENTICATION_CONFIG replaces (the API server refuses --oidc-* flags beside its file too). */
+const REPLACED_BY_AUTHENTICATION_CONFIG = [
+  'OIDC_USERNAME_CLAIM',
+  'OIDC_USERNAME_PREFIX',
+  'OIDC_GROUPS_CLAIM',
+  'OIDC_GROUPS_PREFIX',
+  'BEARER_AUDIENCES',
+  'BEARER_ALGORITHMS',
+] as const;
+
+/** AUTHENTICATION_CONFIG (issue 17) defines user names, groups and bearer checks itself. */
+function checkAuthenticationConfig(raw: RawSettings, problems: string[]): void {
+  if (!raw.AUTHENTICATION_CONFIG?.trim()) return;
+  for (const name of REPLACED_BY_AUTHENTICATION_CONFIG) {
+    if (raw[name] !== undefined) {
+      problems.push(
+        `${name} cannot be combined with AUTHENTICATION_CONFIG, which defines user names, groups and bearer checks itself: remove ${name}`,
+      );
+    }
+  }
 }
 
 function checkIssuerScheme(v: PartialValues, problems: string[]): void {
@@ -155,5 +184,37 @@ function checkReadable(
     readFile(path);
   } catch (error) {
     problems.push(`${name} ${path} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/**
+ * Impersonation hands the API server names the identity provider chose (issue 11 item 9). As the
+ * API server does for its own OIDC authenticator, a user name from a claim other than `email`
+ * must carry a prefix, and so must groups then; no prefix may itself be a `system:` name.
+ */
+function checkImpersonationNames(v: PartialValues, problems: string[]): void {
+  if (v.UPSTREAM_AUTH !== 'impersonate') return;
+  const claim = v.OIDC_USERNAME_CLAIM ?? 'email';
+  const userPrefix = v.OIDC_USERNAME_PREFIX ?? '';
+  const groupsPrefix = v.OIDC_GROUPS_PREFIX ?? '';
+  if (claim !== 'email') {
+    if (userPrefix === '') {
+      problems.push(
+        `UPSTREAM_AUTH=impersonate with OIDC_USERNAME_CLAIM=${claim} needs OIDC_USERNAME_PREFIX (e.g. "oidc:"), as the API server prefixes such names; otherwise the identity provider picks Kubernetes user names`,
+      );
+    }
+    if (groupsPrefix === '') {
+      problems.push(
+        `UPSTREAM_AUTH=impersonate with OIDC_USERNAME_CLAIM=${claim} needs OIDC_GROUPS_PREFIX (e.g. "oidc:"); otherwise the identity provider picks Kubernetes group names`,
+      );
+    }
+  }
+  for (const [name, prefix] of [
+    ['OIDC_USERNAME_PREFIX', userPrefix],
+    ['OIDC_GROUPS_PREFIX', groupsPrefix],
+  ] as const) {
+    if (prefix.startsWith('system:')) {
+      problems.push(`${name} must not start with "system:" (Kubernetes reserves those names)`);
+    }
   }
 }

@@ -53,10 +53,15 @@ export function callbacksOf(config: Config, hosts: readonly string[]): string[] 
   return hosts.map((h) => `${config.cookieSecure ? 'https' : 'http'}://${h}/oauth2/callback`);
 }
 
-export function doctorContext(
-  config: Config,
-  options: { hosts?: readonly string[]; timeoutMs?: number } = {},
-): DoctorContext {
+export interface ContextOptions {
+  readonly hosts?: readonly string[];
+  readonly timeoutMs?: number;
+  readonly authenticationConfig?: string;
+  readonly token?: string;
+  readonly readFile?: (path: string) => string;
+}
+
+export function doctorContext(config: Config, options: ContextOptions = {}): DoctorContext {
   const timeoutMs = options.timeoutMs ?? 5_000;
   const hosts = options.hosts ?? [];
   let discovery: Promise<ProviderFacts | DiscoveryFailure> | undefined;
@@ -69,5 +74,10 @@ export function doctorContext(
       return discovery;
     },
     callbacks: () => callbacksOf(config, hosts),
+    identity: {
+      ...(options.authenticationConfig ? { authenticationConfig: options.authenticationConfig } : {}),
+      ...(options.token ? { token: options.token } : {}),
+      ...(options.readFile ? { readFile: options.readFile } : {}),
+    },
   };
 }

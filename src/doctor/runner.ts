@@ -18,6 +18,10 @@ export interface DoctorOptions {
   readonly timeoutMs?: number;
   /** Extra protected hosts whose per-host callback URL should be checked (`--host`). */
   readonly hosts?: readonly string[];
+  /** A sample JWT to map (`--token`); never printed. */
+  readonly token?: string;
+  /** An AuthenticationConfiguration to check instead of AUTHENTICATION_CONFIG (`--authentication-config`). */
+  readonly authenticationConfig?: string;
 }
 
 const CHECKS_DIR = new URL('./checks/', import.meta.url);
@@ -69,19 +73,42 @@ export async function runDoctor(
   return report(checks);
 }
 
-const USAGE = 'usage: dex-forward-auth doctor [--json] [--host <protected host>]…\n';
+const USAGE =
+  'usage: dex-forward-auth doctor [--json] [--host <protected host>]… [--authentication-config <file>] [--token <jwt>]\n';
 
-function parseArgs(args: readonly string[]): { json: boolean; hosts: string[] } | undefined {
-  const hosts: string[] = [];
-  let json = false;
+interface Arguments {
+  json: boolean;
+  hosts: string[];
+  token?: string;
+  authenticationConfig?: string;
+}
+
+/** `--name value` or `--name=value`; the index of the last argument used, or undefined. */
+function optionValue(args: readonly string[], i: number, name: string): [string, number] | undefined {
+  const arg = args[i] as string;
+  if (arg === name && args[i + 1]) return [args[i + 1] as string, i + 1];
+  if (arg.startsWith(`${name}=`)) return [arg.slice(name.length + 1), i];
+  return undefined;
+}
+
+function parseArgs(args: readonly string[]): Arguments | undefined {
+  const parsed: Arguments = { json: false, hosts: [] };
   for (let i = 0; i < args.length; i++) {
-    const arg = args[i] as string;
-    if (arg === '--json') json = true;
-    else if (arg === '--host' && args[i + 1]) hosts.push(args[++i] as string);
-    else if (arg.startsWith('--host=')) hosts.push(arg.slice('--host='.length));
-    else return undefined;
+    if (args[i] === '--json') {
+      parsed.json = true;
+      continue;
+    }
+    const host = optionValue(args, i, '--host');
+    const token = optionValue(args, i, '--token');
+    const file = optionValue(args, i, '--authentication-config');
+    const found = host ?? token ?? file;
+    if (!found) return undefined;
+    if (host) parsed.hosts.push(host[0]);
+    else if (token) parsed.token = token[0];
+    else if (file) parsed.authenticationConfig = file[0];
+    i = found[1];
   }
-  return { json, hosts };
+  return parsed;
 }
 
 /** The CLI command: `doctor [--json] [--host <host>]…`; returns the exit status. */
@@ -95,7 +122,8 @@ export async function doctorCommand(
     out.write(USAGE);
     return 2;
   }
-  const result = await runDoctor(env, { hosts: parsed.hosts });
+  const { json: _, ...options } = parsed;
+  const result = await runDoctor(env, options);
   out.write(parsed.json ? `${JSON.stringify(result, null, 2)}\n` : formatReport(result));
   return result.problems === 0 ? 0 : 1;
 }

@@ -52,6 +52,14 @@ export interface DoctorContext {
   discovery(): Promise<ProviderFacts | DiscoveryFailure>;
   /** The callback URLs a login uses: REDIRECT_URL, or one per `--host`. */
   callbacks(): readonly string[];
+  /** For the AuthenticationConfiguration check: `--authentication-config`, `--token` (never printed). */
+  readonly identity: IdentityOptions;
+}
+
+export interface IdentityOptions {
+  readonly authenticationConfig?: string;
+  readonly token?: string;
+  readonly readFile?: (path: string) => string;
 }
 
 /**

@@ -10,7 +10,8 @@ import { verifyIdToken } from './verify.ts';
 /**
  * `exchangeCode`: the authorization code for tokens (state, PKCE verifier, nonce, the ID token's
  * signature and claims), authenticated as the client is configured to. The token must name the
- * user (OIDC_USERNAME_CLAIM), or the login ends with a page that says which claims it carried.
+ * user (OIDC_USERNAME_CLAIM), or the login ends with a page that says which claims it carried
+ * (with AUTHENTICATION_CONFIG, the file's rules decide instead).
  */
 export async function exchangeCode(
   d: Discovered,
@@ -35,7 +36,8 @@ export async function exchangeCode(
     );
     const idToken = response.id_token as string;
     const claims = await verifyIdToken(d, config, clock, idToken, request.nonce);
-    requireUsername(claims, config.usernameClaim);
+    // With AUTHENTICATION_CONFIG the user name is the file's expression, judged by src/identity.
+    if (config.authenticationConfig === undefined) requireUsername(claims, config.usernameClaim);
     return { idToken, refreshToken: response.refresh_token, claims };
   } catch (error) {
     throw translateCodeError(error);

@@ -31,7 +31,7 @@ export async function refresh(
   if (!response.id_token) return { idToken: undefined, refreshToken: kept, claims: undefined };
   try {
     const claims = await verifyIdToken(d, config, clock, response.id_token);
-    requireUsername(claims, config.usernameClaim);
+    if (config.authenticationConfig === undefined) requireUsername(claims, config.usernameClaim);
     return { idToken: response.id_token, refreshToken: kept, claims };
   } catch (error) {
     throw translateRefreshedTokenError(error);

@@ -6,6 +6,7 @@ import { readCookie } from '../http/cookies.ts';
 import { errorReply, type Reply } from '../http/reply.ts';
 import { requestIdOf } from './auth.ts';
 import { finishLogin } from './callback.ts';
+import { homeReply } from './home.ts';
 import { kubeconfigRoutes } from './kubeconfig.ts';
 import { startLogin } from './login.ts';
 import { replySender } from './send.ts';
@@ -23,6 +24,11 @@ export function directRoutes(deps: Deps): Router {
     (req: Request, res: Response, next: NextFunction): void => {
       handler(req).then((reply) => send(req, res, reply), next);
     };
+
+  router.get(
+    '/',
+    route((req) => homeReply(deps, req)),
+  );
 
   router.get(
     '/oauth2/start',
@@ -76,6 +82,10 @@ export function directRoutes(deps: Deps): Router {
           name: identity.name,
           preferredUsername: identity.preferredUsername,
           sub: identity.sub,
+          // AUTHENTICATION_CONFIG: the API server's uid and extra, or why it would refuse the token.
+          ...(identity.uid ? { uid: identity.uid } : {}),
+          ...(identity.extra && Object.keys(identity.extra).length > 0 ? { extra: identity.extra } : {}),
+          ...(identity.refused ? { refused: identity.refused.message } : {}),
           tokenExpiresAt: new Date(tokenExp).toISOString(),
           sessionEndsAt: new Date(session.sessionEnd).toISOString(),
         },
@@ -108,6 +118,14 @@ export function directRoutes(deps: Deps): Router {
           store: { kind: deps.store.kind, status: storeUp ? 'ok' : 'unavailable' },
           degraded: !storeUp || deps.sessions.degraded,
           authz: deps.authorizer.status?.(),
+          ...(deps.authentication
+            ? {
+                authentication: {
+                  revision: deps.authentication.revision(),
+                  issuers: deps.authentication.issuers(),
+                },
+              }
+            : {}),
         },
       };
     }),

@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { decodeJwt } from 'jose';
 import { type Identity, identityFromClaims } from '../authz/identity.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
@@ -136,6 +137,16 @@ export interface SessionServiceOptions {
   readonly hotCacheMs?: number;
   /** Calls to the provider one session may cause per minute in this process (default 10). */
   readonly providerCallsPerMinute?: number;
+  /**
+   * AUTHENTICATION_CONFIG (src/identity/): claims → identity as the API server derives it, and
+   * whether a stored identity was mapped with the file in force (else it is mapped again).
+   */
+  readonly identities?: SessionIdentities;
+}
+
+export interface SessionIdentities {
+  identify(claims: Readonly<Record<string, unknown>>): Identity;
+  isCurrent(identity: Identity): boolean;
 }
 
 interface HotEntry {
@@ -186,6 +197,7 @@ export class SessionService {
   readonly #hot = new Lru<HotEntry>(50_000);
   readonly #hotCacheMs: number;
   readonly #budget: CallBudget;
+  readonly #identities: SessionIdentities | undefined;
   #degraded = false;
 
   constructor(options: SessionServiceOptions) {
@@ -203,6 +215,7 @@ export class SessionService {
     this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
     this.#hotCacheMs = options.hotCacheMs ?? 1_000;
     this.#budget = new CallBudget(options.providerCallsPerMinute ?? 10);
+    this.#identities = options.identities;
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -240,6 +253,7 @@ export class SessionService {
       hot !== undefined &&
       hot.resolution.sessionEnd > now &&
       this.#records.peek(hot.lookup, now) === hot.resolution.record &&
+      (this.#identities?.isCurrent(hot.resolution.record.identity) ?? true) &&
       !this.#needsRefresh(hot.resolution.record, now)
     ) {
       return hot.resolution;
@@ -443,7 +457,9 @@ export class SessionService {
       idToken: tokens.idToken,
       tokenExp: claims.exp * 1000,
       tokenIat: typeof claims.iat === 'number' ? claims.iat * 1000 : this.#clock.now(),
-      identity: identityFromClaims(claims, this.#config),
+      identity: this.#identities
+        ? this.#identities.identify(claims)
+        : identityFromClaims(claims, this.#config),
       cookie: session.value,
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
@@ -472,14 +488,22 @@ export class SessionService {
     const now = this.#clock.now();
     if (this.#blobs.peek(keys.lookup, now) === blob) {
       const known = this.#records.peek(keys.lookup, now);
-      if (known) return known;
+      if (known) return this.#remapped(keys, known);
     }
     const json = decrypt(blob, keys.encryption, keys.lookup);
     if (json === undefined) return undefined;
-    const record = JSON.parse(json) as SessionRecord;
+    const record = this.#remapped(keys, JSON.parse(json) as SessionRecord);
     this.#records.set(keys.lookup, record, record.tokenExp + this.#recordGraceMs);
     this.#blobs.set(keys.lookup, blob, record.tokenExp + this.#recordGraceMs);
     return record;
+  }
+
+  /** A record whose identity was mapped with an older AUTHENTICATION_CONFIG, mapped again from its (verified) ID token. */
+  #remapped(keys: SessionKeys, record: SessionRecord): SessionRecord {
+    if (!this.#identities || this.#identities.isCurrent(record.identity)) return record;
+    const remapped = { ...record, identity: this.#identities.identify(decodeJwt(record.idToken)) };
+    this.#records.set(keys.lookup, remapped, record.tokenExp + this.#recordGraceMs);
+    return remapped;
   }
 
   /** Stores a record for its token's life plus a grace (never beyond the session's end). */

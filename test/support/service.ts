@@ -31,7 +31,7 @@ export interface TestService extends RunningService {
  */
 export async function startTestService(
   env: Record<string, string>,
-  options: { store?: Store } = {},
+  options: { store?: Store; tlsReloadMs?: number } = {},
 ): Promise<TestService> {
   const config = loadConfig({
     COOKIE_SECRET: TEST_COOKIE_SECRET,
@@ -50,6 +50,7 @@ export async function startTestService(
     host: '127.0.0.1',
     drainMs: 2_000,
     ...(options.store ? { store: options.store } : {}),
+    ...(options.tlsReloadMs ? { tlsReloadMs: options.tlsReloadMs } : {}),
   });
   return Object.assign(service, { logs });
 }

@@ -3,7 +3,7 @@ import { freePort } from './ports.ts';
 import { type RedisServer, startRedis } from './redis.ts';
 import { startTestService, type TestService } from './service.ts';
 import { type ServiceProcess, startServiceProcess } from './serviceProcess.ts';
-import { type ForwardAuthOptions, startTraefik, type Traefik } from './traefik.ts';
+import { type ForwardAuthOptions, type Route, startTraefik, type Traefik } from './traefik.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
 
 export const CLIENT_ID = 'forward-auth';
@@ -45,6 +45,8 @@ export interface StackOptions {
    * behind the emulator round-robin with the in-process one; default none.
    */
   readonly extraReplicas?: number;
+  /** Routes before the protected one, e.g. the service's pages (`pages` stands for its PORT). */
+  readonly routes?: (pages: string) => Route[];
 }
 
 /**
@@ -81,10 +83,11 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     startTestService(env),
     Promise.all(Array.from({ length: options.extraReplicas ?? 0 }, () => startServiceProcess(env))),
   ]);
-  const addresses = [service, ...replicas].map((r) => `${r.url}/auth`);
+  const addresses = [service.decisionUrl, ...replicas.map((r) => r.url)].map((u) => `${u}/auth`);
   const traefik = await startTraefik({
     port: traefikPort,
     routes: [
+      ...(options.routes?.(service.url) ?? []),
       {
         forwardAuth: {
           address: addresses.length === 1 ? (addresses[0] as string) : addresses,

@@ -11,6 +11,8 @@ export interface InteractionHost {
   readonly prefix: string;
   provider(): Provider;
   readonly users: readonly DexUser[];
+  /** Listed under the form (the demo), or undefined. */
+  readonly shownUsers: readonly DexUser[] | undefined;
 }
 
 type Ctx = KoaContextWithOIDC;
@@ -38,7 +40,7 @@ export async function interaction(ctx: Ctx, uid: string, host: InteractionHost):
   if (ctx.method === 'GET') {
     ctx.status = 200;
     ctx.type = 'html';
-    ctx.body = loginPage(action);
+    ctx.body = loginPage(action, { demoUsers: host.shownUsers });
     return;
   }
   if (ctx.method !== 'POST') {
@@ -56,7 +58,7 @@ async function submit(ctx: Ctx, action: string, params: Record<string, unknown>,
   if (!user || user.password !== password) {
     ctx.status = 401;
     ctx.type = 'html';
-    ctx.body = loginPage(action, { login, error: true });
+    ctx.body = loginPage(action, { login, error: true, demoUsers: host.shownUsers });
     return;
   }
   const provider = host.provider();

@@ -44,6 +44,7 @@ export class DexStandIn implements Dex {
   private readonly issuerHost: string;
   private readonly idTokenTtl: number;
   private readonly clients: DexClient[];
+  private readonly showUsers: boolean;
   private readonly store = new MapStore();
   private readonly cookieKeys = [randomBytes(32).toString('base64url')];
   private readonly internalSecrets = new Map<string, string>();
@@ -68,6 +69,7 @@ export class DexStandIn implements Dex {
     this.jwksUri = `http://${this.issuerHost}${this.prefix}/${this.isDex ? 'keys' : 'jwks'}`;
     this.users = opts.users ?? DEMO_USERS.map((u) => ({ ...u, groups: [...u.groups] }));
     this.idTokenTtl = opts.idTokenTtl ?? 86400;
+    this.showUsers = opts.showUsers ?? false;
     this.clients = opts.clients.map((c) => ({ ...c, redirectUris: [...c.redirectUris] }));
     if (this.clients.length === 0) throw new Error('startDex: at least one client is required');
     this.shim = new DexRefreshShim(this.shimHost(), {
@@ -160,7 +162,12 @@ export class DexStandIn implements Dex {
   private async koaMiddleware(ctx: Ctx, next: () => Promise<unknown>): Promise<void> {
     const m = /^\/interaction\/([A-Za-z0-9_-]+)$/.exec(ctx.path);
     if (m?.[1]) {
-      await interaction(ctx, m[1], { prefix: this.prefix, provider: () => this.current, users: this.users });
+      await interaction(ctx, m[1], {
+        prefix: this.prefix,
+        provider: () => this.current,
+        users: this.users,
+        shownUsers: this.showUsers ? this.users : undefined,
+      });
       return;
     }
     await next();

@@ -28,6 +28,8 @@ export interface DexOptions {
   users?: DexUser[];
   /** ID token (and access token) lifetime in seconds, default 86400. */
   idTokenTtl?: number;
+  /** List the users (and their password) under the login form, as the demo does. Default false. */
+  showUsers?: boolean;
   /** Default 'strict'. */
   refreshMode?: 'strict' | 'dex';
   /** Seconds, default 0 (Dex's default: no reuse). Only used in 'dex' mode. */
