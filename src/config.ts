@@ -48,6 +48,8 @@ export interface Config {
   readonly cookieSecure: boolean;
   /** Absolute session lifetime, ms. */
   readonly sessionTtlMs: number;
+  /** A session unused this long ends, ms; 0: never. */
+  readonly sessionIdleTimeoutMs: number;
   /** Refresh the ID token when it expires within this many ms. */
   readonly refreshSkewMs: number;
   /** On SIGTERM: keep serving (readiness 503) this long, then drain for at most shutdownTimeoutMs. */
@@ -64,7 +66,7 @@ export interface Config {
   readonly authzConfig: string | undefined;
   /** A kubeconfig file for the RBAC watch (rbac.kubernetes); undefined: the in-cluster service account. */
   readonly authzKubeconfig: string | undefined;
-  /** Bearer pass-through: `aud` must contain one of these (default: the client id). */
+  /** Bearer pass-through: `aud` must contain one of these (empty: pass-through off). */
   readonly bearerAudiences: readonly string[];
   /** Bearer pass-through: allowed signing algorithms (default RS256). */
   readonly bearerAlgorithms: readonly string[];
@@ -194,6 +196,12 @@ export const SETTINGS = [
     description: 'absolute session lifetime; after it the user logs in again',
   },
   {
+    name: 'SESSION_IDLE_TIMEOUT',
+    default: '`12h`',
+    description:
+      'a session nobody used for this long ends (signed out everywhere, as by sign-out); `0` = never. Uses are noted in memory and written to Redis at most once per 1/8 of this (≤ 5 min)',
+  },
+  {
     name: 'REFRESH_SKEW',
     default: '`30s`',
     description: "refresh the ID token this long before it expires (capped at half the token's lifetime)",
@@ -272,9 +280,9 @@ export const SETTINGS = [
   },
   {
     name: 'BEARER_AUDIENCES',
-    default: '`OIDC_CLIENT_ID`',
+    default: 'unset → bearer pass-through off',
     description:
-      "bearer pass-through: a token's `aud` must contain one of these (e.g. `kubernetes` for tokens minted for the API server)",
+      "bearer pass-through: a token's `aud` must contain one of these (e.g. `kubernetes` for tokens minted for the API server); never `OIDC_CLIENT_ID`, and tokens minted for it are refused",
   },
   {
     name: 'BEARER_ALGORITHMS',
@@ -583,6 +591,7 @@ export function parseConfig(
 
   const cookieSecure = bool('COOKIE_SECURE', true);
   const sessionTtlMs = duration('SESSION_TTL', '168h');
+  const sessionIdleTimeoutMs = parseIdleTimeout(raw, sessionTtlMs, problems);
   const refreshSkewMs = duration('REFRESH_SKEW', '30s');
   const shutdownDelayMs = raw.SHUTDOWN_DELAY === '0' ? 0 : duration('SHUTDOWN_DELAY', '5s');
   const shutdownTimeoutMs = duration('SHUTDOWN_TIMEOUT', '20s');
@@ -704,6 +713,7 @@ export function parseConfig(
     cookieDomain,
     cookieSecure,
     sessionTtlMs,
+    sessionIdleTimeoutMs,
     refreshSkewMs,
     shutdownDelayMs,
     shutdownTimeoutMs,
@@ -749,10 +759,7 @@ function parseAuthzSettings(
   | 'serviceAccountTokenPath'
   | 'upstreamGroupsMaxBytes'
 > {
-  const bearerAudiences = raw.BEARER_AUDIENCES === undefined ? [clientId] : list(raw.BEARER_AUDIENCES);
-  if (raw.BEARER_AUDIENCES !== undefined && bearerAudiences.length === 0) {
-    problems.push('BEARER_AUDIENCES must name at least one audience');
-  }
+  const bearerAudiences = parseBearerAudiences(raw, clientId, problems);
   const bearerAlgorithms = raw.BEARER_ALGORITHMS === undefined ? ['RS256'] : list(raw.BEARER_ALGORITHMS);
   for (const alg of bearerAlgorithms) {
     if (!(BEARER_ALGORITHM_CHOICES as readonly string[]).includes(alg)) {
@@ -796,6 +803,35 @@ function parseAuthzSettings(
     serviceAccountTokenPath,
     upstreamGroupsMaxBytes,
   };
+}
+
+/** SESSION_IDLE_TIMEOUT: a duration, or 0 for none (default 12h; never beyond SESSION_TTL). */
+function parseIdleTimeout(raw: RawSettings, sessionTtlMs: number, problems: string[]): number {
+  const text = raw.SESSION_IDLE_TIMEOUT?.trim();
+  if (text === undefined || text === '') return Math.min(12 * 3_600_000, sessionTtlMs);
+  if (/^0+(ms|s|m|h|d)?$/.test(text)) return 0;
+  const ms = parseDuration(text);
+  if (ms === undefined || ms < 1_000) {
+    problems.push(`SESSION_IDLE_TIMEOUT must be a duration of at least 1s (or 0 for none), got "${text}"`);
+    return 0;
+  }
+  return ms;
+}
+
+/**
+ * BEARER_AUDIENCES: unset = no bearer pass-through. The gateway's own client id is refused: its ID
+ * tokens go to every upstream, so accepting them would let one dashboard act as its users on all.
+ */
+function parseBearerAudiences(raw: RawSettings, clientId: string, problems: string[]): string[] {
+  if (raw.BEARER_AUDIENCES === undefined) return [];
+  const audiences = list(raw.BEARER_AUDIENCES);
+  if (audiences.length === 0) problems.push('BEARER_AUDIENCES must name at least one audience');
+  if (clientId !== '' && audiences.includes(clientId)) {
+    problems.push(
+      'BEARER_AUDIENCES must not contain OIDC_CLIENT_ID: the gateway hands its ID tokens to every upstream, so any dashboard could replay them as bearer tokens on every other; use the audience of the tokens your API clients get (e.g. kubernetes)',
+    );
+  }
+  return audiences;
 }
 
 function parseRedis(raw: RawSettings, problems: string[]): RedisSettings | undefined {

@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'redirect_loop'
   | 'header_too_large'
+  | 'cookie_conflict'
   | 'not_found'
   | 'method_not_allowed'
   | 'internal';
@@ -38,6 +39,7 @@ const STATUS: Record<ErrorCode, number> = {
   rate_limited: 429,
   redirect_loop: 508,
   header_too_large: 431,
+  cookie_conflict: 400,
   not_found: 404,
   method_not_allowed: 405,
   internal: 500,

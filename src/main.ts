@@ -75,6 +75,7 @@ export async function startService(
         server.closeIdleConnections();
       });
       deps.oidc.close();
+      deps.sessions.close();
       deps.upstream.close();
       await deps.authorizer.close?.();
       await deps.store.close();

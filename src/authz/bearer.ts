@@ -9,6 +9,11 @@ import { type Identity, identityFromClaims } from './identity.ts';
  * issuer is checked as the API server checks it (spec C2) and, when valid, stands in for a session:
  * the same policy applies and the same token goes upstream unchanged.
  *
+ * It needs an audience of its own (BEARER_AUDIENCES; unset: pass-through off), and a token minted
+ * for this gateway (its client id in `aud`, or as `azp`) is never accepted: every dashboard gets
+ * its users' ID tokens upstream, and dashboard A must not act as them on dashboard B (issue 11
+ * item 7).
+ *
  * A header that is not a JWT, or is a JWT of another issuer, is none of our business (the API
  * server declines such tokens silently too): the cookie step runs as if there were no header.
  */
@@ -40,6 +45,12 @@ export function claimsOurIssuer(token: string, issuer: string): boolean {
   }
 }
 
+/** The gateway's own ID tokens (handed to every upstream) name its client in `aud` or `azp`. */
+function mintedForGateway(claims: Record<string, unknown>, clientId: string): boolean {
+  const aud = claims['aud'];
+  return claims['azp'] === clientId || aud === clientId || (Array.isArray(aud) && aud.includes(clientId));
+}
+
 function refuse(detail: string, description: string): AppError {
   return new AppError('unauthenticated', 'The bearer token is not valid.', {
     detail: `bearer token refused: ${detail}`,
@@ -52,6 +63,7 @@ function refuse(detail: string, description: string): AppError {
 export type BearerConfig = Pick<
   Config,
   | 'issuerUrl'
+  | 'clientId'
   | 'bearerAudiences'
   | 'bearerAlgorithms'
   | 'usernameClaim'
@@ -72,6 +84,12 @@ export async function authenticateBearer(
 ): Promise<BearerResult> {
   const token = bearerToken(header);
   if (token === undefined || !claimsOurIssuer(token, config.issuerUrl)) return NONE;
+  if (config.bearerAudiences.length === 0) {
+    return {
+      kind: 'invalid',
+      error: refuse('pass-through is off (BEARER_AUDIENCES unset)', 'Bearer tokens are not accepted here.'),
+    };
+  }
   let claims: Record<string, unknown>;
   try {
     claims = await oidc.verifyBearer(token, {
@@ -81,6 +99,15 @@ export async function authenticateBearer(
   } catch (error) {
     if (error instanceof AppError && error.code === 'unauthenticated') return { kind: 'invalid', error };
     throw error;
+  }
+  if (mintedForGateway(claims, config.clientId)) {
+    return {
+      kind: 'invalid',
+      error: refuse(
+        "minted for this gateway's client (aud/azp)",
+        'A token issued to this sign-in gateway is not accepted as a bearer token.',
+      ),
+    };
   }
   // The API server's claim rules (spec C2 §4).
   const username = claims[config.usernameClaim];

@@ -198,6 +198,7 @@ describe.each([
       const direct = new Browser();
       const reply = await direct.get(`${stack.service.url}/oauth2/userinfo`, {
         cookie: `_forward_auth=${cookie.value}`,
+        'x-forwarded-host': new URL(stack.appUrl).host,
       });
       expect(reply.status).toBe(200);
       const body = reply.json<Record<string, unknown>>();
@@ -217,7 +218,7 @@ describe.each([
     it('ends the session: cookie cleared, and the old cookie no longer works anywhere', async () => {
       const { browser } = await loggedIn();
       const old = browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')!.value;
-      const out = await browser.get(`${stack.appUrl}/oauth2/sign_out`);
+      const out = await browser.post(`${stack.appUrl}/oauth2/sign_out`, {});
       expect(out.status).toBe(401);
       expect(out.body).toContain('signed out');
       expect(out.body).toContain('Dex');
@@ -234,14 +235,16 @@ describe.each([
 
     it('sends the browser to an allow-listed rd after sign-out, and ignores a foreign one', async () => {
       const { browser } = await loggedIn();
-      const ok = await browser.get(
+      const ok = await browser.post(
         `${stack.appUrl}/oauth2/sign_out?rd=${encodeURIComponent(`${stack.appUrl}/bye`)}`,
+        {},
       );
       expect(ok.status).toBe(302);
       expect(ok.location).toBe(`${stack.appUrl}/bye`);
       const { browser: b2 } = await loggedIn();
-      const evil = await b2.get(
+      const evil = await b2.post(
         `${stack.appUrl}/oauth2/sign_out?rd=${encodeURIComponent('https://evil.example/')}`,
+        {},
       );
       expect(evil.status).toBe(401);
       expect(evil.location).toBeUndefined();

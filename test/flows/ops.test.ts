@@ -209,7 +209,7 @@ describe('operations through the whole chain', () => {
   it('logs sign-out at info with the user', async () => {
     const b = new Browser({ navigation: true });
     await loginThroughDex(b, `${stack.appUrl}/ops/bye`, dev);
-    await b.get(`${stack.appUrl}/oauth2/sign_out`, { 'x-request-id': 'ops-signout-1' });
+    await b.post(`${stack.appUrl}/oauth2/sign_out`, {}, { 'x-request-id': 'ops-signout-1' });
     expect(
       records().find((r) => r['msg'] === 'signed out' && r['requestId'] === 'ops-signout-1'),
     ).toMatchObject({
