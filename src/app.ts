@@ -21,7 +21,7 @@ import { CookieNames } from './session/cookieNames.ts';
 import { MemoryStore } from './session/memoryStore.ts';
 import { createRedisClient, RedisStore } from './session/redisStore.ts';
 import { Sealer } from './session/seal.ts';
-import { SessionService } from './session/sessions.ts';
+import { SessionService, type SessionServiceOptions } from './session/sessions.ts';
 import type { Store } from './session/store.ts';
 
 function readVersion(): string {
@@ -44,6 +44,8 @@ export interface BuildOptions {
   /** Injected store (tests); otherwise Redis when configured, else memory. */
   readonly store?: Store;
   readonly oidc?: OidcProvider;
+  /** Session timings other than the defaults (tests: a short rotation grace). */
+  readonly sessionTimings?: Pick<SessionServiceOptions, 'graceMs' | 'hotCacheMs' | 'revokeWaitMs'>;
 }
 
 /** Builds every dependency from a Config. No I/O beyond opening connections. */
@@ -91,6 +93,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     sealer,
     clock,
     log,
+    ...options.sessionTimings,
     events: {
       refresh: (result) => metrics.refresh(result),
       lockWait: () => metrics.lockWait(),

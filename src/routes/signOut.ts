@@ -50,20 +50,23 @@ export async function signOut(
 
 const forbidden = { error: 'forbidden', message: 'Sign-out must come from a page of this site.' };
 
-/** The POST's Origin (or, without one, Sec-Fetch-Site) says it came from this very origin. */
+/**
+ * The POST came from a page of this very origin: its Origin says so; or it says `null` — as
+ * browsers send it from our own pages, whose Referrer-Policy is no-referrer — and the browser's
+ * own Sec-Fetch-Site (which no page can set) says same-origin; or it carries neither (no browser
+ * of the last years, so no forged cross-site form either: a script that holds the cookie).
+ */
 function fromOwnOrigin(headers: IncomingHttpHeaders, original: OriginalRequest): boolean {
   const origin = headers.origin;
-  if (typeof origin === 'string') {
-    try {
-      const url = new URL(origin);
-      return `${url.protocol}//${url.host}` === `${original.proto}://${original.host}`;
-    } catch {
-      return false; // "null" (sandboxed frames, privacy redirects) and garbage
-    }
-  }
-  // No Origin at all: not a browser of the last years, so no forged cross-site form either.
   const site = headers['sec-fetch-site'];
-  return site === undefined || site === 'same-origin';
+  if (origin === undefined) return site === undefined || site === 'same-origin';
+  if (origin === 'null') return site === 'same-origin';
+  try {
+    const url = new URL(String(origin));
+    return `${url.protocol}//${url.host}` === `${original.proto}://${original.host}` && site !== 'cross-site';
+  } catch {
+    return false;
+  }
 }
 
 function returnUrl(deps: Deps, original: OriginalRequest): string | undefined {
@@ -73,13 +76,14 @@ function returnUrl(deps: Deps, original: OriginalRequest): string | undefined {
   return deps.returnUrls.check(query.get('rd'), original);
 }
 
-/** Where the POST may lead: `rd`'s origin and the provider's end-session endpoint (CSP form-action). */
+/**
+ * Where the POST may lead (CSP form-action governs every redirect after a form's POST): the
+ * provider's end-session endpoint, or `rd`'s origin — and the provider's origin, where a dashboard
+ * sends a signed-out user next.
+ */
 function formTargets(deps: Deps, rd: string | undefined): string[] {
-  const out: string[] = [];
-  for (const url of [rd, deps.oidc.endSessionEndpoint()]) {
-    if (url) out.push(new URL(url).origin);
-  }
-  return out;
+  const targets = [deps.oidc.endSessionEndpoint(), rd, rd ? deps.config.issuerUrl : undefined];
+  return [...new Set(targets.filter((url) => url !== undefined).map((url) => new URL(url).origin))];
 }
 
 async function confirmPage(
@@ -101,7 +105,7 @@ async function confirmPage(
       title: 'Sign out',
       data: {
         site: original.host,
-        who: user ? html`<p>You are signed in as <strong>${user}</strong>.</p>` : undefined,
+        who: user ? html`<p>You are signed in as <code>${user}</code>.</p>` : undefined,
         scope: shared,
         action: `/oauth2/sign_out${rd ? `?rd=${encodeURIComponent(rd)}` : ''}`,
         cancelUrl: rd ?? `${original.proto}://${original.host}/`,

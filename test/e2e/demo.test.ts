@@ -101,7 +101,10 @@ describe.skipIf(!hasChromium())('npm run demo, in Chromium', () => {
       await screenshot(page, 'demo-kubeconfig');
 
       await page.goBack();
+      // A dashboard's sign-out link shows the confirmation; its button signs out.
       await page.getByRole('link', { name: 'Sign out' }).click();
+      await page.getByRole('heading', { name: 'Sign out' }).waitFor();
+      await page.getByRole('button', { name: 'Sign out' }).click();
       await page.getByRole('heading', { name: 'Signed out' }).waitFor();
       await screenshot(page, 'demo-signed-out');
       expect(problems).toEqual([]);

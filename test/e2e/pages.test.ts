@@ -48,7 +48,7 @@ const SAMPLE: Record<ViewName, { title: string; data: Record<string, ViewValue> 
     title: 'Sign out',
     data: {
       site: `grafana.example.com${HOSTILE}`,
-      who: html`<p>You are signed in as <strong>mallory${HOSTILE}@example.com</strong>.</p>`,
+      who: html`<p>You are signed in as <code>mallory${HOSTILE}@example.com</code>.</p>`,
       scope: 'This ends your session on this site.',
       action: `/oauth2/sign_out?rd=${encodeURIComponent(`https://grafana.example.com/${HOSTILE}`)}`,
       cancelUrl: 'https://grafana.example.com/',

@@ -535,7 +535,7 @@ describe('headers', () => {
 describe('sign-out', () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startStack({ redis: false });
+    stack = await startStack();
   });
   afterAll(async () => {
     await stack?.close();

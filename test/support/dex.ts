@@ -164,6 +164,11 @@ export interface DexOptions {
   reuseInterval?: number;
   /** Default true (Dex): a new code exchange for the same user+client kills the previous grant. */
   oneRefreshTokenPerUserAndClient?: boolean;
+  /**
+   * Default false (released Dex has none): offer RFC 7009 token revocation (`revocation_endpoint`
+   * in discovery, at /token/revocation); revoking a refresh token revokes its whole grant.
+   */
+  revocation?: boolean;
 }
 
 export interface DexCounts {
@@ -173,6 +178,8 @@ export interface DexCounts {
   codeGrants: number;
   /** /token responses with a status >= 400. */
   tokenErrors: number;
+  /** Requests to the revocation endpoint (only with `revocation: true`). */
+  revocations: number;
 }
 
 export interface MintOptions {
@@ -501,7 +508,7 @@ class DexStandIn implements Dex {
   readonly port: number;
   readonly jwksUri: string;
   readonly users: DexUser[];
-  readonly counts: DexCounts = { refreshGrants: 0, codeGrants: 0, tokenErrors: 0 };
+  readonly counts: DexCounts = { refreshGrants: 0, codeGrants: 0, tokenErrors: 0, revocations: 0 };
 
   private readonly prefix: string;
   private readonly issuerHost: string;
@@ -509,6 +516,7 @@ class DexStandIn implements Dex {
   private readonly refreshMode: 'strict' | 'dex';
   private readonly reuseInterval: number;
   private readonly onePerUserClient: boolean;
+  private readonly revocation: boolean;
   private readonly clients: DexClient[];
   private readonly store = new MapStore();
   private readonly cookieKeys = [randomBytes(32).toString('base64url')];
@@ -539,6 +547,7 @@ class DexStandIn implements Dex {
     this.refreshMode = opts.refreshMode ?? 'strict';
     this.reuseInterval = opts.reuseInterval ?? 0;
     this.onePerUserClient = opts.oneRefreshTokenPerUserAndClient ?? true;
+    this.revocation = opts.revocation ?? false;
     this.clients = opts.clients.map((c) => ({ ...c, redirectUris: [...c.redirectUris] }));
     if (this.clients.length === 0) throw new Error('startDex: at least one client is required');
     this.keys = [key];
@@ -631,7 +640,7 @@ class DexStandIn implements Dex {
         devInteractions: { enabled: false },
         rpInitiatedLogout: { enabled: false },
         dPoP: { enabled: false },
-        revocation: { enabled: false },
+        revocation: { enabled: this.revocation },
         introspection: { enabled: false },
         userinfo: { enabled: true },
       },
@@ -953,6 +962,7 @@ class DexStandIn implements Dex {
       await this.onToken(req, res);
       return;
     }
+    if (req.method === 'POST' && path === '/token/revocation') this.counts.revocations++;
     await this.handler(req, res);
   }
 
