@@ -386,7 +386,7 @@ export interface SiblingSite {
  * - `/img?src=<url>` loads `url` as an image (a forged GET).
  */
 export async function startSiblingSite(): Promise<SiblingSite> {
-  const escape = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const attr = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
   const server = createServer((req, res) => {
     const url = new URL(req.url ?? '/', 'http://sibling');
     let body = '<p>nothing here</p>';
@@ -395,10 +395,10 @@ export async function startSiblingSite(): Promise<SiblingSite> {
       headers['set-cookie'] = url.searchParams.getAll('set');
       body = '<p id="planted">planted</p>';
     } else if (url.pathname === '/post') {
-      const action = escape(url.searchParams.get('action') ?? '/');
+      const action = attr(url.searchParams.get('action') ?? '/');
       body = `<form id="f" method="post" action="${action}"><input name="x" value="1"></form><script>document.getElementById('f').submit()</script>`;
     } else if (url.pathname === '/img') {
-      body = `<img id="i" src="${escape(url.searchParams.get('src') ?? '/')}" alt="">`;
+      body = `<img id="i" src="${attr(url.searchParams.get('src') ?? '/')}" alt="">`;
     }
     res.writeHead(200, headers);
     res.end(`<!doctype html><html><head><title>sibling</title></head><body>${body}</body></html>`);
