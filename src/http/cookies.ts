@@ -46,22 +46,38 @@ export function readCookie(header: string | undefined, name: string): string | u
   return start === -1 ? undefined : valueAt(header, start);
 }
 
+/** The index after `name` and optional whitespace when `name` is followed by `=` there; else -1. */
+function nameAt(header: string, name: string, at: number): number {
+  if (!header.startsWith(name, at)) return -1;
+  let after = at + name.length;
+  while (after < header.length && isSpace(header.charCodeAt(after))) after++;
+  return header.charCodeAt(after) === 0x3d /* = */ ? after + 1 : -1;
+}
+
 /**
  * Value of the ONE cookie named `name`; CONFLICT when the header carries it more than once (a
  * sibling subdomain, or a more specific Path, planted another one: which one the browser sends
- * first is the planter's choice).
+ * first is the planter's choice), or carries a cookie named `refuse` too. One pass over the
+ * pairs, no allocation but the value.
  */
-export function readUniqueCookie(header: string | undefined, name: string): CookieLookup {
+export function readUniqueCookie(header: string | undefined, name: string, refuse?: string): CookieLookup {
   if (!header) return undefined;
-  const start = findPair(header, name, 0);
-  if (start === -1) return undefined;
-  if (findPair(header, name, start) !== -1) return CONFLICT;
-  return valueAt(header, start);
-}
-
-/** Whether a cookie named exactly `name` is present. */
-export function hasCookie(header: string | undefined, name: string): boolean {
-  return header !== undefined && header !== '' && findPair(header, name, 0) !== -1;
+  let found = -1;
+  let at = 0;
+  while (at < header.length) {
+    while (at < header.length && isSpace(header.charCodeAt(at))) at++;
+    const start = nameAt(header, name, at);
+    if (start !== -1) {
+      if (found !== -1) return CONFLICT;
+      found = start;
+    } else if (refuse !== undefined && nameAt(header, refuse, at) !== -1) {
+      return CONFLICT;
+    }
+    const semi = header.indexOf(';', at);
+    if (semi === -1) break;
+    at = semi + 1;
+  }
+  return found === -1 ? undefined : valueAt(header, found);
 }
 
 /**

@@ -1,12 +1,6 @@
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
-import {
-  CONFLICT,
-  type CookieLookup,
-  hasCookie,
-  readUniqueCookie,
-  serializeCookie,
-} from '../http/cookies.ts';
+import { type CookieLookup, readUniqueCookie, serializeCookie } from '../http/cookies.ts';
 import { fingerprint } from './crypto.ts';
 
 /**
@@ -53,10 +47,7 @@ export class CookieNames {
    * it runs on every request.
    */
   readSession(header: string | undefined): CookieLookup {
-    const value = readUniqueCookie(header, this.session);
-    if (value === CONFLICT) return CONFLICT;
-    if (this.#shadow !== undefined && hasCookie(header, this.#shadow)) return CONFLICT;
-    return value;
+    return readUniqueCookie(header, this.session, this.#shadow);
   }
 
   /**

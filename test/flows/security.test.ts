@@ -650,11 +650,17 @@ describe('sign-out', () => {
     expect(put.headers.get('allow')).toBe('GET, POST');
   });
 
-  it('a POST sign-out on the direct route works the same way', async () => {
+  it('on the direct route a GET asks (200) and a POST signs out, the same way', async () => {
     const browser = new Browser({ navigation: true });
     await loginThroughDex(browser, `${stack.appUrl}/s`, admin);
     const cookie = browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')!.value;
     const direct = new Browser({ navigation: true });
+    const confirm = await direct.get(`${stack.service.url}/oauth2/sign_out`, {
+      cookie: `_forward_auth=${cookie}`,
+    });
+    expect(confirm.status).toBe(200);
+    expect(confirm.body).toContain('method="post" action="/oauth2/sign_out"');
+    expect(confirm.headers.getSetCookie()).toEqual([]);
     const reply = await direct.post(
       `${stack.service.url}/oauth2/sign_out`,
       {},
