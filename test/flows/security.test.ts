@@ -599,7 +599,7 @@ describe('sign-out', () => {
       const json = await browser.post(
         `${stack.appUrl}/oauth2/sign_out`,
         {},
-        { origin, accept: 'application/json' },
+        { origin, accept: 'application/json', 'sec-fetch-site': 'cross-site' },
       );
       expect(json.status).toBe(403);
       expect(json.json()).toMatchObject({ error: 'forbidden' });
