@@ -2,7 +2,7 @@ import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import type { OidcProvider } from '../oidc/provider.ts';
 import { Lru } from './lru.ts';
-import { type Store, StoreUnavailableError } from './store.ts';
+import type { Store } from './store.ts';
 
 /**
  * Ended sessions (sign-out, idle timeout) and how the end outlives Redis (issue 11 item 6):
@@ -35,6 +35,8 @@ export interface Ending {
 
 interface Pending extends Ending {
   stored: boolean;
+  /** Told the other replicas (pub/sub). */
+  announced: boolean;
   revoked: boolean;
   attempts: number;
   /** The provider call in flight (never two at once for one token). */
@@ -108,13 +110,14 @@ export class Endings {
     const pending: Pending = {
       ...ending,
       stored: false,
+      announced: false,
       revoked: ending.refreshToken === '',
       attempts: 0,
       revoking: undefined,
     };
     await this.#storeIt(pending, now);
     await this.#revokeWithin(pending);
-    if (!pending.stored || !pending.revoked) this.#retryLater(pending);
+    if (!this.#done(pending)) this.#retryLater(pending);
   }
 
   close(): void {
@@ -137,15 +140,21 @@ export class Endings {
 
   /** Tombstone first, then the record (a refresher saving a record checks the tombstone after). */
   async #storeIt(pending: Pending, now: number): Promise<void> {
-    if (pending.stored) return;
     try {
-      await this.#store.set(KEY.tombstone(pending.lookup), '1', Math.max(1, pending.until - now));
-      await this.#store.del(KEY.record(pending.lookup));
-      await this.#store.publish(ENDED_CHANNEL, `${pending.lookup} ${pending.until}`);
-      pending.stored = true;
+      if (!pending.stored) {
+        await this.#store.set(KEY.tombstone(pending.lookup), '1', Math.max(1, pending.until - now));
+        await this.#store.del(KEY.record(pending.lookup));
+        pending.stored = true;
+      }
+      if (!pending.announced) {
+        await this.#store.publish(ENDED_CHANNEL, `${pending.lookup} ${pending.until}`);
+        pending.announced = true;
+      }
     } catch (error) {
-      const reason = error instanceof StoreUnavailableError ? 'store unavailable' : (error as Error).message;
-      this.#log.warn({ reason }, 'could not record the end of a session in the store; will retry');
+      this.#log.warn(
+        { reason: (error as Error).message },
+        'could not record the end of a session in the store; will retry',
+      );
     }
   }
 
@@ -179,6 +188,10 @@ export class Endings {
     clearTimeout(timer);
   }
 
+  #done(pending: Pending): boolean {
+    return pending.stored && pending.announced && pending.revoked;
+  }
+
   #retryLater(pending: Pending): void {
     const delay = this.#retryDelays[pending.attempts];
     if (delay === undefined || pending.until <= this.#clock.now()) {
@@ -200,7 +213,7 @@ export class Endings {
   async #retry(pending: Pending): Promise<void> {
     await this.#storeIt(pending, this.#clock.now());
     await this.#revokeWithin(pending);
-    if (pending.stored && pending.revoked) this.#pending.delete(pending);
+    if (this.#done(pending)) this.#pending.delete(pending);
     else this.#retryLater(pending);
   }
 }

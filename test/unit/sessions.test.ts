@@ -6,7 +6,7 @@ import { type OidcProvider, RefreshError, type TokenResult } from '../../src/oid
 import { MemoryStore } from '../../src/session/memoryStore.ts';
 import { Sealer } from '../../src/session/seal.ts';
 import { type Resolution, type SessionCookieData, SessionService } from '../../src/session/sessions.ts';
-import type { Store } from '../../src/session/store.ts';
+import { type Store, StoreUnavailableError } from '../../src/session/store.ts';
 
 /**
  * SessionService with a fake clock and a fake provider (unit level): the caches, the refresh
@@ -317,6 +317,30 @@ describe('sign-out', () => {
     const results = await Promise.all([a.resolve(cookie), b.resolve(cookie), a.resolve(cookie)]);
     for (const r of results) expect(r.kind).toBe('valid');
     expect(provider.presented).toEqual(['rt-0']);
+  });
+
+  it('signing out while Redis is down ends the session here at once and in Redis once it is back', async () => {
+    let down = false;
+    const flaky: Store = new Proxy(store, {
+      get: (target, name) => {
+        const member = bound(target, name);
+        if (typeof member !== 'function' || !['get', 'set', 'del', 'publish'].includes(String(name)))
+          return member;
+        return (...args: unknown[]) =>
+          down
+            ? Promise.reject(new StoreUnavailableError('down'))
+            : (member as (...a: unknown[]) => unknown)(...args);
+      },
+    });
+    const a = service({ store: flaky, revokeRetryDelaysMs: [20] });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    down = true;
+    await a.destroy(cookie);
+    expect(await a.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    down = false;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await service().resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    expect(provider.presented).toEqual([]); // the tombstone answered, not the provider
   });
 
   it('retries a revocation the provider could not take, in the background', async () => {
