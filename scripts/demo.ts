@@ -1,111 +1,62 @@
 /**
  * `npm run demo`: the whole thing on this machine, on loopback only.
  *
- *   Dex stand-in (oidc-provider)  http://127.0.0.1:5556/dex
- *   dex-forward-auth              http://127.0.0.1:4180
+ *   Dex stand-in (oidc-provider)  http://127.0.0.1:5556/dex, its login page listing the demo users
+ *   Redis                         a private redis-server on a free port, when one is installed
+ *   dex-forward-auth              http://127.0.0.1:4180 (and :4181, a second replica, with Redis)
  *   gateway (Traefik emulator)    http://dashboard.demo.localhost:8080, http://grafana.demo.localhost:8080
+ *                                 (protected), http://auth.demo.localhost:8080 (the service's own pages)
  *   sample dashboard              behind the gateway: shows who you are and the decoded ID token
  *
- * Browsers resolve *.localhost to loopback. Ports can be moved with DEMO_GATEWAY_PORT,
- * DEMO_DEX_PORT and DEMO_AUTH_PORT. Ctrl-C stops everything.
+ * Browsers resolve *.localhost to loopback. Ports: DEMO_GATEWAY_PORT, DEMO_DEX_PORT, DEMO_AUTH_PORT
+ * (DEMO_AUTH_PORT2 for the second replica); DEMO_REDIS=off keeps sessions in memory. Ctrl-C stops
+ * everything. The parts are the test harness's (test/support), so the demo runs what the tests test.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { loadConfig } from '../src/config.ts';
-import { escapeHtml } from '../src/http/views.ts';
-import { createLogger } from '../src/log.ts';
-import { startService } from '../src/main.ts';
-import { DEMO_USERS, startDex } from '../test/support/dex.ts';
-import { startTraefik } from '../test/support/traefik.ts';
+import { createLogger, type Logger } from '../src/log.ts';
+import { type RunningService, startService } from '../src/main.ts';
+import { DEMO_USERS, type Dex, startDex } from '../test/support/dex.ts';
+import { hasRedisServer, type RedisServer, startRedis } from '../test/support/redis.ts';
+import { startTraefik, type Traefik } from '../test/support/traefik.ts';
+import { sampleDashboard } from './demoDashboard.ts';
 
-const gatewayPort = Number(process.env['DEMO_GATEWAY_PORT'] ?? 8080);
-const dexPort = Number(process.env['DEMO_DEX_PORT'] ?? 5556);
-const authPort = Number(process.env['DEMO_AUTH_PORT'] ?? 4180);
-const hosts = ['dashboard.demo.localhost', 'grafana.demo.localhost'];
+const env = process.env;
+const gatewayPort = Number(env['DEMO_GATEWAY_PORT'] ?? 8080);
+const dexPort = Number(env['DEMO_DEX_PORT'] ?? 5556);
+const authPorts = [
+  Number(env['DEMO_AUTH_PORT'] ?? 4180),
+  Number(env['DEMO_AUTH_PORT2'] ?? Number(env['DEMO_AUTH_PORT'] ?? 4180) + 1),
+];
+const logLevel = env['LOG_LEVEL'] ?? 'info';
+const domain = 'demo.localhost';
+const hosts = [`dashboard.${domain}`, `grafana.${domain}`];
 const urls = hosts.map((h) => `http://${h}:${gatewayPort}`);
+const authHome = `http://auth.${domain}:${gatewayPort}`;
 const clientId = 'dex-forward-auth-demo';
 const clientSecret = 'demo-client-secret-not-for-production';
 /** A public client for kubectl/kubelogin, as Dex's own examples set one up (its secret is not secret). */
 const kubectlClient = { clientId: 'kubectl', clientSecret: 'kubectl-public-client' };
 
-function decodeJwtPart(part: string | undefined): Record<string, unknown> | null {
-  try {
-    return JSON.parse(Buffer.from(part ?? '', 'base64url').toString('utf8')) as Record<string, unknown>;
-  } catch {
-    return null;
+/** Where sessions live: a private Redis when redis-server is installed (and not turned off), else memory. */
+async function startStore(): Promise<{ redis: RedisServer | undefined; line: string }> {
+  if (env['DEMO_REDIS'] === 'off') {
+    return { redis: undefined, line: 'Sessions: in memory (DEMO_REDIS=off), so one replica.' };
   }
+  if (!hasRedisServer()) {
+    return {
+      redis: undefined,
+      line: 'Sessions: in memory, so one replica (install redis-server to see two replicas share sessions).',
+    };
+  }
+  const redis = await startRedis();
+  return { redis, line: `Sessions: in Redis (${redis.url}, started for the demo), shared by 2 replicas.` };
 }
 
-const STYLE = `:root{color-scheme:light dark;--bg:#f4f6f8;--card:#fff;--fg:#1b1f24;--muted:#4a5560;--accent:#0b5cad;--border:#d0d7de}
-@media (prefers-color-scheme:dark){:root{--bg:#0d1117;--card:#161b22;--fg:#e6edf3;--muted:#a3adb8;--accent:#79b8ff;--border:#3a434d}}
-*{box-sizing:border-box}body{font:16px/1.55 system-ui,sans-serif;margin:0;background:var(--bg);color:var(--fg)}
-header{background:var(--card);border-bottom:1px solid var(--border);padding:.75rem 1.5rem;display:flex;flex-wrap:wrap;gap:1rem;align-items:center}
-header strong{margin-right:auto}nav{display:flex;flex-wrap:wrap;gap:1rem}a{color:var(--accent)}
-main{max-width:64rem;margin:1.5rem auto;padding:0 1rem}section{background:var(--card);border:1px solid var(--border);border-radius:12px;padding:1rem 1.5rem;margin-bottom:1rem}
-h1{font-size:1.5rem;margin:.25rem 0 1rem}h2{font-size:1.1rem;margin:.25rem 0 .75rem}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
-pre{background:var(--bg);border:1px solid var(--border);padding:1rem;overflow:auto;border-radius:8px;font-size:.85rem}
-ul.g{display:flex;flex-wrap:wrap;gap:.3rem;list-style:none;padding:0;margin:0;max-height:10rem;overflow:auto}
-ul.g li{border:1px solid var(--border);border-radius:99px;padding:0 .6rem;font-size:.85rem}
-a:focus-visible{outline:3px solid var(--accent);outline-offset:2px}.muted{color:var(--muted)}`;
-
-/** The sample dashboard: what an upstream behind the gateway receives. */
-function dashboard(req: IncomingMessage, res: ServerResponse): void {
-  const header = (name: string) => String(req.headers[name] ?? '');
-  const token = header('authorization').replace(/^Bearer /, '');
-  const [h, p] = token.split('.');
-  const claims = decodeJwtPart(p);
-  const groups = header('x-auth-request-groups').split(',').filter(Boolean);
-  const host = header('host');
-  const exp = typeof claims?.['exp'] === 'number' ? new Date(claims['exp'] * 1000) : undefined;
-  const aud = claims?.['aud'];
-  const others = urls
-    .filter((u) => new URL(u).host !== host)
-    .map((u) => `<a href="${escapeHtml(u)}/">Open ${escapeHtml(new URL(u).hostname)}</a>`)
-    .join('');
-  const body = `<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sample dashboard · ${escapeHtml(host)}</title><style>${STYLE}</style></head><body>
-<header><strong>Sample dashboard</strong><nav aria-label="Demo">${others}<a href="/kubeconfig">Kubeconfig</a><a href="/oauth2/userinfo">/oauth2/userinfo</a><a href="/oauth2/sign_out">Sign out</a></nav></header>
-<main>
-<h1>Hello, <span id="user">${escapeHtml(header('x-auth-request-user'))}</span></h1>
-<section aria-labelledby="who"><h2 id="who">What the dashboard was told</h2><dl>
-<dt>Host</dt><dd>${escapeHtml(host)}</dd>
-<dt>User</dt><dd>${escapeHtml(header('x-auth-request-user'))}</dd>
-<dt>Email</dt><dd>${escapeHtml(header('x-auth-request-email'))}</dd>
-<dt>Token audience</dt><dd>${escapeHtml(Array.isArray(aud) ? aud.join(', ') : String(aud ?? ''))}</dd>
-<dt>Token expires</dt><dd>${exp ? `<time datetime="${exp.toISOString()}">${escapeHtml(exp.toUTCString())}</time>` : '–'}</dd>
-<dt>Request</dt><dd><code>${escapeHtml(req.method ?? '')} ${escapeHtml(req.url ?? '')}</code></dd>
-</dl></section>
-<section aria-labelledby="groups"><h2 id="groups">Groups (${groups.length})</h2>${
-    groups.length
-      ? `<ul class="g">${groups.map((g) => `<li>${escapeHtml(g)}</li>`).join('')}</ul>`
-      : '<p class="muted">none</p>'
-  }</section>
-<section aria-labelledby="token"><h2 id="token">ID token sent upstream as <code>Authorization: Bearer …</code></h2>
-<p class="muted">Decoded, not verified: the dashboard (or the Kubernetes API server behind it) checks the signature.</p>
-<h3>Header</h3><pre>${escapeHtml(JSON.stringify(decodeJwtPart(h), null, 2))}</pre>
-<h3>Claims</h3><pre id="claims">${escapeHtml(JSON.stringify(claims, null, 2))}</pre></section>
-</main></body></html>`;
-  res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
-  res.end(body);
-}
-
-async function main(): Promise<void> {
-  const dex = await startDex({
-    port: dexPort,
-    issuerPath: '/dex',
-    clients: [
-      { clientId, clientSecret, redirectUris: urls.map((u) => `${u}/oauth2/callback`) },
-      { ...kubectlClient, redirectUris: ['http://localhost:8000', 'http://localhost:18000'] },
-    ],
-    idTokenTtl: 600,
-  });
-
-  const upstream = createServer(dashboard);
-  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-  const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
-
-  const config = loadConfig({
+/** The service's settings, as a user would set them (also printed as a doctor command). */
+function settings(dex: Dex, redis: RedisServer | undefined): Record<string, string> {
+  return {
     OIDC_ISSUER_URL: dex.issuer,
     OIDC_CLIENT_ID: clientId,
     OIDC_CLIENT_SECRET: clientSecret,
@@ -114,28 +65,49 @@ async function main(): Promise<void> {
     OIDC_ALLOW_INSECURE_HTTP: 'true',
     COOKIE_SECRET: 'demo-cookie-secret-0123456789-abcdefghij',
     COOKIE_SECURE: 'false',
-    COOKIE_DOMAIN: '.demo.localhost',
-    ALLOWED_REDIRECT_DOMAINS: '.demo.localhost',
-    KUBE_CLUSTERS: JSON.stringify([
-      {
-        name: 'demo',
-        server: 'https://127.0.0.1:6443',
-        clientId: kubectlClient.clientId,
-        public: true,
-        clientSecret: kubectlClient.clientSecret,
-      },
-    ]),
-    PORT: String(authPort),
-    LOG_LEVEL: process.env['LOG_LEVEL'] ?? 'info',
-  });
-  const service = await startService(config, {
-    log: createLogger({ level: config.logLevel }),
-    host: '127.0.0.1',
-    drainMs: 1_000,
-  });
+    COOKIE_DOMAIN: `.${domain}`,
+    ALLOWED_REDIRECT_DOMAINS: `.${domain}`,
+    ...(redis ? { REDIS_URL: redis.url } : {}),
+  };
+}
 
+const shellQuote = (value: string): string =>
+  /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", `'\\''`)}'`;
+
+/** A command that checks the demo's settings live, ready to paste into a shell in this folder. */
+function doctorCommandLine(vars: Record<string, string>, checkHosts: readonly string[]): string {
+  const assignments = Object.entries(vars).map(([k, v]) => `    ${k}=${shellQuote(v)} \\`);
+  const flags = checkHosts.map((h) => `--host ${h}`).join(' ');
+  return [...assignments, `    npm run doctor -- ${flags}`].join('\n');
+}
+
+async function startReplicas(vars: Record<string, string>, count: number, log: Logger) {
+  const replicas: RunningService[] = [];
+  for (const [i, port] of authPorts.slice(0, count).entries()) {
+    const config = loadConfig({
+      ...vars,
+      KUBE_CLUSTERS: JSON.stringify([
+        {
+          name: 'demo',
+          server: 'https://127.0.0.1:6443',
+          clientId: kubectlClient.clientId,
+          public: true,
+          clientSecret: kubectlClient.clientSecret,
+        },
+      ]),
+      PORT: String(port),
+      LOG_LEVEL: logLevel,
+    });
+    const replicaLog = count > 1 ? log.child({ replica: i + 1 }) : log;
+    replicas.push(await startService(config, { log: replicaLog, host: '127.0.0.1', drainMs: 1_000 }));
+  }
+  return replicas;
+}
+
+function startGateway(replicas: readonly RunningService[], upstreamUrl: string): Promise<Traefik> {
+  const serviceUrls = replicas.map((r) => r.url);
   const forwardAuth = {
-    address: `${service.url}/auth`,
+    address: serviceUrls.map((u) => `${u}/auth`),
     trustForwardHeader: true,
     authResponseHeaders: [
       'Authorization',
@@ -145,37 +117,78 @@ async function main(): Promise<void> {
     ],
     addAuthCookiesToResponse: ['_forward_auth'],
   };
-  const gateway = await startTraefik({
+  return startTraefik({
     port: gatewayPort,
     routes: [
-      // Pages and JSON of the service are reached on a direct route (DESIGN §2).
-      { pathPrefix: '/oauth2/userinfo', service: service.url },
-      { pathPrefix: '/kubeconfig', service: service.url },
+      // The service's pages and JSON are reached on direct routes (README: "Wiring it into Traefik").
+      { host: `auth.${domain}`, service: serviceUrls },
+      { pathPrefix: '/oauth2/userinfo', service: serviceUrls },
+      { pathPrefix: '/kubeconfig', service: serviceUrls },
       ...hosts.map((host) => ({ host, forwardAuth, service: upstreamUrl })),
     ],
   });
+}
 
+function banner(dex: Dex, replicas: readonly RunningService[], storeLine: string, doctor: string): string {
   const users = DEMO_USERS.map((u) => {
     const groups = u.groups.length > 4 ? `${u.groups.length} groups` : u.groups.join(', ') || '-';
     const note = u.emailVerified ? '' : '   (email not verified → 403 page)';
     return `    ${u.login.padEnd(26)} groups: ${groups}${note}`;
   });
-  process.stdout.write(`
+  const services = replicas.map((r) => r.url).join(', ');
+  const balanced = replicas.length > 1 ? `, balancing across the ${replicas.length} replicas` : '';
+  return `
 dex-forward-auth demo is running (loopback only). Open:
 
     ${urls[0]}/
     ${urls[1]}/          (same cookie domain: no second login)
     ${urls[0]}/kubeconfig
+    ${authHome}/                (the service's own page: are you signed in?)
 
 Log in at the Dex stand-in with one of these (password: password):
 ${users.join('\n')}
 
     Dex stand-in   ${dex.issuer}
-    forward-auth   ${service.url}  (/healthz, /readyz, /metrics)
-    gateway        Traefik ForwardAuth emulator on 127.0.0.1:${gatewayPort}
+    forward-auth   ${services}  (/healthz, /readyz, /metrics)
+    gateway        Traefik ForwardAuth emulator on 127.0.0.1:${gatewayPort}${balanced}
+    ${storeLine}
 
-Ctrl-C stops everything.
-`);
+Check the demo's settings with doctor (in another terminal, in this folder; demo secrets only):
+
+${doctor}
+
+Logs (LOG_LEVEL=${logLevel}) follow. Ctrl-C stops everything.
+`;
+}
+
+async function main(): Promise<void> {
+  const { redis, line: storeLine } = await startStore();
+  const dex = await startDex({
+    port: dexPort,
+    issuerPath: '/dex',
+    clients: [
+      { clientId, clientSecret, redirectUris: urls.map((u) => `${u}/oauth2/callback`) },
+      { ...kubectlClient, redirectUris: ['http://localhost:8000', 'http://localhost:18000'] },
+    ],
+    idTokenTtl: 600,
+    showUsers: true,
+  });
+  const upstream: Server = createServer(sampleDashboard(urls, `${authHome}/`));
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
+  const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
+
+  // Quiet while starting (the demo's own settings warn: plain http, in-memory sessions); the banner
+  // says all of that in words. Readable log lines afterwards.
+  const log = createLogger({ level: 'error', pretty: true, singleLine: true });
+  const vars = settings(dex, redis);
+  const replicas = await startReplicas(vars, redis ? 2 : 1, log);
+  const gateway = await startGateway(replicas, upstreamUrl);
+  const doctor = doctorCommandLine(
+    vars,
+    hosts.map((h) => `${h}:${gatewayPort}`),
+  );
+  process.stdout.write(banner(dex, replicas, storeLine, doctor));
+  for (const replica of replicas) replica.deps.log.level = logLevel;
 
   let stopping = false;
   const stop = async () => {
@@ -183,12 +196,13 @@ Ctrl-C stops everything.
     stopping = true;
     process.stdout.write('\nstopping…\n');
     await gateway.close();
-    await service.close();
+    await Promise.all(replicas.map((r) => r.close()));
     await new Promise((resolve) => {
       upstream.close(resolve);
       upstream.closeAllConnections();
     });
     await dex.close();
+    await redis?.close();
     process.stdout.write('stopped.\n');
     process.exit(0);
   };

@@ -1,7 +1,7 @@
 /**
  * `npm run docs:settings`: rewrites the README's settings table from the one settings table in
- * src/config.ts (SETTINGS), between the marker comments below. `--check` only reports whether
- * README.md is up to date (exit 1 when not), for CI.
+ * src/config/settings.ts (SETTINGS, re-exported by src/config.ts), between the marker comments
+ * below. `--check` only reports whether README.md is up to date (exit 1 when not), for CI.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -1,4 +1,3 @@
-import { readFileSync } from 'node:fs';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express from 'express';
 import helmet from 'helmet';
@@ -15,6 +14,7 @@ import { createMetrics } from './metrics.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
 import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
+import { isDirectBrowserVisit, sendProxyOnly } from './routes/proxyOnly.ts';
 import { LoopBreaker } from './security/loopBreaker.ts';
 import { LoginRateLimiter } from './security/rateLimiter.ts';
 import { CookieNames } from './session/cookieNames.ts';
@@ -23,20 +23,9 @@ import { createRedisClient, RedisStore } from './session/redisStore.ts';
 import { Sealer } from './session/seal.ts';
 import { SessionService, type SessionServiceOptions } from './session/sessions.ts';
 import type { Store } from './session/store.ts';
+import { VERSION } from './version.ts';
 
-function readVersion(): string {
-  for (const candidate of ['../package.json', '../../package.json']) {
-    try {
-      return (JSON.parse(readFileSync(new URL(candidate, import.meta.url), 'utf8')) as { version: string })
-        .version;
-    } catch {
-      // try the next location (src/ when run from source, dist/src/ when built)
-    }
-  }
-  return '0.0.0';
-}
-
-export const VERSION = readVersion();
+export { VERSION };
 
 export interface BuildOptions {
   readonly log: Logger;
@@ -115,7 +104,13 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     cookies,
     trust: new ProxyTrust(config.trustedProxies),
     returnUrls: new ReturnUrlGuard(config.allowedRedirectDomains),
-    loginLimiter: new LoginRateLimiter({ store, settings: config.loginRateLimit, clock, log }),
+    loginLimiter: new LoginRateLimiter({
+      store,
+      settings: config.loginRateLimit,
+      clock,
+      log,
+      keySecret: config.cookieSecrets[0]?.secret,
+    }),
     loopBreaker: new LoopBreaker(config.loginLoop, cookies),
     authorizer,
     upstream,
@@ -151,8 +146,10 @@ export function createApp(deps: Deps): RequestListener {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    if (path === '/auth') void traefik(req, res);
-    else if (path === '/oauth2/auth') void nginx(req, res);
-    else app(req, res);
+    if (path === '/auth' || path === '/oauth2/auth') {
+      // A browser tab opened on a proxy-only endpoint gets a page saying where to go instead.
+      if (isDirectBrowserVisit(req)) sendProxyOnly(deps, req, res, path);
+      else void (path === '/auth' ? traefik : nginx)(req, res);
+    } else app(req, res);
   };
 }

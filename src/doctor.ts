@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto';
-import { type Config, ConfigError, loadConfig } from './config.ts';
+import { type Config, cookieSecretProblem } from './config.ts';
+import { describeError } from './errors.ts';
+import { preflight } from './preflight.ts';
 import { createRedisClient, RedisStore } from './session/redisStore.ts';
 
 /**
@@ -57,10 +59,11 @@ class Checks {
   }
 }
 
+/** The real cause under a failed fetch: `fetch failed: connect ECONNREFUSED 127.0.0.1:5556`. */
 const reason = (error: unknown): string => {
-  const e = error as { name?: string; message?: string; cause?: { code?: string; message?: string } };
+  const e = error as { name?: string };
   if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return 'timed out';
-  return e?.cause?.code ?? e?.cause?.message ?? e?.message ?? String(error);
+  return describeError(error);
 };
 
 /** Runs every check; never throws for a configuration or network problem. */
@@ -69,13 +72,10 @@ export async function runDoctor(
   options: DoctorOptions = {},
 ): Promise<DoctorReport> {
   const checks = new Checks();
-  let config: Config | undefined;
-  try {
-    config = loadConfig(env, options.readFile);
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    for (const problem of error.problems) checks.problem('configuration', problem);
-  }
+  // The same checks as `serve` (settings, and the files they name such as AUTHZ_CONFIG).
+  const { config, ...settings } = preflight(env, options.readFile);
+  for (const problem of settings.problems) checks.problem('configuration', problem);
+  for (const warning of settings.warnings) checks.warning('configuration', warning);
   if (config) {
     checks.ok(
       'configuration',
@@ -361,14 +361,7 @@ function checkCookies(config: Config, checks: Checks): void {
   const redirectHost = config.redirectUrl ? new URL(config.redirectUrl).host : undefined;
   let fine = true;
   if (domain) {
-    const labels = domain.replace(/^\./, '').split('.');
-    if (labels.length < 2) {
-      fine = false;
-      checks.problem(
-        'cookie domain',
-        `COOKIE_DOMAIN ${domain} is a top-level domain: browsers refuse such cookies; use your own domain, e.g. .example.com`,
-      );
-    }
+    // A public suffix or single label never gets here: the configuration refuses it.
     for (const allowed of config.allowedRedirectDomains) {
       if (!within(allowed.replace(/^\*\./, ''), domain)) {
         fine = false;
@@ -410,28 +403,19 @@ function checkCookies(config: Config, checks: Checks): void {
   }
 }
 
-/** Shannon entropy of the characters, times the length: a rough upper bound of a secret's strength. */
-export function estimatedBits(secret: string): number {
-  const counts = new Map<string, number>();
-  for (const c of secret) counts.set(c, (counts.get(c) ?? 0) + 1);
-  const n = [...secret].length;
-  let perChar = 0;
-  for (const count of counts.values()) perChar -= (count / n) * Math.log2(count / n);
-  return perChar * n;
-}
+/** Re-exported: the strength estimate lives with the settings (src/config/secretStrength.ts). */
+export { estimatedBits } from './config.ts';
 
 function checkSecrets(config: Config, checks: Checks): void {
   let fine = true;
   const seen = new Map<string, string>();
   for (const { id, secret } of config.cookieSecrets) {
-    const name = config.cookieSecrets.length > 1 ? `COOKIE_SECRETS "${id}"` : 'COOKIE_SECRET';
-    const bits = estimatedBits(secret);
-    if (bits < 128) {
+    const name = config.cookieSecrets.length > 1 ? `COOKIE_SECRETS secret "${id}"` : 'COOKIE_SECRET';
+    // The start-up check (a Config built by hand may still carry a weak secret).
+    const problem = cookieSecretProblem(name, secret);
+    if (problem) {
       fine = false;
-      checks.problem(
-        'secrets',
-        `${name} looks weak (about ${Math.floor(bits)} bits): use 32+ random characters, e.g. \`openssl rand -base64 32\``,
-      );
+      checks.problem('secrets', problem);
     }
     const other = seen.get(secret);
     if (other !== undefined)

@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'redirect_loop'
   | 'header_too_large'
   | 'cookie_conflict'
+  | 'uri_too_long'
   | 'not_found'
   | 'method_not_allowed'
   | 'internal';
@@ -40,6 +41,7 @@ const STATUS: Record<ErrorCode, number> = {
   redirect_loop: 508,
   header_too_large: 431,
   cookie_conflict: 400,
+  uri_too_long: 414,
   not_found: 404,
   method_not_allowed: 405,
   internal: 500,
@@ -91,4 +93,19 @@ export function toAppError(error: unknown): AppError {
   if (isAppError(error)) return error;
   const detail = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
   return new AppError('internal', 'Something went wrong on our side.', { detail, cause: error });
+}
+
+/**
+ * An error's message followed by the causes beneath it: `fetch failed: connect ECONNREFUSED
+ * 127.0.0.1:5556`. fetch (undici) and openid-client put the real reason in `cause`, and a
+ * connection tried on several addresses fails with an AggregateError of each.
+ */
+export function describeError(error: unknown, depth = 0): string {
+  if (!(error instanceof Error)) return String(error);
+  const own =
+    error instanceof AggregateError && error.message === ''
+      ? error.errors.map((e) => describeError(e, depth + 1)).join(', ')
+      : error.message || error.name;
+  if (error.cause === undefined || depth >= 4) return own;
+  return `${own}: ${describeError(error.cause, depth + 1)}`;
 }

@@ -56,7 +56,12 @@ export const REDACT_PATHS = [
  * terminal) prints the same records human-readably through pino-pretty, for development.
  */
 export function createLogger(
-  options: { level?: string; pretty?: boolean; destination?: NodeJS.WritableStream } = {},
+  options: {
+    level?: string;
+    pretty?: boolean;
+    singleLine?: boolean;
+    destination?: NodeJS.WritableStream;
+  } = {},
 ): Logger {
   const base: LoggerOptions = {
     level: options.level ?? 'info',
@@ -74,6 +79,7 @@ export function createLogger(
       colorize: options.destination === undefined && process.stdout.isTTY === true,
       translateTime: 'SYS:HH:MM:ss.l',
       ignore: 'pid,hostname,service',
+      singleLine: options.singleLine ?? false,
     });
     return pino(base, pretty);
   }

@@ -1,9 +1,11 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
-import { type Config, ConfigError, loadConfig } from './config.ts';
+import { type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
 import { createLogger, type Logger } from './log.ts';
+import { preflight } from './preflight.ts';
+import { installProcessGuards } from './processGuards.ts';
 import { RedisStore } from './session/redisStore.ts';
 
 /**
@@ -87,28 +89,35 @@ export async function startService(
 
 /** `serve`: load config from the environment, start, drain on SIGTERM/SIGINT. */
 export async function serve(env: Readonly<Record<string, string | undefined>> = process.env): Promise<void> {
-  let config: Config;
-  try {
-    config = loadConfig(env);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`dex-forward-auth: ${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
+  // Every setting and the files they name (AUTHZ_CONFIG included) are checked here, together.
+  const checked = preflight(env);
+  if (!checked.config) {
+    process.stderr.write(`dex-forward-auth: ${new ConfigError(checked.problems).message}\n`);
+    process.exit(2);
   }
+  const config: Config = checked.config;
   const log: Logger = createLogger({ level: config.logLevel, pretty: process.stdout.isTTY });
+  for (const warning of checked.warnings) log.warn(warning);
   let service: RunningService;
   try {
     service = await startService(config, { log });
   } catch (error) {
-    // A broken AUTHZ_CONFIG (or an unreadable service-account token) is found while building.
+    // Files that changed since the preflight (a policy, the service-account token) fail here.
     if (error instanceof ConfigError) {
       process.stderr.write(`dex-forward-auth: ${error.message}\n`);
       process.exit(2);
     }
     throw error;
   }
+  installProcessGuards({
+    log,
+    onFatal: () => {
+      service.close().then(
+        () => process.exit(1),
+        () => process.exit(1),
+      );
+    },
+  });
   const stop = (signal: string) => {
     log.info({ signal, delayMs: config.shutdownDelayMs }, 'draining');
     service.close(config.shutdownDelayMs).then(

@@ -55,6 +55,13 @@ interface Active {
 
 const noEvents: PolicyEvents = { reload() {} };
 
+/**
+ * The longest path (as forwarded, before decoding) the policy judges; longer ones get 414. Paths
+ * this long are never legitimate dashboard URLs, and every URL pattern costs time in proportion to
+ * the path it is matched against.
+ */
+export const MAX_JUDGED_PATH = 8192;
+
 export class PolicyAuthorizer implements Authorizer {
   readonly #options: PolicyAuthorizerOptions;
   readonly #log: Logger;
@@ -95,6 +102,13 @@ export class PolicyAuthorizer implements Authorizer {
   }
 
   decide(identity: Identity, request: AccessRequest): Decision {
+    if (request.path.length > MAX_JUDGED_PATH) {
+      throw new AppError(
+        'uri_too_long',
+        `The requested path is longer than the ${MAX_JUDGED_PATH} characters the access policy judges.`,
+        { detail: `path of ${request.path.length} characters` },
+      );
+    }
     const path = canonicalPath(request.path);
     if (path === undefined) {
       throw new AppError('bad_request', 'The requested path cannot be checked against the access policy.', {
@@ -147,9 +161,25 @@ export class PolicyAuthorizer implements Authorizer {
     };
   }
 
-  /** Re-reads the files and swaps the policy when they changed and are valid. */
+  /**
+   * Re-reads the files and swaps the policy when they changed and are valid. Runs from timers and
+   * file watchers, so it never throws: whatever goes wrong keeps the last good policy and logs.
+   */
   check(): void {
     if (this.#closed) return;
+    try {
+      this.#reload();
+    } catch (error) {
+      this.#lastError = `reload failed: ${(error as Error).message}`;
+      this.#log.error(
+        { path: this.#options.path, err: { message: (error as Error).message } },
+        'authorization policy NOT reloaded: keeping the last good policy',
+      );
+      this.#events.reload('file', 'error');
+    }
+  }
+
+  #reload(): void {
     const snapshot = takeSnapshot(this.#options.path, this.#options.readFile);
     if (snapshot.hash === this.#hash || snapshot.hash === this.#badHash) return;
     const load = parsePolicy(snapshot);
@@ -238,21 +268,31 @@ export class PolicyAuthorizer implements Authorizer {
     this.#rebuildScheduled = true;
     setImmediate(() => {
       this.#rebuildScheduled = false;
-      if (this.#closed || !this.#kube?.synced) return;
-      const wasError = this.#kubeError !== undefined;
-      this.#kubeError = undefined;
-      const spec = this.#active.spec;
-      this.#active = { spec, evaluable: this.#evaluable(spec) };
-      this.#log.info(
-        {
-          clusterRoles: this.#active.evaluable.rbac?.roles,
-          clusterRoleBindings: this.#active.evaluable.rbac?.bindings,
-          recovered: wasError || undefined,
-        },
-        'RBAC objects from the cluster applied',
-      );
-      this.#events.reload('kubernetes', 'ok');
+      try {
+        this.#applyCluster();
+      } catch (error) {
+        this.#kubeError = `RBAC objects from the cluster not applied: ${(error as Error).message}`;
+        this.#log.error({ err: { message: (error as Error).message } }, this.#kubeError);
+        this.#events.reload('kubernetes', 'error');
+      }
     });
+  }
+
+  #applyCluster(): void {
+    if (this.#closed || !this.#kube?.synced) return;
+    const wasError = this.#kubeError !== undefined;
+    this.#kubeError = undefined;
+    const spec = this.#active.spec;
+    this.#active = { spec, evaluable: this.#evaluable(spec) };
+    this.#log.info(
+      {
+        clusterRoles: this.#active.evaluable.rbac?.roles,
+        clusterRoleBindings: this.#active.evaluable.rbac?.bindings,
+        recovered: wasError || undefined,
+      },
+      'RBAC objects from the cluster applied',
+    );
+    this.#events.reload('kubernetes', 'ok');
   }
 
   #logLoaded(spec: PolicySpec, message: string): void {

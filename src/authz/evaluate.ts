@@ -27,10 +27,24 @@ export interface EvaluableRequest {
   readonly path: string;
 }
 
+/** Kubernetes reserves these names; an identity provider's claim never earns one. */
+const SYSTEM = 'system:';
+
+/**
+ * The groups the policy matches: the identity provider's, except `system:` names (a group claim
+ * of `system:masters` must not match the bindings Kubernetes makes for its own), plus
+ * `system:authenticated`.
+ */
 export function groupsOf(identity: Identity): Set<string> {
-  const groups = new Set(identity.groups);
+  const groups = new Set<string>();
+  for (const g of identity.groups) if (!g.startsWith(SYSTEM)) groups.add(g);
   groups.add(AUTHENTICATED_GROUP);
   return groups;
+}
+
+/** The user name the policy matches: '' (matches no User subject) for a `system:` name. */
+export function userOf(identity: Identity): string {
+  return identity.user.startsWith(SYSTEM) ? '' : identity.user;
 }
 
 export function evaluate(identity: Identity, request: EvaluableRequest, policy: EvaluablePolicy): Decision {
@@ -57,7 +71,7 @@ export function evaluate(identity: Identity, request: EvaluableRequest, policy: 
       host: request.host,
       path: request.path,
     };
-    if (rbacAllows(policy.rbac, identity.user, groups, url)) return ALLOW;
+    if (rbacAllows(policy.rbac, userOf(identity), groups, url)) return ALLOW;
     if (policy.defaultAllow) return ALLOW;
     const grantees = rbacGrantees(policy.rbac, url);
     return {

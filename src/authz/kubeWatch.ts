@@ -149,14 +149,18 @@ export function watchClusterRbac(options: KubeRbacOptions): KubeRbacSource {
 
   const read = (w: Watched, out: (ClusterRole | ClusterRoleBinding)[]): void => {
     for (const obj of w.informer.list()) {
-      // Objects from a list are client models; from a watch, plain JSON. Both carry the same field names.
-      const plain = JSON.parse(JSON.stringify(obj)) as Record<string, unknown>;
-      plain['kind'] = w.name === 'clusterroles' ? 'ClusterRole' : 'ClusterRoleBinding';
       const problems: string[] = [];
-      const parsed = parseRbacObject(plain, `cluster ${w.name}`, problems);
-      if (parsed && parsed !== 'ignored') out.push(parsed);
-      else if (problems.length > 0)
-        log.warn({ problems }, 'ignoring a malformed RBAC object from the cluster');
+      try {
+        // Objects from a list are client models; from a watch, plain JSON. Both carry the same field names.
+        const plain = JSON.parse(JSON.stringify(obj)) as Record<string, unknown>;
+        plain['kind'] = w.name === 'clusterroles' ? 'ClusterRole' : 'ClusterRoleBinding';
+        const parsed = parseRbacObject(plain, `cluster ${w.name}`, problems);
+        if (parsed && parsed !== 'ignored') out.push(parsed);
+      } catch (error) {
+        // One object that cannot be read (nested too deeply, say) must not hold back the others.
+        problems.push(`cluster ${w.name} ${obj.metadata?.name ?? '?'}: ${(error as Error).message}`);
+      }
+      if (problems.length > 0) log.warn({ problems }, 'ignoring a malformed RBAC object from the cluster');
     }
   };
 

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { globSync, readFileSync } from 'node:fs';
+import { globSync, readFileSync, statSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { z } from 'zod';
@@ -123,10 +123,94 @@ function formatIssue(issue: z.core.$ZodIssue): string {
 
 const GLOB_CHARS = /[*?[\]{}]/;
 
+/** A policy or RBAC file larger than this is refused (a ConfigMap holds at most 1 MiB). */
+export const MAX_POLICY_FILE_BYTES = 4 * 1024 * 1024;
+/** A glob matching more files than this is refused. */
+export const MAX_RBAC_FILES = 1000;
+
+/** Reads a policy file: bounded in size, and strict UTF-8 (no silent replacement characters). */
+export function readPolicyFile(path: string): string {
+  const size = statSync(path).size;
+  if (size > MAX_POLICY_FILE_BYTES) {
+    throw new Error(`${size} bytes, more than the ${MAX_POLICY_FILE_BYTES} bytes allowed`);
+  }
+  const bytes = readFileSync(path);
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error('not UTF-8 text');
+  }
+}
+
+function readProblem(error: unknown): string {
+  return `cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`;
+}
+
+/**
+ * YAML text → its documents as plain values, never throwing: syntax errors, alias bombs (more
+ * than 100 aliases: the yaml library's guard), nesting deep enough to exhaust the stack, and
+ * anything else the parser throws become problems.
+ */
+export function yamlDocuments(text: string, where: string, problems: string[]): unknown[] {
+  const depth = flowDepth(text);
+  if (depth > MAX_FLOW_DEPTH) {
+    problems.push(`${where}: brackets nested ${depth} deep, more than the ${MAX_FLOW_DEPTH} allowed`);
+    return [];
+  }
+  try {
+    const docs = parseAllDocuments(text);
+    const values: unknown[] = [];
+    for (const [i, doc] of (Array.isArray(docs) ? docs : [docs]).entries()) {
+      const at = docs.length > 1 ? `${where} (document ${i + 1})` : where;
+      if (doc.errors.length > 0) {
+        problems.push(...doc.errors.map((e) => `${at}: ${e.message.split('\n')[0]}`));
+        values.push(undefined);
+        continue;
+      }
+      values.push(doc.toJS({ maxAliasCount: 100 }));
+    }
+    return values;
+  } catch (error) {
+    const reason = error instanceof RangeError ? 'nested too deeply' : (error as Error).message;
+    problems.push(`${where}: cannot be parsed (${reason.split('\n')[0]})`);
+    return [];
+  }
+}
+
+/** Deeper `[`/`{` nesting than this is refused before parsing (the parser's time grows with it). */
+const MAX_FLOW_DEPTH = 100;
+
+/** The deepest `[`/`{` nesting, counting brackets outside quotes and comments; linear. */
+function flowDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  let quote: string | undefined;
+  let comment = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (comment) {
+      if (c === '\n') comment = false;
+    } else if (quote) {
+      if (c === '\\' && quote === '"') i++;
+      else if (c === quote) quote = undefined;
+    } else if (c === '"' || c === "'") {
+      quote = c;
+    } else if (c === '#' && (i === 0 || /\s/.test(text[i - 1] as string))) {
+      comment = true;
+    } else if (c === '[' || c === '{') {
+      depth++;
+      if (depth > max) max = depth;
+    } else if ((c === ']' || c === '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return max;
+}
+
 /** Reads the config file, expands the RBAC globs and reads those files. Never throws. */
 export function takeSnapshot(
   configPath: string,
-  readFile: (path: string) => string = (p) => readFileSync(p, 'utf8'),
+  readFile: (path: string) => string = readPolicyFile,
   glob: (pattern: string) => string[] = (p) => globSync(p),
 ): PolicySnapshot {
   let configText: string | undefined;
@@ -134,7 +218,7 @@ export function takeSnapshot(
   try {
     configText = readFile(configPath);
   } catch (error) {
-    configError = `cannot be read (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`;
+    configError = readProblem(error);
   }
 
   const files: { path: string; text: string | undefined; error?: string }[] = [];
@@ -144,14 +228,9 @@ export function takeSnapshot(
   if (configText !== undefined) {
     // Only the file list is needed here; the full validation happens in parsePolicy.
     let patterns: string[] = [];
-    try {
-      const docs = parseAllDocuments(configText);
-      const first = docs[0]?.toJS() as { rbac?: { files?: unknown } } | undefined;
-      const raw = first?.rbac?.files;
-      if (Array.isArray(raw)) patterns = raw.filter((p): p is string => typeof p === 'string');
-    } catch {
-      // reported by parsePolicy
-    }
+    const first = yamlDocuments(configText, configPath, [])[0] as { rbac?: { files?: unknown } } | undefined;
+    const raw = typeof first === 'object' && first !== null ? first.rbac?.files : undefined;
+    if (Array.isArray(raw)) patterns = raw.filter((p): p is string => typeof p === 'string');
     const base = dirname(resolve(configPath));
     const seen = new Set<string>();
     for (const pattern of patterns) {
@@ -167,6 +246,12 @@ export function takeSnapshot(
           continue;
         }
         if (matches.length === 0) globWarnings.push(`rbac.files "${pattern}" matches no file`);
+        if (matches.length > MAX_RBAC_FILES) {
+          globProblems.push(
+            `rbac.files "${pattern}" matches ${matches.length} files, more than ${MAX_RBAC_FILES}`,
+          );
+          continue;
+        }
       } else {
         matches = [absolute];
       }
@@ -179,11 +264,7 @@ export function takeSnapshot(
           const code = (error as NodeJS.ErrnoException).code;
           // A directory matched by a glob is not a problem; a named file that is missing is.
           if (code === 'EISDIR' && GLOB_CHARS.test(pattern)) continue;
-          files.push({
-            path,
-            text: undefined,
-            error: `cannot be read (${code ?? (error as Error).message})`,
-          });
+          files.push({ path, text: undefined, error: readProblem(error) });
         }
       }
     }
@@ -192,6 +273,7 @@ export function takeSnapshot(
   const hash = createHash('sha256');
   hash.update(configText ?? `\0error:${configError}`);
   for (const f of files) hash.update(`\0${f.path}\0${f.text ?? `\0error:${f.error}`}`);
+  for (const p of globProblems) hash.update(`\0glob:${p}`);
   return {
     hash: hash.digest('hex'),
     configPath,
@@ -214,14 +296,11 @@ export function parsePolicy(snapshot: PolicySnapshot): PolicyLoad {
   }
 
   let shape: FileShape | undefined;
-  const docs = parseAllDocuments(snapshot.configText);
-  const first = docs[0];
+  const before = problems.length;
+  const docs = yamlDocuments(snapshot.configText, at, problems);
   if (docs.length > 1) problems.push(`${at}: expected one YAML document, found ${docs.length}`);
-  if (first && first.errors.length > 0) {
-    problems.push(...first.errors.map((e) => `${at}: ${e.message.split('\n')[0]}`));
-  } else {
-    const value: unknown = first?.toJS() ?? {};
-    const parsed = fileSchema.safeParse(value ?? {});
+  if (problems.length === before) {
+    const parsed = fileSchema.safeParse(docs[0] ?? {});
     if (parsed.success) shape = parsed.data;
     else problems.push(...parsed.error.issues.map((i) => `${at}: ${formatIssue(i)}`));
   }
@@ -234,14 +313,9 @@ export function parsePolicy(snapshot: PolicySnapshot): PolicyLoad {
       problems.push(`RBAC file ${file.path}: ${file.error ?? 'cannot be read'}`);
       continue;
     }
-    const fileDocs = parseAllDocuments(file.text);
-    for (const [i, doc] of fileDocs.entries()) {
+    const fileDocs = yamlDocuments(file.text, `RBAC file ${file.path}`, problems);
+    for (const [i, value] of fileDocs.entries()) {
       const where = `RBAC file ${file.path} (document ${i + 1})`;
-      if (doc.errors.length > 0) {
-        problems.push(...doc.errors.map((e) => `${where}: ${e.message.split('\n')[0]}`));
-        continue;
-      }
-      const value: unknown = doc.toJS();
       if (value === null || value === undefined) continue;
       for (const item of expandLists(value)) {
         const obj = parseRbacObject(item, where, problems);

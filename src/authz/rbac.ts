@@ -14,8 +14,10 @@
  *
  * Everything here is a pure function of (objects, identity, request).
  */
+import { RE2JS } from 're2js';
 import type {
   ClusterRole,
+  DashboardScope,
   LabelSelector,
   PolicyRule,
   RbacObjects,
@@ -31,19 +33,80 @@ export function verbMatches(rule: PolicyRule, verb: string): boolean {
   return rule.verbs.some((v) => v === '*' || v === verb);
 }
 
-const globCache = new Map<string, RegExp | null>();
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+/** Counts the work matching does (tests assert on it, never on time). */
+export interface MatchWork {
+  steps: number;
 }
 
-/** D2iQ's wildcard form: `**` any characters, `*` any characters but `/`; anchored. */
-function d2iqGlob(pattern: string): RegExp {
-  const source = pattern
-    .split('**')
-    .map((part) => part.split('*').map(escapeRegExp).join('[^/]*'))
-    .join('.*');
-  return new RegExp(`^${source}$`);
+const NO_WORK: MatchWork = { steps: 0 };
+
+/** D2iQ's wildcard form, compiled: a literal character, `*` (any run without `/`) or `**` (any run). */
+type GlobToken = number | 'segment' | 'any';
+
+const compiled = new Map<string, readonly GlobToken[] | RE2JS | null>();
+
+function remember<T extends readonly GlobToken[] | RE2JS | null>(key: string, build: () => T): T {
+  const hit = compiled.get(key);
+  if (hit !== undefined) return hit as T;
+  const made = build();
+  if (compiled.size > 10_000) compiled.clear();
+  compiled.set(key, made);
+  return made;
+}
+
+function globTokens(pattern: string): GlobToken[] {
+  const tokens: GlobToken[] = [];
+  for (let i = 0; i < pattern.length; i++) {
+    if (pattern[i] !== '*') {
+      tokens.push(pattern.charCodeAt(i));
+      continue;
+    }
+    let run = 1;
+    while (pattern[i + 1] === '*') {
+      run++;
+      i++;
+    }
+    // `**` (or a longer run) crosses segments; a lone `*` stays within one.
+    tokens.push(run >= 2 ? 'any' : 'segment');
+  }
+  return tokens;
+}
+
+/**
+ * Anchored glob match by NFA simulation: the set of pattern positions reachable after each input
+ * character. Each character costs at most one step per pattern token, so a match costs
+ * O(input × pattern) whatever the pattern (a backtracking regex of `*a*a*a…` is exponential).
+ */
+export function globMatches(tokens: readonly GlobToken[], input: string, work: MatchWork = NO_WORK): boolean {
+  const m = tokens.length;
+  let current = new Uint8Array(m + 1);
+  let next = new Uint8Array(m + 1);
+  const close = (set: Uint8Array): void => {
+    for (let i = 0; i < m; i++) if (set[i] && typeof tokens[i] === 'string') set[i + 1] = 1;
+  };
+  current[0] = 1;
+  close(current);
+  for (let k = 0; k < input.length; k++) {
+    const c = input.charCodeAt(k);
+    next.fill(0);
+    let alive = false;
+    for (let i = 0; i < m; i++) {
+      if (!current[i]) continue;
+      work.steps++;
+      const t = tokens[i];
+      if (t === 'any' || (t === 'segment' && c !== 47)) {
+        next[i] = 1;
+        alive = true;
+      } else if (t === c) {
+        next[i + 1] = 1;
+        alive = true;
+      }
+    }
+    if (!alive) return false;
+    close(next);
+    [current, next] = [next, current];
+  }
+  return current[m] === 1;
 }
 
 /** Lower-cases a full-URL pattern's scheme and host and drops the scheme's default port. */
@@ -57,25 +120,22 @@ function normaliseUrlPattern(pattern: string): string {
   return `${scheme}://${host}${m[3]}`;
 }
 
-function cached(key: string, build: () => RegExp | null): RegExp | null {
-  let re = globCache.get(key);
-  if (re === undefined) {
-    try {
-      re = build();
-    } catch {
-      re = null;
-    }
-    if (globCache.size > 10_000) globCache.clear();
-    globCache.set(key, re);
-  }
-  return re;
+/**
+ * A `~regex` entry, compiled with RE2 semantics (re2js): matching is linear in the input, and
+ * D2iQ's traefik-forward-auth, written in Go, used the same RE2 syntax. Backreferences and
+ * lookaround, which need backtracking, are refused when the file is read (urlPatternProblem).
+ */
+export function compileUrlRegex(source: string): RE2JS {
+  return RE2JS.compile(source);
 }
 
 /** Kubernetes' NonResourceURLMatches for one entry, plus D2iQ's full-URL and `~regex` forms. */
 export function nonResourceURLMatches(
   pattern: string,
   request: Pick<UrlRequest, 'scheme' | 'host' | 'path'>,
+  work: MatchWork = NO_WORK,
 ) {
+  work.steps++;
   if (pattern === '*') return true;
   if (pattern.startsWith('/')) {
     if (pattern === request.path) return true;
@@ -83,20 +143,28 @@ export function nonResourceURLMatches(
   }
   const full = `${request.scheme}://${request.host}${request.path}`;
   if (pattern.startsWith('~')) {
-    const re = cached(pattern, () => new RegExp(pattern.slice(1)));
+    const re = remember(pattern, () => {
+      try {
+        return compileUrlRegex(pattern.slice(1));
+      } catch {
+        return null;
+      }
+    });
+    work.steps += full.length;
     return re?.test(full) === true;
   }
   const normalised = normaliseUrlPattern(pattern);
   if (normalised === full) return true;
   if (normalised.endsWith('*') && full.startsWith(normalised.replace(/\*+$/, ''))) return true;
   if (!normalised.includes('*')) return false;
-  const re = cached(`glob:${normalised}`, () => d2iqGlob(normalised));
-  return re?.test(full) === true;
+  const tokens = remember(`glob:${normalised}`, () => globTokens(normalised));
+  return globMatches(tokens, full, work);
 }
 
-export function ruleMatches(rule: PolicyRule, request: UrlRequest): boolean {
+export function ruleMatches(rule: PolicyRule, request: UrlRequest, work: MatchWork = NO_WORK): boolean {
   return (
-    verbMatches(rule, request.verb) && rule.nonResourceURLs.some((p) => nonResourceURLMatches(p, request))
+    verbMatches(rule, request.verb) &&
+    rule.nonResourceURLs.some((p) => nonResourceURLMatches(p, request, work))
   );
 }
 
@@ -139,6 +207,8 @@ export interface RbacIndex {
   readonly bindings: number;
   /** Bindings that name a ClusterRole that does not exist (allowed by Kubernetes; worth a log line). */
   readonly dangling: readonly string[];
+  /** Bindings that grant no dashboard URLs: Kubernetes' own, or opted out (see DashboardScope). */
+  readonly kubernetesOnly: number;
 }
 
 /**
@@ -155,7 +225,8 @@ function effectiveRules(roles: readonly ClusterRole[]): Map<string, PolicyRule[]
     if (role.aggregation && !visiting.has(role.name)) {
       visiting.add(role.name);
       for (const other of byName.values()) {
-        if (other.name === role.name) continue;
+        // Kubernetes' own roles lend no rules to a dashboard role by aggregation, unless opted in.
+        if (other.name === role.name || other.scope === 'kubernetes' || other.scope === 'opt-out') continue;
         if (role.aggregation.some((s) => selectorMatches(s, other.labels))) {
           rules.push(...resolve(other, visiting));
         }
@@ -178,6 +249,8 @@ export function buildRbacIndex(objects: RbacObjects): RbacIndex {
   const bySubject = new Map<string, PolicyRule[]>();
   const grants: { subject: Subject; role: string; rules: PolicyRule[] }[] = [];
   const dangling: string[] = [];
+  const scopes = new Map(objects.roles.map((r) => [r.name, r.scope]));
+  let kubernetesOnly = 0;
   for (const binding of objects.bindings) {
     if (binding.roleRef.kind !== 'ClusterRole') continue;
     const roleRules = rules.get(binding.roleRef.name);
@@ -185,8 +258,14 @@ export function buildRbacIndex(objects: RbacObjects): RbacIndex {
       dangling.push(`${binding.name} → ${binding.roleRef.name}`);
       continue;
     }
+    const reach = grantsDashboards(binding.scope, scopes.get(binding.roleRef.name) ?? 'default');
+    if (reach === 'no') {
+      kubernetesOnly++;
+      continue;
+    }
     for (const subject of binding.subjects) {
       if (subject.kind !== 'User' && subject.kind !== 'Group') continue;
+      if (reach === 'non-system' && subject.name.startsWith('system:')) continue;
       const key = subjectKey(subject.kind, subject.name);
       const list = bySubject.get(key);
       if (list) list.push(...roleRules);
@@ -194,7 +273,27 @@ export function buildRbacIndex(objects: RbacObjects): RbacIndex {
       grants.push({ subject, role: binding.roleRef.name, rules: roleRules });
     }
   }
-  return { bySubject, grants, roles: objects.roles.length, bindings: objects.bindings.length, dangling };
+  return {
+    bySubject,
+    grants,
+    roles: objects.roles.length,
+    bindings: objects.bindings.length,
+    dangling,
+    kubernetesOnly,
+  };
+}
+
+/**
+ * Whether a binding grants dashboard URLs, from its own scope and its role's: an opt-out on either
+ * wins, then an opt-in on either (every subject, `system:` ones included); Kubernetes' own objects
+ * grant nothing; any other binding grants to its subjects but never to a `system:` one (the
+ * bootstrap-style `system:authenticated` needs the opt-in).
+ */
+function grantsDashboards(binding: DashboardScope, role: DashboardScope): 'all' | 'non-system' | 'no' {
+  if (binding === 'opt-out' || role === 'opt-out') return 'no';
+  if (binding === 'opt-in' || role === 'opt-in') return 'all';
+  if (binding === 'kubernetes' || role === 'kubernetes') return 'no';
+  return 'non-system';
 }
 
 /** Whether a binding grants the user, or one of `groups`, a rule matching the request. */
@@ -213,18 +312,33 @@ export function rbacAllows(
   return false;
 }
 
-/** The users and groups that some binding would allow to make this request (at most `limit` each). */
+/**
+ * The users and groups that some binding would allow to make this request (at most `limit` each),
+ * for the denial page. Bounded: it looks at no more than `budget` URL entries in all, so a denied
+ * request costs at most that many matches whatever the size of the RBAC objects.
+ */
 export function rbacGrantees(
   index: RbacIndex,
   request: UrlRequest,
   limit = 20,
+  budget = 2_000,
+  work: MatchWork = { steps: 0 },
 ): { users: string[]; groups: string[] } {
   const users = new Set<string>();
   const groups = new Set<string>();
-  for (const grant of index.grants) {
+  let examined = 0;
+  outer: for (const grant of index.grants) {
     const target = grant.subject.kind === 'User' ? users : groups;
     if (target.size >= limit || target.has(grant.subject.name)) continue;
-    if (grant.rules.some((r) => ruleMatches(r, request))) target.add(grant.subject.name);
+    for (const rule of grant.rules) {
+      if (!verbMatches(rule, request.verb)) continue;
+      examined += rule.nonResourceURLs.length;
+      if (rule.nonResourceURLs.some((p) => nonResourceURLMatches(p, request, work))) {
+        target.add(grant.subject.name);
+        break;
+      }
+      if (examined >= budget) break outer;
+    }
   }
   return { users: [...users], groups: [...groups] };
 }

@@ -3,6 +3,7 @@
  * possibly aggregated) and ClusterRoleBindings — from YAML files or from the API server's JSON
  * (the field names are the same). Other kinds are ignored; malformed RBAC objects are reported.
  */
+import { RE2JS } from 're2js';
 
 export interface LabelSelectorRequirement {
   readonly key: string;
@@ -20,9 +21,23 @@ export interface PolicyRule {
   readonly nonResourceURLs: readonly string[];
 }
 
+/**
+ * Whether an object may grant dashboard URLs (README "Kubernetes' own RBAC objects"):
+ * - `opt-in`: annotated `dex-forward-auth/dashboards: "true"`: grants, `system:` subjects included;
+ * - `opt-out`: annotated `dex-forward-auth/dashboards: "false"`: never grants;
+ * - `kubernetes`: one of Kubernetes' own (label `kubernetes.io/bootstrapping: rbac-defaults`, or
+ *   a `system:` name): written for the API server's paths, never grants dashboard URLs;
+ * - `default`: grants to its User and Group subjects, except `system:` ones.
+ */
+export type DashboardScope = 'opt-in' | 'opt-out' | 'kubernetes' | 'default';
+
+export const DASHBOARDS_ANNOTATION = 'dex-forward-auth/dashboards';
+export const BOOTSTRAP_LABEL = 'kubernetes.io/bootstrapping';
+
 export interface ClusterRole {
   readonly kind: 'ClusterRole';
   readonly name: string;
+  readonly scope: DashboardScope;
   readonly labels: Readonly<Record<string, string>>;
   readonly rules: readonly PolicyRule[];
   /** Selectors of an aggregated ClusterRole (its rules are the union of the selected roles'). */
@@ -37,6 +52,7 @@ export interface Subject {
 export interface ClusterRoleBinding {
   readonly kind: 'ClusterRoleBinding';
   readonly name: string;
+  readonly scope: DashboardScope;
   readonly roleRef: { readonly kind: string; readonly name: string };
   readonly subjects: readonly Subject[];
 }
@@ -112,6 +128,18 @@ function parseSelector(v: unknown, where: string, problems: string[]): LabelSele
   return { matchLabels, matchExpressions };
 }
 
+function scopeOf(
+  name: string,
+  labels: Readonly<Record<string, string>> | undefined,
+  annotations: Readonly<Record<string, string>> | undefined,
+): DashboardScope {
+  const said = annotations?.[DASHBOARDS_ANNOTATION]?.trim().toLowerCase();
+  if (said === 'true') return 'opt-in';
+  if (said === 'false') return 'opt-out';
+  if (labels?.[BOOTSTRAP_LABEL] === 'rbac-defaults' || name.startsWith('system:')) return 'kubernetes';
+  return 'default';
+}
+
 /**
  * One Kubernetes object → a ClusterRole or ClusterRoleBinding; `ignored` for other kinds (a file
  * may hold a whole chart's output); problems for malformed RBAC objects. `List` kinds are expanded
@@ -135,13 +163,15 @@ export function parseRbacObject(
     return undefined;
   }
   const at = `${where}: ${kind} ${name}`;
+  const labels = stringMap(metadata['labels']);
+  const annotations = stringMap(metadata['annotations']);
+  if (!labels || !annotations) {
+    problems.push(`${at}: metadata.labels and metadata.annotations must map strings to strings`);
+    return undefined;
+  }
+  const scope = scopeOf(name, labels, annotations);
 
   if (kind === 'ClusterRole') {
-    const labels = stringMap(metadata['labels']);
-    if (!labels) {
-      problems.push(`${at}: metadata.labels must map strings to strings`);
-      return undefined;
-    }
     const rawRules = obj['rules'] ?? [];
     if (!Array.isArray(rawRules)) {
       problems.push(`${at}: rules must be a list`);
@@ -179,7 +209,7 @@ export function parseRbacObject(
         aggregation.push(selector);
       }
     }
-    return { kind, name, labels, rules, aggregation };
+    return { kind, name, scope, labels, rules, aggregation };
   }
 
   const roleRef = obj['roleRef'];
@@ -200,7 +230,7 @@ export function parseRbacObject(
     }
     subjects.push({ kind: s['kind'], name: s['name'] });
   }
-  return { kind, name, roleRef: { kind: roleRef['kind'], name: roleRef['name'] }, subjects };
+  return { kind, name, scope, roleRef: { kind: roleRef['kind'], name: roleRef['name'] }, subjects };
 }
 
 /** `kind: List` (and `ClusterRoleList`, `ClusterRoleBindingList`) → their items; other objects as they are. */
@@ -211,13 +241,17 @@ export function expandLists(doc: unknown): unknown[] {
   return [doc];
 }
 
+/** A URL entry longer than this is refused: no real path needs it, and matching costs grow with it. */
+export const MAX_URL_PATTERN_LENGTH = 1024;
+
 function urlPatternProblem(pattern: string): string | undefined {
   if (pattern === '') return 'empty';
+  if (pattern.length > MAX_URL_PATTERN_LENGTH) return `longer than ${MAX_URL_PATTERN_LENGTH} characters`;
   if (pattern.startsWith('~')) {
     try {
-      new RegExp(pattern.slice(1));
+      RE2JS.compile(pattern.slice(1));
     } catch (error) {
-      return `not a regular expression (${(error as Error).message})`;
+      return `not a regular expression in RE2 syntax, as D2iQ's (Go) matcher read it; backreferences and lookaround are not supported (${(error as Error).message})`;
     }
   }
   return undefined;

@@ -81,7 +81,8 @@ export function emailDomainMatches(pattern: string, email: string): boolean {
  * unverified.
  */
 export function admits(allow: AllowList, identity: Identity, groups: ReadonlySet<string>): boolean {
-  if (identity.user !== '' && allow.users.includes(identity.user)) return true;
+  if (identity.user !== '' && !identity.user.startsWith('system:') && allow.users.includes(identity.user))
+    return true;
   for (const g of allow.groups) if (groups.has(g)) return true;
   const email = identity.email;
   if (email && identity.emailVerified !== false) {

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { type Config, ConfigError } from '../config.ts';
 import type { Logger } from '../log.ts';
 import { PolicyAuthorizer, type PolicyEvents, PolicyLoadError } from './authorizer.ts';
-import { ServiceAccountToken } from './impersonation.ts';
+import { guardImpersonation, ServiceAccountToken } from './impersonation.ts';
 import { type Authorizer, defaultAuthorizer } from './policy.ts';
 import { createUpstreamHeaderPlan, type UpstreamHeaderPlan } from './upstream.ts';
 
@@ -12,6 +12,14 @@ import { createUpstreamHeaderPlan, type UpstreamHeaderPlan } from './upstream.ts
  * start-up with the list of problems, like a bad setting.
  */
 export function createAuthorizer(
+  config: Pick<Config, 'authzConfig' | 'authzKubeconfig'> & Partial<Pick<Config, 'upstreamAuth'>>,
+  options: { log: Logger; events?: PolicyEvents },
+): Authorizer {
+  const policy = policyAuthorizer(config, options);
+  return config.upstreamAuth === 'impersonate' ? guardImpersonation(policy, options.log) : policy;
+}
+
+function policyAuthorizer(
   config: Pick<Config, 'authzConfig' | 'authzKubeconfig'>,
   options: { log: Logger; events?: PolicyEvents },
 ): Authorizer {
@@ -36,7 +44,7 @@ export interface Upstream {
 
 export function createUpstream(config: Config, log: Logger): Upstream {
   if (config.upstreamAuth !== 'impersonate') {
-    return { plan: createUpstreamHeaderPlan({ config }), close() {} };
+    return { plan: createUpstreamHeaderPlan({ config, log }), close() {} };
   }
   let initial: string;
   try {
@@ -52,7 +60,7 @@ export function createUpstream(config: Config, log: Logger): Upstream {
     'UPSTREAM_AUTH=impersonate: upstreams get the service-account token and Impersonate-* headers',
   );
   return {
-    plan: createUpstreamHeaderPlan({ config, serviceAccountToken: () => token.current }),
+    plan: createUpstreamHeaderPlan({ config, log, serviceAccountToken: () => token.current }),
     close: () => token.close(),
   };
 }

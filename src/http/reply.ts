@@ -1,6 +1,8 @@
 import type { IncomingHttpHeaders, ServerResponse } from 'node:http';
 import { type AppError, toAppError } from '../errors.ts';
 import { wantsHtml } from '../forward/navigation.ts';
+import type { Logger } from '../log.ts';
+import { encodeHeaderText, isWritableHeaderValue } from './headerValues.ts';
 import {
   errorHint,
   errorView,
@@ -41,6 +43,38 @@ export interface ReplyContext {
   readonly views: Views;
   readonly pageHeaders: Readonly<Record<string, string>>;
   readonly requestId: string;
+  /** Told about a header value that had to be encoded or emptied to be written. */
+  readonly log?: Pick<Logger, 'warn'>;
+}
+
+/**
+ * Sets a header without ever throwing: a value Node refuses (a character above U+00FF, a control
+ * character) is written percent-encoded instead (see headerValues.ts), and should even that fail,
+ * empty, so that a configured upstream header is never left for a client to fill.
+ */
+export function setHeaderSafely(
+  res: ServerResponse,
+  name: string,
+  value: string | number | readonly string[],
+  log?: Pick<Logger, 'warn'>,
+): void {
+  try {
+    res.setHeader(name, value);
+    return;
+  } catch {
+    // below
+  }
+  const encode = (v: string) => (isWritableHeaderValue(v) ? v : encodeHeaderText(v));
+  log?.warn({ header: name }, 'header value not writable as it was: percent-encoded');
+  try {
+    res.setHeader(name, typeof value === 'object' ? value.map(encode) : encode(String(value)));
+  } catch {
+    try {
+      res.setHeader(name, '');
+    } catch {
+      // an invalid name: nothing can be written under it
+    }
+  }
 }
 
 /** Writes a reply. Every answer carries Cache-Control: no-store (DESIGN §4.7). */
@@ -53,9 +87,11 @@ export function writeReply(
 ): void {
   res.statusCode = reply.status;
   res.setHeader('Cache-Control', 'no-store');
-  if (reply.headers) for (const [name, value] of Object.entries(reply.headers)) res.setHeader(name, value);
-  if (reply.cookies && reply.cookies.length > 0) res.setHeader('Set-Cookie', reply.cookies as string[]);
-  if (reply.location) res.setHeader('Location', reply.location);
+  if (reply.headers) {
+    for (const [name, value] of Object.entries(reply.headers)) setHeaderSafely(res, name, value, ctx.log);
+  }
+  if (reply.cookies && reply.cookies.length > 0) setHeaderSafely(res, 'Set-Cookie', reply.cookies, ctx.log);
+  if (reply.location) setHeaderSafely(res, 'Location', reply.location, ctx.log);
 
   let body: string | undefined;
   const browser = wantsHtml(requestHeaders);
@@ -105,6 +141,7 @@ const TITLES: Partial<Record<AppError['code'], string>> = {
   redirect_loop: 'Sign-in keeps looping',
   header_too_large: 'Request headers too large',
   cookie_conflict: 'Conflicting sign-in cookies',
+  uri_too_long: 'Address too long',
   not_found: 'Not found',
   invalid_forwarded_request: 'Bad request',
   bad_request: 'Bad request',

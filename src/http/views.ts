@@ -24,6 +24,8 @@ export const VIEW_NAMES = [
   'rate-limited',
   'redirect-loop',
   'kubeconfig',
+  'home',
+  'proxy-only',
 ] as const;
 export type ViewName = (typeof VIEW_NAMES)[number];
 export type ViewValue = string | number | SafeHtml | undefined;

@@ -2,7 +2,7 @@ import { createRemoteJWKSet, customFetch, type JWTPayload, errors as joseErrors,
 import * as client from 'openid-client';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
-import { AppError } from '../errors.ts';
+import { AppError, describeError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import type { ProviderOperation, ProviderResult } from '../metrics.ts';
 
@@ -155,6 +155,8 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
   let retryTimer: NodeJS.Timeout | undefined;
   let backoff = 1_000;
   let closed = false;
+  /** Why the last discovery failed, for the detail of the 503s meanwhile. */
+  let lastFailure = 'not tried yet';
 
   const discover = async (): Promise<Discovered | undefined> => {
     lastAttempt = clock.now();
@@ -193,8 +195,9 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
       log.info({ issuer: config.issuerUrl }, 'oidc provider discovered');
       return result;
     } catch (error) {
+      lastFailure = describeError(error);
       log.warn(
-        { issuer: config.issuerUrl, err: { message: (error as Error).message }, retryInMs: backoff },
+        { issuer: config.issuerUrl, err: { message: lastFailure }, retryInMs: backoff },
         'oidc discovery failed; will retry',
       );
       scheduleRetry();
@@ -228,7 +231,7 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
         'provider_unavailable',
         'The identity provider cannot be reached right now. Please try again shortly.',
         {
-          detail: 'oidc discovery has not succeeded',
+          detail: `oidc discovery has not succeeded: ${lastFailure}`,
           headers: { 'Retry-After': '5' },
         },
       );
@@ -441,7 +444,7 @@ function translateCodeError(error: unknown): AppError {
     'provider_unavailable',
     'The identity provider cannot be reached right now. Please try again shortly.',
     {
-      detail: `${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`,
+      detail: `${e?.name ?? 'Error'}: ${describeError(error)}`,
       headers: { 'Retry-After': '5' },
     },
   );
@@ -484,7 +487,7 @@ function translateBearerError(error: unknown): AppError {
     'provider_unavailable',
     'The identity provider cannot be reached right now. Please try again shortly.',
     {
-      detail: `jwks fetch: ${e?.name ?? 'Error'}: ${e?.message ?? String(error)}`,
+      detail: `jwks fetch: ${e?.name ?? 'Error'}: ${describeError(error)}`,
       headers: { 'Retry-After': '5' },
     },
   );
@@ -537,5 +540,5 @@ export function classifyRefreshError(error: unknown): RefreshError {
       return new RefreshError('terminal', `token endpoint answered ${status}`, status);
     }
   }
-  return new RefreshError('transient', `token endpoint unreachable: ${e?.message ?? String(error)}`);
+  return new RefreshError('transient', `token endpoint unreachable: ${describeError(error)}`);
 }

@@ -62,6 +62,22 @@ export function requestIdOf(req: IncomingMessage): string {
   return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
 }
 
+/** A bug got past every guard: log it, and answer 500 if nothing was sent yet. */
+function lastResort(deps: Deps, res: ServerResponse, error: unknown, requestId: string): void {
+  deps.log.error(
+    { requestId, err: { message: (error as Error)?.message, stack: (error as Error)?.stack } },
+    'forward-auth request failed',
+  );
+  try {
+    if (!res.headersSent) {
+      res.writeHead(500, { 'Cache-Control': 'no-store', 'Content-Length': '0' });
+    }
+    res.end();
+  } catch {
+    res.destroy();
+  }
+}
+
 export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
   const plan = deps.upstream.plan;
 
@@ -196,7 +212,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
   ): Promise<void> => {
     const started = performance.now();
     const requestId = logContext.requestId;
-    const ctx: ReplyContext = { views: deps.views, pageHeaders: deps.pageHeaders, requestId };
+    const ctx: ReplyContext = { views: deps.views, pageHeaders: deps.pageHeaders, requestId, log: deps.log };
     let reply: Reply;
     let original: OriginalRequest | undefined;
     try {
@@ -290,11 +306,18 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     return true;
   };
 
-  // Every line logged while deciding (login, refresh, denial) carries this request's id.
+  // Every line logged while deciding (login, refresh, denial) carries this request's id. Nothing
+  // a request brings may end the process: whatever escapes is logged and answered (lastResort).
   return function forwardAuth(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    if (tryHot(req, res, started)) return Promise.resolve();
+    try {
+      if (tryHot(req, res, started)) return Promise.resolve();
+    } catch {
+      // the full path below answers it properly
+    }
     const logContext: RequestLogContext = { requestId: requestIdOf(req) };
-    return requestContext.run(logContext, () => handle(req, res, logContext));
+    return requestContext
+      .run(logContext, () => handle(req, res, logContext))
+      .catch((error: unknown) => lastResort(deps, res, error, logContext.requestId));
   };
 }

@@ -6,6 +6,7 @@ import { CONFLICT } from '../http/cookies.ts';
 import { errorReply, type Reply } from '../http/reply.ts';
 import { requestIdOf } from './auth.ts';
 import { finishLogin } from './callback.ts';
+import { homeReply } from './home.ts';
 import { kubeconfigRoutes } from './kubeconfig.ts';
 import { startLogin } from './login.ts';
 import { replySender } from './send.ts';
@@ -23,6 +24,11 @@ export function directRoutes(deps: Deps): Router {
     (req: Request, res: Response, next: NextFunction): void => {
       handler(req).then((reply) => send(req, res, reply), next);
     };
+
+  router.get(
+    '/',
+    route((req) => homeReply(deps, req)),
+  );
 
   router.get(
     '/oauth2/start',

@@ -156,6 +156,37 @@ type Access =
   | { readonly kind: 'ok'; readonly record: SessionRecord; readonly cookies: string[] }
   | { readonly kind: 'login'; readonly reply: Reply };
 
+/**
+ * Whether the request is a top-level browser navigation, the only kind of request that gets a
+ * kubeconfig holding the user's token. Browsers send Sec-Fetch-* on every request to a secure
+ * origin, and a script cannot set them: `fetch()` and XHR say `cors`/`same-origin`/`no-cors`,
+ * frames say `iframe`. A request without them is not a modern browser's (or is over plain HTTP):
+ * it is refused too; a command-line client that holds the session cookie may send
+ * `Sec-Fetch-Mode: navigate` itself (README "Kubeconfig page").
+ */
+export function isTopLevelNavigation(headers: IncomingMessage['headers']): boolean {
+  if (headers['x-requested-with'] !== undefined) return false;
+  const mode = headers['sec-fetch-mode'];
+  const dest = headers['sec-fetch-dest'];
+  // Chromium sends `Sec-Fetch-Dest: empty` for a click on a download link; no script can send `navigate`.
+  if (mode === 'navigate') return dest === undefined || dest === 'document' || dest === 'empty';
+  return mode === undefined && dest === 'document';
+}
+
+const TOKEN_NEEDS_NAVIGATION =
+  'The token kubeconfig is only handed to a page opened in the browser (a top-level navigation), never to a script. Open the link in your browser, or use the kubelogin variant.';
+
+/** The policy decides who may see their kubeconfig, as for any other page (DESIGN §6). */
+function admit(deps: Deps, record: SessionRecord, original: OriginalRequest): void {
+  const decision = deps.authorizer.decide(record.identity, original);
+  if (decision.allowed) return;
+  deps.log.info(
+    { user: record.identity.user, path: original.path, code: decision.code, source: decision.source },
+    'kubeconfig access denied',
+  );
+  throw new AppError(decision.code, decision.reason);
+}
+
 /** The session behind the request, or a login (navigations) / 401 (everything else). */
 async function requireSession(
   deps: Deps,
@@ -216,7 +247,21 @@ ${intro}
 </div>`;
 }
 
-function clusterSection(deps: Deps, cluster: KubeCluster, index: number, ctx: KubeconfigContext): SafeHtml {
+function tokenWithheld(cluster: KubeCluster): SafeHtml {
+  return html`<div>
+<h3>Quick: use your current token</h3>
+<div class="note" role="note"><p>${TOKEN_NEEDS_NAVIGATION}</p></div>
+<p class="actions"><a class="button" href="${downloadHref(cluster, 'token')}">Open the token kubeconfig for ${cluster.name}</a></p>
+</div>`;
+}
+
+function clusterSection(
+  deps: Deps,
+  cluster: KubeCluster,
+  index: number,
+  ctx: KubeconfigContext,
+  withToken: boolean,
+): SafeHtml {
   const exp = ctx.tokenExp ?? ctx.now;
   const audienceScope = cluster.audience !== cluster.clientId;
   const sharedClient = cluster.clientId === deps.config.clientId && !cluster.clientSecret;
@@ -246,12 +291,12 @@ ${
 <p class="meta">API server <code>${cluster.server}</code>${cluster.caData ? '' : ' · no CA configured: the system trust store is used'}</p>
 <div class="variants">
 ${variantBlock(`exec-${index}`, cluster, 'exec', kubeconfigYaml([cluster], 'exec', ctx), execIntro)}
-${variantBlock(`token-${index}`, cluster, 'token', kubeconfigYaml([cluster], 'token', ctx), tokenIntro)}
+${withToken ? variantBlock(`token-${index}`, cluster, 'token', kubeconfigYaml([cluster], 'token', ctx), tokenIntro) : tokenWithheld(cluster)}
 </div>
 </section>`;
 }
 
-function page(deps: Deps, record: SessionRecord, cookies: string[]): Reply {
+function page(deps: Deps, record: SessionRecord, cookies: string[], withToken: boolean): Reply {
   const clusters = deps.config.kubeClusters;
   const { identity } = record;
   const ctx: KubeconfigContext = {
@@ -266,7 +311,7 @@ function page(deps: Deps, record: SessionRecord, cookies: string[]): Reply {
   const sections =
     clusters.length === 0
       ? html`<div class="note" role="note"><p>No clusters are configured yet. Your platform team lists them in the <code>KUBE_CLUSTERS</code> setting (name, API server URL, CA, kubectl client id).</p></div>`
-      : join(clusters.map((c, i) => clusterSection(deps, c, i, ctx)));
+      : join(clusters.map((c, i) => clusterSection(deps, c, i, ctx, withToken)));
   const all =
     clusters.length > 1
       ? html`<p class="actions"><a class="button secondary" href="${downloadHref(undefined, 'exec')}" download="${downloadName(undefined, 'exec')}">Download all clusters (kubelogin)</a>
@@ -314,7 +359,9 @@ export function kubeconfigRoutes(deps: Deps): Router {
     const run = async (): Promise<Reply> => {
       const original = readOriginalRequest(req, deps.trust);
       const access = await requireSession(deps, req, original, original.url);
-      return access.kind === 'login' ? access.reply : page(deps, access.record, access.cookies);
+      if (access.kind === 'login') return access.reply;
+      admit(deps, access.record, original);
+      return page(deps, access.record, access.cookies, isTopLevelNavigation(req.headers));
     };
     run().then((reply) => send(req, res, reply), next);
   });
@@ -343,6 +390,10 @@ export function kubeconfigRoutes(deps: Deps): Router {
       );
       if (access.kind === 'login') return send(req, res, access.reply);
       const { record } = access;
+      admit(deps, record, original);
+      if (variant === 'token' && !isTopLevelNavigation(req.headers)) {
+        throw new AppError('forbidden', TOKEN_NEEDS_NAVIGATION);
+      }
       const body = kubeconfigYaml(clusters, variant, {
         issuerUrl: deps.config.issuerUrl,
         user: record.identity.user || record.identity.sub,

@@ -10,7 +10,7 @@ export function replySender(deps: Deps): (req: Request, res: Response, reply: Re
       res,
       reply,
       req.headers,
-      { views: deps.views, pageHeaders: deps.pageHeaders, requestId: requestIdOf(req) },
+      { views: deps.views, pageHeaders: deps.pageHeaders, requestId: requestIdOf(req), log: deps.log },
       req.method,
     );
 }

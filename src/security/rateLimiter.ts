@@ -1,3 +1,4 @@
+import { createHmac, randomBytes } from 'node:crypto';
 import { isIP } from 'node:net';
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
@@ -15,6 +16,10 @@ import { type Store, StoreUnavailableError } from '../session/store.ts';
  * the budget. Claimed slots always form a prefix of that window, which lets a denial cost one read
  * and an allowance a short binary search. When the store is unreachable, the same algorithm runs
  * on an in-process store: limits then hold per replica instead of across them.
+ *
+ * The store never sees a client address: the key is an HMAC of the client's bucket (its IPv4
+ * address or IPv6 /64) under a key derived from the cookie secret, so every replica counts in
+ * the same bucket while a copy of Redis alone names no client.
  */
 
 export interface RateLimitSettings {
@@ -38,6 +43,7 @@ export class LoginRateLimiter {
   readonly #settings: RateLimitSettings;
   readonly #clock: Clock;
   readonly #log: Logger;
+  readonly #keyKey: Buffer;
   #lastWarned = Number.NEGATIVE_INFINITY;
 
   constructor(options: {
@@ -47,12 +53,26 @@ export class LoginRateLimiter {
     log: Logger;
     /** In-process store used while `store` is unreachable (default: a bounded memory store). */
     fallback?: Store;
+    /**
+     * The secret the store keys are derived from; every replica must be given the same one (the
+     * cookie secret). Without one, a random key: limits then count per replica.
+     */
+    keySecret?: string;
   }) {
     this.#store = options.store;
     this.#settings = options.settings;
     this.#clock = options.clock;
     this.#log = options.log;
     this.#fallback = options.fallback ?? new MemoryStore({ clock: options.clock, maxEntries: 200_000 });
+    this.#keyKey = createHmac('sha256', options.keySecret ?? randomBytes(32))
+      .update('dex-forward-auth rate-limit keys')
+      .digest();
+  }
+
+  /** The store key of a client's budget for `scope`: no address in it, only a keyed hash. */
+  storeKey(scope: LimitScope, clientIp: string): string {
+    const bucket = createHmac('sha256', this.#keyKey).update(clientKey(clientIp)).digest('base64url');
+    return `rl:${scope}:${bucket.slice(0, 32)}`;
   }
 
   get enabled(): boolean {
@@ -62,7 +82,7 @@ export class LoginRateLimiter {
   /** Takes one attempt from the client's budget for `scope`. */
   async take(scope: LimitScope, clientIp: string): Promise<RateDecision> {
     if (!this.enabled) return ALLOWED;
-    const key = `rl:${scope}:${clientKey(clientIp)}`;
+    const key = this.storeKey(scope, clientIp);
     try {
       return await claimSlot(this.#store, key, this.#clock.now(), this.#settings);
     } catch (error) {

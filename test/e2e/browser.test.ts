@@ -149,6 +149,29 @@ describe.skipIf(!hasChromium())('in Chromium', () => {
     expect(problems).toEqual([]);
   });
 
+  it("a script on a dashboard cannot fetch the user's token kubeconfig, though the user's link downloads it", async () => {
+    // A script running on a dashboard of the same host (an XSS, say), with the user's cookies.
+    const dashboard = await context.newPage();
+    await dashboard.goto(`${stack.appUrl}/some-dashboard`);
+    const fetched = await dashboard.evaluate(async () => {
+      const answers = [];
+      for (const path of ['/kubeconfig/download?cluster=prod-eu&variant=token', '/kubeconfig']) {
+        const reply = await fetch(path, { credentials: 'include', headers: { accept: 'text/html' } });
+        answers.push({ status: reply.status, body: await reply.text() });
+      }
+      return answers;
+    });
+    expect(fetched[0]?.status).toBe(403);
+    expect(fetched[0]?.body).not.toMatch(/token: eyJ/);
+    // The page fetched by a script is served, without the token.
+    expect(fetched[1]?.status).toBe(200);
+    expect(fetched[1]?.body).not.toMatch(/eyJ[\w-]+\.eyJ/);
+    await dashboard.close();
+    // Opened by the user, the page holds it.
+    await page.goto(`${stack.appUrl}/kubeconfig`);
+    expect(await page.content()).toMatch(/token: eyJ/);
+  });
+
   it('a copy button puts the kubeconfig shown on the page on the clipboard', async () => {
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: stack.appUrl });
     await page.goto(`${stack.appUrl}/kubeconfig`);
@@ -311,7 +334,8 @@ describe.skipIf(!hasChromium())('in Chromium', () => {
     try {
       const p = await context.newPage();
       const seen = watchProblems(p);
-      const response = await p.goto(`${service.url}/auth`);
+      // A sign-in started on the service's own route (a tab on /auth gets the proxy-only page).
+      const response = await p.goto(`${service.url}/oauth2/start`);
       expect(response?.status()).toBe(503);
       expect(response?.headers()['retry-after']).toBeDefined();
       const text = await p.locator('main').textContent();

@@ -100,6 +100,25 @@ kind: Config
       signOutUrl: '/oauth2/sign_out',
     },
   },
+  home: {
+    title: 'Single sign-on gate',
+    data: {
+      state: html`<p id="sign-in-state">You are signed in as <strong>alice${HOSTILE}</strong>, until <time datetime="2026-11-23T10:00:00.000Z">Mon, 23 Nov 2026 10:00:00 GMT</time>.</p>
+<h2>Your groups (2)</h2><ul class="groups"><li>engineering</li><li>${HOSTILE}</li></ul>
+<h2>Links</h2><ul><li><a href="/oauth2/userinfo">Who am I</a>: your identity as JSON (never a token)</li><li><a href="/oauth2/sign_out">Sign out</a>: end this session</li></ul>`,
+      version: '0.1.0',
+    },
+  },
+  'proxy-only': {
+    title: 'This address is for the proxy',
+    data: {
+      endpoint: '/auth',
+      purpose: `Traefik's ForwardAuth middleware asks it about every request. ${HOSTILE}`,
+      setup: 'Point the ForwardAuth middleware at it.',
+      status: 400,
+      code: 'not_a_forward_auth_request',
+    },
+  },
 };
 
 /**

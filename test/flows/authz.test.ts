@@ -1,8 +1,9 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { exportSPKI, generateKeyPair, importJWK } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS, type DexUser } from '../support/dex.ts';
 import { type KubeApi, startKubeApi } from '../support/kubeApi.ts';
@@ -62,6 +63,8 @@ roleRef: { apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: reports
 subjects: [{ apiGroup: rbac.authorization.k8s.io, kind: User, name: "dev@example.com" }]
 `;
 
+const BOOTSTRAP = new URL('../fixtures/kubernetes-bootstrap-rbac.yaml', import.meta.url);
+
 const XHR = { accept: 'application/json', 'x-requested-with': 'XMLHttpRequest' };
 const NAVIGATION = {
   accept: 'text/html,application/xhtml+xml',
@@ -91,6 +94,8 @@ describe('per-route rules, RBAC files and bearer tokens', () => {
     dir = mkdtempSync(join(tmpdir(), 'authz-flow-'));
     mkdirSync(join(dir, 'rbac'));
     writeFileSync(join(dir, 'rbac', 'grafana.yaml'), RBAC);
+    // Kubernetes' own RBAC objects, as `kubectl get clusterroles,clusterrolebindings -o yaml` lists them.
+    copyFileSync(BOOTSTRAP, join(dir, 'rbac', 'kubernetes-bootstrap.yaml'));
     policyPath = join(dir, 'authz.yaml');
     writeFileSync(policyPath, POLICY);
     stack = await startStack({
@@ -207,6 +212,21 @@ describe('per-route rules, RBAC files and bearer tokens', () => {
       expect((await browser.get(`${stack.appUrl}/grafana`)).status).toBe(200);
       const post = await browser.get(`${stack.appUrl}/grafana/api/dashboards`, XHR);
       expect(post.status).toBe(200);
+    });
+
+    it("Kubernetes' bootstrap bindings (system:discovery, system:public-info-viewer) open no dashboard API", async () => {
+      const browser = await as(dev);
+      for (const path of [
+        '/api',
+        '/api/v1/query?query=up',
+        '/apis/argoproj.io/v1alpha1/applications',
+        '/version',
+        '/healthz',
+        '/livez',
+      ]) {
+        const reply = await browser.get(`${stack.appUrl}${path}`, XHR);
+        expect(reply.status, path).toBe(403);
+      }
     });
 
     it('the verb is the method: a POST is refused where only get is granted', async () => {
@@ -405,8 +425,11 @@ describe('RBAC watched live from the cluster (Kubernetes list/watch stand-in, no
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), 'authz-kube-flow-'));
+    const bootstrap = (parseYaml(readFileSync(BOOTSTRAP, 'utf8')) as { items: Record<string, unknown>[] })
+      .items;
     kube = await startKubeApi({
       objects: [
+        ...bootstrap,
         {
           kind: 'ClusterRole',
           metadata: { name: 'dashboard-view' },
@@ -443,6 +466,33 @@ describe('RBAC watched live from the cluster (Kubernetes list/watch stand-in, no
     kube.remove('ClusterRoleBinding', 'dashboard-view-dev');
     await until(async () => (await browser.get(`${stack.appUrl}/dashboard/`)).status === 403, 'the deletion');
     expect(kube.requests.some((r) => r.watch)).toBe(true);
+  });
+
+  it("the cluster's bootstrap bindings open no dashboard; a binding annotated dex-forward-auth/dashboards opts in", async () => {
+    const browser = new Browser({ navigation: true });
+    await loginThroughDex(browser, `${stack.appUrl}/dashboard/`, dev);
+    for (const path of ['/api/v1/namespaces', '/apis/apps/v1', '/version', '/healthz']) {
+      expect((await browser.get(`${stack.appUrl}${path}`, XHR)).status, path).toBe(403);
+    }
+    // The API server re-creates its bootstrap objects; one updated live still grants nothing.
+    kube.apply({
+      kind: 'ClusterRoleBinding',
+      metadata: { name: 'system:discovery', labels: { 'kubernetes.io/bootstrapping': 'rbac-defaults' } },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'system:discovery' },
+      subjects: [
+        { apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'system:authenticated' },
+        { apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'system:unauthenticated' },
+      ],
+    });
+    kube.apply({
+      kind: 'ClusterRoleBinding',
+      metadata: { name: 'dashboard-everyone', annotations: { 'dex-forward-auth/dashboards': 'true' } },
+      roleRef: { apiGroup: 'rbac.authorization.k8s.io', kind: 'ClusterRole', name: 'dashboard-view' },
+      subjects: [{ apiGroup: 'rbac.authorization.k8s.io', kind: 'Group', name: 'system:authenticated' }],
+    });
+    await until(async () => (await browser.get(`${stack.appUrl}/dashboard/`)).status === 200, 'the opt-in');
+    expect((await browser.get(`${stack.appUrl}/api/v1/namespaces`, XHR)).status).toBe(403);
+    kube.remove('ClusterRoleBinding', 'dashboard-everyone');
   });
 });
 
@@ -515,6 +565,25 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
     expect(headerValues(seen, 'authorization')).toEqual([`Bearer ${SA_TOKEN}`]);
   });
 
+  it('a token naming a system: user is refused with a 403 that says why, never impersonated', async () => {
+    const token = await stack.dex.mintIdToken({
+      sub: stack.dex.subjectOf(dev),
+      email: 'system:kube-controller-manager',
+      email_verified: true,
+      groups: [],
+      aud: 'kubernetes',
+    });
+    stack.upstream.requests.length = 0;
+    const reply = await new Browser().get(`${stack.appUrl}/api/v1/secrets`, {
+      ...XHR,
+      authorization: `Bearer ${token}`,
+    });
+    expect(reply.status).toBe(403);
+    expect((reply.json() as { message: string }).message).toMatch(/system:/);
+    expect(stack.upstream.requests).toHaveLength(0);
+    expect(stack.service.logs.text).toContain('impersonation refused');
+  });
+
   it('a bearer token minted for the API server (BEARER_AUDIENCES=kubernetes) is impersonated too', async () => {
     const token = await stack.dex.mintIdToken({
       sub: stack.dex.subjectOf(dev),
@@ -531,5 +600,62 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
     expect(reply.status).toBe(200);
     expect(headerValues(lastUpstream(), 'authorization')).toEqual([`Bearer ${SA_TOKEN}`]);
     expect(headerValues(lastUpstream(), 'impersonate-user')).toEqual(['dev@example.com']);
+  });
+});
+
+describe('impersonation with groups as the identity provider writes them (no OIDC_GROUPS_PREFIX)', () => {
+  let stack: Stack;
+  let dir: string;
+  const mallory: DexUser = {
+    login: 'mallory@example.com',
+    password: 'password',
+    userId: 'mallory-0001',
+    email: 'mallory@example.com',
+    emailVerified: true,
+    name: 'mallory',
+    groups: ['engineering', 'system:masters'],
+  };
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'authz-imp-raw-'));
+    const tokenPath = join(dir, 'token');
+    writeFileSync(tokenPath, 'sa-token\n');
+    stack = await startStack({
+      redis: false,
+      env: { UPSTREAM_AUTH: 'impersonate', SERVICE_ACCOUNT_TOKEN_PATH: tokenPath },
+      dex: { users: [...DEMO_USERS, mallory] },
+      forwardAuth: { authResponseHeaders: UPSTREAM_HEADERS, authResponseHeadersRegex: '^Impersonate-' },
+    });
+  });
+  afterAll(async () => {
+    await stack?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a Dex group named system:masters gets a 403 page naming it, and the API server is never asked', async () => {
+    const browser = new Browser({ navigation: true });
+    stack.upstream.requests.length = 0;
+    const result = await loginThroughDex(browser, `${stack.appUrl}/api/v1/secrets`, mallory);
+    expect(result.final.status).toBe(403);
+    expect(result.final.body).toContain('system:masters');
+    expect(result.final.body).toContain('reserved by Kubernetes');
+    expect(stack.upstream.requests).toHaveLength(0);
+    const line = stack.service.logs
+      .records()
+      .find((r) => String(r['msg']).startsWith('impersonation refused'));
+    expect(line).toMatchObject({ user: 'mallory@example.com' });
+  });
+
+  it('other users of the same stack are impersonated as before', async () => {
+    const result = await loginThroughDex(
+      new Browser({ navigation: true }),
+      `${stack.appUrl}/api/v1/pods`,
+      dev,
+    );
+    expect(result.final.status).toBe(200);
+    expect(headerValues(stack.upstream.requests.at(-1)!, 'impersonate-group')).toEqual([
+      'engineering',
+      'system:authenticated',
+    ]);
   });
 });

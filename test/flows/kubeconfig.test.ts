@@ -11,6 +11,12 @@ import { CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
  */
 
 const admin = DEMO_USERS.find((u) => u.login === 'admin@example.com')!;
+const unverified = DEMO_USERS.find((u) => !u.emailVerified)!;
+const NAVIGATION = {
+  accept: 'text/html,application/xhtml+xml',
+  'sec-fetch-mode': 'navigate',
+  'sec-fetch-dest': 'document',
+};
 const KUBE_CLUSTERS = JSON.stringify([
   { name: 'prod', server: 'https://127.0.0.1:6443', clientId: 'kubectl', audience: 'kubernetes' },
   { name: 'lab', server: 'https://127.0.0.1:7443', clientId: 'kubectl' },
@@ -72,7 +78,7 @@ describe('the kubeconfig endpoints', () => {
   });
 
   it('a download is an attachment of YAML, not cached', async () => {
-    const reply = await get('/kubeconfig/download?cluster=lab&variant=token');
+    const reply = await get('/kubeconfig/download?cluster=lab&variant=token', NAVIGATION);
     expect(reply.status).toBe(200);
     expect(reply.headers.get('content-type')).toBe('application/yaml; charset=utf-8');
     expect(reply.headers.get('content-disposition')).toBe('attachment; filename="kubeconfig-lab-token.yaml"');
@@ -82,6 +88,52 @@ describe('the kubeconfig endpoints', () => {
     const all = await get('/kubeconfig/download');
     expect(all.headers.get('content-disposition')).toContain('kubeconfig-all-clusters.yaml');
     expect((parseYaml(all.body) as { clusters: unknown[] }).clusters).toHaveLength(2);
+  });
+
+  it.each([
+    ['fetch() from a script', { 'sec-fetch-mode': 'cors', 'sec-fetch-dest': 'empty' }],
+    ['a same-origin fetch()', { 'sec-fetch-mode': 'same-origin', 'sec-fetch-dest': 'empty' }],
+    ['an XHR that claims a navigation', { ...NAVIGATION, 'x-requested-with': 'XMLHttpRequest' }],
+    ['a frame', { 'sec-fetch-mode': 'navigate', 'sec-fetch-dest': 'iframe' }],
+    ['a request without Sec-Fetch-* headers', {}],
+  ])('the token kubeconfig is refused to %s, with a 403 that says why', async (_name, headers) => {
+    const reply = await get('/kubeconfig/download?cluster=lab&variant=token', {
+      ...headers,
+      accept: 'application/json',
+    });
+    expect(reply.status).toBe(403);
+    expect(reply.body).not.toMatch(/eyJ[\w-]+\.eyJ/);
+    expect(reply.json()).toMatchObject({ error: 'forbidden' });
+    expect((reply.json() as { message: string }).message).toMatch(/navigation/);
+    // The kubelogin variant holds no token: any client may fetch it.
+    expect((await get('/kubeconfig/download?cluster=lab', headers)).status).toBe(200);
+  });
+
+  it('the page holds the token only when opened as a top-level navigation', async () => {
+    const navigated = await get('/kubeconfig', NAVIGATION);
+    expect(navigated.status).toBe(200);
+    expect(navigated.body).toMatch(/token: eyJ[\w-]+\.eyJ/);
+    const fetched = await get('/kubeconfig', { accept: 'text/html', 'sec-fetch-mode': 'cors' });
+    expect(fetched.status).toBe(200);
+    expect(fetched.body).not.toMatch(/eyJ[\w-]+\.eyJ/);
+    expect(fetched.body).toContain('only handed to a page opened in the browser');
+  });
+
+  it('a user the policy refuses (email not verified) gets a 403, not their token page', async () => {
+    const browser = new Browser({ navigation: true });
+    await loginThroughDex(browser, `${stack.appUrl}/`, unverified);
+    const cookie = browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')?.value;
+    expect(cookie).toBeDefined();
+    for (const path of ['/kubeconfig', '/kubeconfig/download?cluster=lab&variant=token']) {
+      const reply = await direct.get(`${stack.service.url}${path}`, {
+        cookie: `_forward_auth=${cookie}`,
+        'x-forwarded-host': new URL(stack.appUrl).host,
+        ...NAVIGATION,
+      });
+      expect(reply.status).toBe(403);
+      expect(reply.body).not.toMatch(/eyJ[\w-]+\.eyJ/);
+      expect(reply.body).toContain('not verified');
+    }
   });
 
   it.each([

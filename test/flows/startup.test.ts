@@ -1,8 +1,13 @@
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser } from '../support/browser.ts';
 import { type Dex, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
+import { makeTempDir, removeDir } from '../support/redis.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.ts';
 
@@ -51,6 +56,11 @@ describe('when the provider is unreachable at start-up', () => {
       accept: 'application/json',
     });
     expect(reply.status).toBe(401);
+  });
+
+  it('logs the real cause of the failed discovery, not just "fetch failed"', () => {
+    const failure = service.logs.records().find((r) => r['msg'] === 'oidc discovery failed; will retry');
+    expect(JSON.stringify(failure)).toContain(`ECONNREFUSED 127.0.0.1:${dexPort}`);
   });
 
   it('once the provider is up, logins work without restarting the service', async () => {
@@ -119,5 +129,56 @@ describe('the direct routes', () => {
     expect(reply.status).toBe(431);
     expect(reply.body).toContain('authRequestHeaders');
     await request(service.server).get('/healthz').expect(200);
+  });
+});
+
+/**
+ * `serve` with several mistakes at once — in the environment, CONFIG_FILE, an X_FILE and the
+ * AUTHZ_CONFIG policy — prints them all in one message and exits 2, before listening.
+ */
+describe('a start-up with a broken configuration', () => {
+  it('lists every problem, those of the policy file included, in one message and never a secret', async () => {
+    const dir = await makeTempDir('dfa-config-');
+    const configFile = join(dir, 'config.yaml');
+    const policy = join(dir, 'authz.yaml');
+    await writeFile(configFile, 'OIDC_ISSUER: https://dex.example.com/dex\nCOOKIE_DOMAIN: .co.uk\n');
+    await writeFile(policy, 'default: sometimes\n');
+    const weak = 'ab'.repeat(20);
+    const child = spawn(
+      process.execPath,
+      ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', 'src/cli.ts', 'serve'],
+      {
+        cwd: fileURLToPath(new URL('../../', import.meta.url)),
+        env: {
+          PATH: process.env['PATH'] ?? '',
+          CONFIG_FILE: configFile,
+          OIDC_CLIENT_ID: CLIENT_ID,
+          OIDC_CLIENT_SECRET_FILE: join(dir, 'missing-secret'),
+          COOKIE_SECRET: weak,
+          COOKIE_SECRETT: 'typo',
+          AUTHZ_CONFIG: policy,
+          PORT: String(await freePort()),
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('close', resolve));
+    expect(code).toBe(2);
+    expect(stderr.match(/invalid configuration/g)).toHaveLength(1);
+    for (const expected of [
+      'OIDC_ISSUER_URL is required',
+      'unknown setting OIDC_ISSUER (did you mean OIDC_ISSUER_URL?)',
+      'COOKIE_DOMAIN .co.uk is a public suffix',
+      'OIDC_CLIENT_SECRET_FILE',
+      'COOKIE_SECRET looks weak',
+      'COOKIE_SECRETT is not a setting (did you mean COOKIE_SECRET',
+      `AUTHZ_CONFIG ${policy}: default`,
+    ]) {
+      expect(stderr).toContain(expected);
+    }
+    expect(stderr).not.toContain(weak);
+    await removeDir(dir);
   });
 });

@@ -11,7 +11,7 @@
  *    process disappears without running its 'exit' hook (SIGKILL, SIGTERM, crash).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -330,6 +330,8 @@ export interface StartRedisOptions {
 }
 
 const REDIS_BIN = process.env['REDIS_SERVER_BIN'] ?? '/usr/bin/redis-server';
+/** Whether startRedis() can work here (redis-server installed, or REDIS_SERVER_BIN names one). */
+export const hasRedisServer = (): boolean => existsSync(REDIS_BIN);
 const START_TIMEOUT_MS = 10_000;
 
 export async function startRedis(opts: StartRedisOptions = {}): Promise<RedisServer> {

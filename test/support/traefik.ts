@@ -72,8 +72,11 @@ export interface Route {
   stripPrefix?: string;
   /** undefined = no auth (a direct route, e.g. PathPrefix(/oauth2) to the auth service). */
   forwardAuth?: ForwardAuthOptions;
-  /** Upstream base URL, e.g. http://127.0.0.1:1234 (its path is ignored, as Traefik does without preservePath). */
-  service: string;
+  /**
+   * Upstream base URL, e.g. http://127.0.0.1:1234 (its path is ignored, as Traefik does without
+   * preservePath); several = round-robin per request (a Service with several endpoints).
+   */
+  service: string | string[];
 }
 
 export interface TraefikOptions {
@@ -165,7 +168,8 @@ interface ResolvedRoute {
   pathPrefix: string;
   stripPrefix: string | undefined;
   forwardAuth: ResolvedForwardAuth | undefined;
-  service: string;
+  services: string[];
+  nextService: number;
 }
 
 interface ResolvedForwardAuth {
@@ -189,7 +193,8 @@ function resolveRoute(route: Route, profile: Profile): ResolvedRoute {
     pathPrefix: toBinary(route.pathPrefix ?? '/'),
     stripPrefix: route.stripPrefix === undefined ? undefined : toBinary(route.stripPrefix.trim()),
     forwardAuth: route.forwardAuth === undefined ? undefined : resolveForwardAuth(route.forwardAuth, profile),
-    service: route.service,
+    services: Array.isArray(route.service) ? route.service : [route.service],
+    nextService: 0,
   };
 }
 
@@ -306,7 +311,8 @@ async function handleRequest(ctx: EmulatorContext, req: IncomingMessage, res: Se
     if (outcome.done) return;
     modifier = outcome.modifier;
   }
-  proxyToService(ctx, route.service, r, res, modifier);
+  const service = route.services[route.nextService++ % route.services.length] ?? '';
+  proxyToService(ctx, service, r, res, modifier);
 }
 
 /** What Go's HTTP server does before handing the request to Traefik (net/http readRequest / readTransfer). */

@@ -236,3 +236,86 @@ describe('the policy authorizer', () => {
     expect(a.decide(dev, get('/grafana/x')).allowed).toBe(true);
   });
 });
+
+describe('hostile but well-formed files never take the reloader down (issue 11 item 15)', () => {
+  let authorizer: PolicyAuthorizer | undefined;
+  let logs: LogCapture;
+  afterEach(async () => {
+    await authorizer?.close();
+    authorizer = undefined;
+  });
+
+  const GOOD =
+    'default: deny\nrules:\n  - allow: { users: ["dev@example.com"] }\nrbac: { files: ["rbac/*.yaml"] }\n';
+  /** 101 aliases: the yaml library's guard against "billion laughs" throws on toJS(). */
+  const ALIAS_BOMB = `default: deny\nx: &a [1]\nrules: [${Array.from({ length: 101 }, () => '*a').join(', ')}]\n`;
+  const RBAC_ALIAS_BOMB = `kind: ClusterRole\nmetadata: { name: r }\nx: &a [1]\ny: [${Array.from({ length: 101 }, () => '*a').join(', ')}]\n`;
+
+  function start(): string {
+    mkdirSync(join(dir, 'rbac'));
+    const path = write('authz.yaml', GOOD);
+    logs = new LogCapture();
+    authorizer = new PolicyAuthorizer({
+      path,
+      log: createLogger({ level: 'info', destination: logs }),
+      pollMs: 60_000,
+    });
+    return path;
+  }
+
+  it.each([
+    ['101 aliases in the policy', 'authz.yaml', ALIAS_BOMB, /alias/i],
+    ['101 aliases in an RBAC file', 'rbac/bomb.yaml', RBAC_ALIAS_BOMB, /alias/i],
+    ['nesting 100,000 levels deep', 'authz.yaml', `${'['.repeat(100_000)}${']'.repeat(100_000)}`, /./],
+    [
+      'bytes that are not UTF-8',
+      'rbac/latin1.yaml',
+      Buffer.from([0x6b, 0x3a, 0x20, 0xff, 0xfe, 0x0a]),
+      /not UTF-8/,
+    ],
+    ['a file over 4 MiB', 'rbac/huge.yaml', `# ${'x'.repeat(4 * 1024 * 1024 + 10)}\n`, /bytes allowed/],
+  ])('%s: kept the last good policy, said why', (_name, file, content, why) => {
+    const path = start();
+    const dev = identityFromClaims({ sub: 'd', email: 'dev@example.com', email_verified: true }, NAMING);
+    expect(authorizer!.decide(dev, get('/')).allowed).toBe(true);
+    writeFileSync(file === 'authz.yaml' ? path : join(dir, file), content);
+    expect(() => authorizer!.check()).not.toThrow();
+    expect(authorizer!.decide(dev, get('/')).allowed).toBe(true);
+    const line = logs.records().find((r) => String(r['msg']).includes('NOT reloaded'));
+    expect(line, logs.text).toBeDefined();
+    expect(JSON.stringify(line)).toMatch(why);
+    expect(authorizer!.status()['lastReloadError']).toBeDefined();
+  });
+
+  it('a glob matching more than 1000 files is refused', () => {
+    start();
+    for (let i = 0; i <= 1000; i++) write(`rbac/${i}.yaml`, '');
+    authorizer!.check();
+    expect(String(authorizer!.status()['lastReloadError'])).toContain('more than 1000');
+  });
+
+  it('at start-up the same files stop start-up with the list of problems, not a stack trace', () => {
+    const path = write('authz.yaml', ALIAS_BOMB);
+    expect(() => new PolicyAuthorizer({ path, log: createLogger({ level: 'silent' }) })).toThrow(
+      PolicyLoadError,
+    );
+  });
+
+  it('a throw from anywhere inside a reload keeps the policy and is logged', () => {
+    let calls = 0;
+    logs = new LogCapture();
+    authorizer = new PolicyAuthorizer({
+      path: '/p.yaml',
+      log: createLogger({ level: 'info', destination: logs }),
+      pollMs: 60_000,
+      readFile: () => {
+        calls++;
+        if (calls > 1) throw Object.assign(new Error('odd'), { code: undefined });
+        return 'default: allow\n';
+      },
+    });
+    expect(() => authorizer!.check()).not.toThrow();
+    const dev = identityFromClaims({ sub: 'd', email: 'dev@example.com', email_verified: true }, NAMING);
+    expect(authorizer!.decide(dev, get('/')).allowed).toBe(true);
+  });
+});

@@ -87,15 +87,22 @@ function role(
   rules: { verbs: string[]; nonResourceURLs: string[] }[],
   labels = {},
 ): ClusterRole {
-  return { kind: 'ClusterRole', name, labels, rules, aggregation: undefined };
+  return { kind: 'ClusterRole', name, scope: 'default', labels, rules, aggregation: undefined };
 }
 
 function binding(
   name: string,
   roleName: string,
   subjects: { kind: string; name: string }[],
+  scope: ClusterRoleBinding['scope'] = 'default',
 ): ClusterRoleBinding {
-  return { kind: 'ClusterRoleBinding', name, roleRef: { kind: 'ClusterRole', name: roleName }, subjects };
+  return {
+    kind: 'ClusterRoleBinding',
+    name,
+    scope,
+    roleRef: { kind: 'ClusterRole', name: roleName },
+    subjects,
+  };
 }
 
 const objects: RbacObjects = {
@@ -103,12 +110,14 @@ const objects: RbacObjects = {
     role('grafana-view', [{ verbs: ['get', 'head'], nonResourceURLs: ['/grafana', '/grafana/*'] }]),
     role('grafana-edit', [{ verbs: ['*'], nonResourceURLs: ['/grafana/*'] }]),
     role('everyone-health', [{ verbs: ['get'], nonResourceURLs: ['/healthz'] }]),
+    role('everyone-status', [{ verbs: ['get'], nonResourceURLs: ['/status'] }]),
     role('kommander-style', [{ verbs: ['get'], nonResourceURLs: ['https://ops.example.com/dkp/*'] }]),
   ],
   bindings: [
     binding('view-engineering', 'grafana-view', [{ kind: 'Group', name: 'oidc:engineering' }]),
     binding('edit-alice', 'grafana-edit', [{ kind: 'User', name: 'alice@example.com' }]),
-    binding('health-all', 'everyone-health', [{ kind: 'Group', name: 'system:authenticated' }]),
+    binding('health-all', 'everyone-health', [{ kind: 'Group', name: 'system:authenticated' }], 'opt-in'),
+    binding('status-all', 'everyone-status', [{ kind: 'Group', name: 'system:authenticated' }]),
     binding('kommander', 'kommander-style', [{ kind: 'Group', name: 'oidc:ops' }]),
     binding('sa-only', 'grafana-edit', [{ kind: 'ServiceAccount', name: 'default' }]),
     binding('dangling', 'no-such-role', [{ kind: 'Group', name: 'oidc:engineering' }]),
@@ -143,7 +152,14 @@ describe('ClusterRoleBindings: User and Group subjects', () => {
       req('/grafana/api', 'delete'),
       false,
     ],
-    ['system:authenticated is every logged-in user', 'x@example.com', groups(), req('/healthz'), true],
+    [
+      'system:authenticated is every logged-in user, where the binding opts in',
+      'x@example.com',
+      groups(),
+      req('/healthz'),
+      true,
+    ],
+    ['… and grants nothing where it does not', 'x@example.com', groups(), req('/status'), false],
     [
       'full-URL entries on their host',
       'o@example.com',
@@ -178,6 +194,7 @@ describe('aggregated ClusterRoles take the rules of the roles they select', () =
     const aggregated: ClusterRole = {
       kind: 'ClusterRole',
       name: 'dashboards',
+      scope: 'default',
       labels: {},
       rules: [],
       aggregation: [

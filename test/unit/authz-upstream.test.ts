@@ -94,7 +94,7 @@ describe('settings', () => {
     OIDC_ISSUER_URL: 'https://dex.example.com/',
     OIDC_CLIENT_ID: 'forward-auth',
     OIDC_CLIENT_SECRET: 'secret',
-    COOKIE_SECRET: 'x'.repeat(40),
+    COOKIE_SECRET: 'unit-test-cookie-secret-4f9a2c7e1b8d3056',
   };
 
   it('defaults: no bearer audience (pass-through off), RS256, id-token, 8000-byte groups', () => {

@@ -102,6 +102,19 @@ describe('deploy/Dockerfile', () => {
     ).toContain('package-lock.json');
   });
 
+  it('runs npm ci once in each install stage, on the copied lock file, without package scripts', () => {
+    for (const stage of stages.filter((s) => all(s, 'RUN').some((r) => /npm ci\b/.test(r.args)))) {
+      const runs = all(stage, 'RUN').filter((r) => /\bnpm (ci|install|i)\b/.test(r.args));
+      expect(runs, stage.name).toHaveLength(1);
+      expect((runs[0] as Instruction).args).toMatch(/npm ci\b[^&]*--ignore-scripts/);
+      const lockCopied = stage.instructions.findIndex(
+        (i) => i.op === 'COPY' && i.args.includes('package-lock.json'),
+      );
+      expect(lockCopied, stage.name).toBeGreaterThanOrEqual(0);
+      expect(lockCopied).toBeLessThan(stage.instructions.indexOf(runs[0] as Instruction));
+    }
+  });
+
   it('runs as a non-root user, by numeric id so runAsNonRoot can verify it', () => {
     const users = all(runtime, 'USER');
     expect(users.length).toBeGreaterThan(0);

@@ -2,7 +2,15 @@ import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Check, type DoctorReport, doctorCommand, estimatedBits, runDoctor } from '../../src/doctor.ts';
+import type { Config } from '../../src/config.ts';
+import {
+  type Check,
+  checkSettings,
+  type DoctorReport,
+  doctorCommand,
+  estimatedBits,
+  runDoctor,
+} from '../../src/doctor.ts';
 import { type Dex, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 import { type RedisServer, startRedis } from '../support/redis.ts';
@@ -126,18 +134,40 @@ describe('doctor', () => {
     expect(problemAbout(report, 'cookie domain')?.message).toMatch(/COOKIE_DOMAIN is unset/);
   });
 
-  it('reports a cookie domain browsers refuse', async () => {
+  it('reports a cookie domain browsers refuse, as serve does', async () => {
     const report = await runDoctor({ ...good, COOKIE_DOMAIN: '.localhost' });
-    expect(problemAbout(report, 'cookie domain')?.message).toContain('top-level');
+    expect(problemAbout(report, 'configuration')?.message).toMatch(/COOKIE_DOMAIN .*top-level/);
   });
 
-  it('reports a long but weak cookie secret, without printing it', async () => {
+  it('reports a long but weak cookie secret with the start-up check, without printing it', async () => {
     const weak = 'ab'.repeat(20);
     const report = await runDoctor({ ...good, COOKIE_SECRET: weak });
-    expect(problemAbout(report, 'secrets')?.message).toContain('weak');
+    expect(problemAbout(report, 'configuration')?.message).toMatch(/COOKIE_SECRET looks weak/);
     expect(JSON.stringify(report)).not.toContain(weak);
-    expect(estimatedBits(weak)).toBeLessThan(128);
+    expect(estimatedBits(weak)).toBeLessThan(96);
     expect(estimatedBits(COOKIE_SECRET)).toBeGreaterThan(128);
+  });
+
+  it('checks a hand-built Config with the same secret check as start-up', () => {
+    const config = { cookieSecrets: [{ id: '1', secret: 'a'.repeat(32) }], clientSecret: CLIENT_SECRET };
+    const secrets = checkSettings(config as unknown as Config).filter((c) => c.topic === 'secrets');
+    expect(secrets).toEqual([
+      expect.objectContaining({
+        status: 'problem',
+        message: expect.stringContaining('COOKIE_SECRET looks weak'),
+      }),
+    ]);
+  });
+
+  it('reports a broken AUTHZ_CONFIG and an unreachable issuer with their causes', async () => {
+    const closed = await freePort();
+    const report = await runDoctor(
+      { ...good, OIDC_ISSUER_URL: `http://127.0.0.1:${closed}/dex`, AUTHZ_CONFIG: '/nonexistent/authz.yaml' },
+      { timeoutMs: 1_500 },
+    );
+    expect(problemAbout(report, 'configuration')?.message).toMatch(/AUTHZ_CONFIG \/nonexistent\/authz\.yaml/);
+    const healthy = await runDoctor({ ...good, OIDC_ISSUER_URL: `http://127.0.0.1:${closed}/dex` });
+    expect(problemAbout(healthy, 'discovery')?.message).toContain(`ECONNREFUSED 127.0.0.1:${closed}`);
   });
 
   it('reports a Redis that cannot be reached', async () => {

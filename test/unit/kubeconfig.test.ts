@@ -7,7 +7,7 @@ const BASE_ENV = {
   OIDC_ISSUER_URL: 'https://dex.example.com/dex',
   OIDC_CLIENT_ID: 'forward-auth',
   OIDC_CLIENT_SECRET: 'confidential-client-secret-value',
-  COOKIE_SECRET: 'x'.repeat(40),
+  COOKIE_SECRET: 'unit-test-cookie-secret-4f9a2c7e1b8d3056',
 };
 
 function clusters(list: unknown[], env: Record<string, string> = {}): readonly KubeCluster[] {

@@ -111,11 +111,36 @@ describe('the login rate limiter', () => {
             settings: { burst: 20, intervalMs: 60_000 },
             clock,
             log: silentLogger(),
+            keySecret: 'the cookie secret every replica shares',
           }),
       );
       const attempts = Array.from({ length: 90 }, (_, i) => limiters[i % 3]!.take('start', '198.51.100.7'));
       const results = await Promise.all(attempts);
       expect(results.filter((r) => r.allowed)).toHaveLength(20);
+    });
+
+    it('Redis holds no client address: only a keyed hash of its bucket', async () => {
+      const clock = new FakeClock();
+      const client = createRedisClient({ mode: 'single', url: redis.url });
+      try {
+        const limiter = (keySecret: string) =>
+          new LoginRateLimiter({ store: stores[0]!, settings, clock, log: silentLogger(), keySecret });
+        const a = limiter('secret-a');
+        await a.take('start', '192.0.2.77');
+        await a.take('callback', '2001:db8:77:1::5');
+        const keys = (await client.keys('*')).join('\n');
+        for (const clear of ['192.0.2.77', '192.0.2', '2001:db8:77', 'c000024d'])
+          expect(keys).not.toContain(clear);
+        expect(keys).toMatch(/rl:start:[\w-]{32}:\d+/);
+        // The same secret (another replica) finds the same bucket; another secret does not.
+        expect(limiter('secret-a').storeKey('start', '192.0.2.77')).toBe(a.storeKey('start', '192.0.2.77'));
+        expect(limiter('secret-b').storeKey('start', '192.0.2.77')).not.toBe(
+          a.storeKey('start', '192.0.2.77'),
+        );
+        expect(a.storeKey('start', '2001:db8:77:1::5')).toBe(a.storeKey('start', '2001:db8:77:1::6'));
+      } finally {
+        client.disconnect();
+      }
     });
   });
 });

@@ -73,7 +73,7 @@ const settings = {
   OIDC_ISSUER_URL: 'https://dex.example.com/',
   OIDC_CLIENT_ID: 'c',
   OIDC_CLIENT_SECRET: 's',
-  COOKIE_SECRET: 'x'.repeat(40),
+  COOKIE_SECRET: 'unit-test-cookie-secret-4f9a2c7e1b8d3056',
   SESSION_TTL: '1h',
   REFRESH_SKEW: '30s',
   SESSION_IDLE_TIMEOUT: '0',
