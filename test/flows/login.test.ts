@@ -1,6 +1,6 @@
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Browser, loginThroughDex } from '../support/browser.ts';
+import { Browser, dexLoginFormAction, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
 import { CLIENT_ID, type Stack, startStack } from '../support/stack.ts';
 import { headerValues, type RecordedRequest } from '../support/upstream.ts';
@@ -163,6 +163,37 @@ describe.each([
       const replay = await attacker.get(callback.url, { cookie: loginCookie });
       expect(replay.status).toBe(400);
       expect(replay.headers.getSetCookie().some((c) => /^_forward_auth=[^;]+;/.test(c))).toBe(false);
+    });
+
+    it('a callback carrying its login cookie twice (one planted) is refused; with it once, the login completes', async () => {
+      const browser = new Browser({ navigation: true });
+      const start = await browser.get(`${stack.appUrl}/twice`);
+      const loginCookie = start.headers
+        .getSetCookie()
+        .find((c) => c.startsWith('_forward_auth_login_'))!
+        .split(';')[0]!;
+      // Through Dex up to (not into) the callback.
+      let reply = await browser.get(start.location!);
+      for (
+        let step = 0;
+        step < 20 && !reply.location?.startsWith(`${stack.appUrl}/oauth2/callback`);
+        step++
+      ) {
+        const action = dexLoginFormAction(reply);
+        reply = action
+          ? await browser.post(action, { login: admin.login, password: admin.password })
+          : await browser.get(reply.location!);
+      }
+      const callback = reply.location!;
+      const name = loginCookie.slice(0, loginCookie.indexOf('='));
+      const twice = await new Browser({ navigation: true }).get(callback, {
+        cookie: `${loginCookie}; ${name}=planted-by-a-sibling`,
+      });
+      expect(twice.status).toBe(400);
+      expect(twice.headers.getSetCookie().some((c) => /^_forward_auth=[^;]+;/.test(c))).toBe(false);
+      const once = await new Browser({ navigation: true }).get(callback, { cookie: loginCookie });
+      expect(once.status).toBe(302);
+      expect(once.headers.getSetCookie().some((c) => /^_forward_auth=[^;]+;/.test(c))).toBe(true);
     });
 
     it('a callback whose state does not match the login cookie is refused', async () => {
