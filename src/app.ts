@@ -3,18 +3,22 @@ import express from 'express';
 import helmet from 'helmet';
 import { createAuthorizer, createUpstream } from './authz/setup.ts';
 import { type Clock, systemClock } from './clock.ts';
-import type { Config } from './config.ts';
+import { type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
+import { AppError } from './errors.ts';
 import { ReturnUrlGuard } from './forward/returnUrl.ts';
 import { ProxyTrust } from './forward/trust.ts';
+import { errorReply, type Reply, writeReply } from './http/reply.ts';
 import { helmetHeaders } from './http/security.ts';
 import { Views } from './http/views.ts';
+import { type AuthenticationService, createAuthenticationService } from './identity/authentication.ts';
+import { AuthenticationConfigError } from './identity/authenticationFile.ts';
 import { type Logger, requestContext } from './log.ts';
-import { createMetrics } from './metrics.ts';
+import { createMetrics, type Metrics } from './metrics.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
 import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
-import { isDirectBrowserVisit, sendProxyOnly } from './routes/proxyOnly.ts';
+import { type ProxyOnlyEndpoint, proxyOnlyReply } from './routes/proxyOnly.ts';
 import { LoopBreaker } from './security/loopBreaker.ts';
 import { LoginRateLimiter } from './security/rateLimiter.ts';
 import { CookieNames } from './session/cookieNames.ts';
@@ -35,6 +39,32 @@ export interface BuildOptions {
   readonly oidc?: OidcProvider;
   /** Session timings other than the defaults (tests: a short rotation grace). */
   readonly sessionTimings?: Pick<SessionServiceOptions, 'graceMs' | 'hotCacheMs' | 'revokeWaitMs'>;
+  /** AUTHENTICATION_CONFIG poll interval, ms (tests). */
+  readonly authenticationPollMs?: number;
+}
+
+/** AUTHENTICATION_CONFIG (issue 17): a broken file is a start-up error naming the rule. */
+function createAuthentication(
+  config: Config,
+  options: BuildOptions,
+  clock: Clock,
+  metrics: Metrics,
+): AuthenticationService | undefined {
+  if (!config.authenticationConfig) return undefined;
+  try {
+    return createAuthenticationService({
+      path: config.authenticationConfig,
+      loginIssuer: config.issuerUrl,
+      allowInsecureHttp: config.allowInsecureHttp,
+      log: options.log,
+      clock,
+      onReload: (result) => metrics.policyReload('authentication', result),
+      ...(options.authenticationPollMs !== undefined ? { pollMs: options.authenticationPollMs } : {}),
+    });
+  } catch (error) {
+    if (error instanceof AuthenticationConfigError) throw new ConfigError(error.problems);
+    throw error;
+  }
 }
 
 /** Builds every dependency from a Config. No I/O beyond opening connections. */
@@ -48,6 +78,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     log,
     events: { reload: (source, result) => metrics.policyReload(source, result) },
   });
+  const authentication = createAuthentication(config, options, clock, metrics);
   let store = options.store;
   if (!store) {
     if (config.redis) {
@@ -83,6 +114,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     clock,
     log,
     ...options.sessionTimings,
+    ...(authentication ? { identities: authentication } : {}),
     events: {
       refresh: (result) => metrics.refresh(result),
       lockWait: () => metrics.lockWait(),
@@ -113,6 +145,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     }),
     loopBreaker: new LoopBreaker(config.loginLoop, cookies),
     authorizer,
+    ...(authentication ? { authentication } : {}),
     upstream,
     views,
     lifecycle: { draining: false },
@@ -120,11 +153,19 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
   };
 }
 
+/** What one listener serves: everything (one port), the browser endpoints, or the decisions only. */
+export type ListenerRole = 'all' | 'browser' | 'decision';
+
+const DECISION_PATHS = new Set(['/auth', '/oauth2/auth']);
+
 /**
  * The request listener: the forward-auth endpoints on a raw fast path, everything else through
- * Express (helmet, direct routes, the one error middleware). Wiring only.
+ * Express (helmet, direct routes, the one error middleware). The decision endpoints refuse what
+ * is no forward-auth subrequest with the page saying where to go (routes/proxyOnly.ts). With
+ * AUTH_PORT they get a listener of their own (`decision`) and the browser one (`browser`) answers
+ * them 404 with that page, so no route to the browser endpoints can reach a decision. Wiring only.
  */
-export function createApp(deps: Deps): RequestListener {
+export function createApp(deps: Deps, role: ListenerRole = 'all'): RequestListener {
   const traefik = createForwardAuthHandler(deps, 'redirect');
   const nginx = createForwardAuthHandler(deps, 'status-only');
   const app = express();
@@ -139,6 +180,15 @@ export function createApp(deps: Deps): RequestListener {
   // Log lines written while serving a direct route carry its request id (X-Request-Id when sane).
   app.use((req, _res, next) => requestContext.run({ requestId: requestIdOf(req) }, next));
   app.use(directRoutes(deps));
+  const reply = (req: IncomingMessage, res: ServerResponse, answer: Reply): void => {
+    const ctx = {
+      views: deps.views,
+      pageHeaders: deps.pageHeaders,
+      requestId: requestIdOf(req),
+      log: deps.log,
+    };
+    writeReply(res, answer, req.headers, ctx, req.method);
+  };
 
   return (req: IncomingMessage, res: ServerResponse) => {
     // While draining, ask clients (the proxy) not to reuse this connection.
@@ -146,10 +196,18 @@ export function createApp(deps: Deps): RequestListener {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
-    if (path === '/auth' || path === '/oauth2/auth') {
-      // A browser tab opened on a proxy-only endpoint gets a page saying where to go instead.
-      if (isDirectBrowserVisit(req)) sendProxyOnly(deps, req, res, path);
-      else void (path === '/auth' ? traefik : nginx)(req, res);
-    } else app(req, res);
+    const decision = DECISION_PATHS.has(path);
+    if (decision && role !== 'browser') void (path === '/auth' ? traefik : nginx)(req, res);
+    else if (decision) reply(req, res, proxyOnlyReply(path as ProxyOnlyEndpoint, 404));
+    else if (role !== 'decision') app(req, res);
+    else
+      reply(
+        req,
+        res,
+        errorReply(
+          new AppError('not_found', 'This port answers only the forward-auth checks.'),
+          requestIdOf(req),
+        ),
+      );
   };
 }

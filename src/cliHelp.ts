@@ -46,7 +46,7 @@ SIGTERM drains: /readyz answers 503 for SHUTDOWN_DELAY, then in-flight requests 
 
 Exit status: 0 after a drain, 1 when it cannot start, 2 for invalid settings (all listed at once).
 `,
-  doctor: `Usage: dex-forward-auth doctor [--json] [--host <host>]…
+  doctor: `Usage: dex-forward-auth doctor [--json] [--host <host>]… [--authentication-config <file>] [--token <jwt>]
 
 Loads the configuration from the environment exactly as \`serve\` does, checks it live and prints
 one line per check: Dex discovery and keys (the issuer byte for byte), the client id and secret,
@@ -57,6 +57,11 @@ Options:
   --json           print a machine-readable report
   --host <host>    also check the callback URL of this protected host (repeatable), for when
                    REDIRECT_URL is unset, e.g. --host grafana.example.com
+  --authentication-config <file>
+                   check this AuthenticationConfiguration (instead of AUTHENTICATION_CONFIG) and
+                   show what a sample token maps to, beside the OIDC_USERNAME_*/GROUPS_* settings
+  --token <jwt>    the sample token (decoded, not verified, never printed); default: the demo's
+                   admin user
   -h, --help       show this help
 
 In a clone: npm run doctor -- [options]

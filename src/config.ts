@@ -26,5 +26,11 @@ export {
   type SettingName,
 } from './config/settings.ts';
 export { collectSettings, type RawSettings } from './config/sources.ts';
-export type { CookieSecret, KubeCluster, RedisSettings, SettingSpec } from './config/types.ts';
+export type {
+  CookieSecret,
+  DecisionListener,
+  KubeCluster,
+  RedisSettings,
+  SettingSpec,
+} from './config/types.ts';
 export { BEARER_ALGORITHM_CHOICES, DEFAULT_TRUSTED_PROXIES } from './config/values.ts';

@@ -5,6 +5,7 @@ import type { Config } from './config.ts';
 import type { ReturnUrlGuard } from './forward/returnUrl.ts';
 import type { ProxyTrust } from './forward/trust.ts';
 import type { Views } from './http/views.ts';
+import type { AuthenticationService } from './identity/authentication.ts';
 import type { Logger } from './log.ts';
 import type { Metrics } from './metrics.ts';
 import type { OidcProvider } from './oidc/provider.ts';
@@ -32,6 +33,8 @@ export interface Deps {
   readonly loginLimiter: LoginRateLimiter;
   readonly loopBreaker: LoopBreaker;
   readonly authorizer: Authorizer;
+  /** AUTHENTICATION_CONFIG: identities and bearer checks as the API server derives them (src/identity/). */
+  readonly authentication?: AuthenticationService;
   /** The headers a 2xx sets for the upstream (ID token or impersonation; UPSTREAM_AUTH). */
   readonly upstream: Upstream;
   readonly views: Views;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { type Config, cookieSecretProblem } from './config.ts';
 import { describeError } from './errors.ts';
+import { checkAuthenticationConfiguration } from './identity/doctor.ts';
 import { preflight } from './preflight.ts';
 import { createRedisClient, RedisStore } from './session/redisStore.ts';
 
@@ -31,6 +32,10 @@ export interface DoctorOptions {
   readonly timeoutMs?: number;
   /** Extra protected hosts whose per-host callback URL should be checked (`--host`). */
   readonly hosts?: readonly string[];
+  /** A sample JWT to map (`--token`); never printed. */
+  readonly token?: string;
+  /** An AuthenticationConfiguration to check instead of AUTHENTICATION_CONFIG (`--authentication-config`). */
+  readonly authenticationConfig?: string;
 }
 
 interface Discovery {
@@ -83,6 +88,14 @@ export async function runDoctor(
     );
     const timeoutMs = options.timeoutMs ?? 5_000;
     checks.list.push(...checkSettings(config));
+    checks.list.push(
+      ...(await checkAuthenticationConfiguration(config, {
+        timeoutMs,
+        ...(options.authenticationConfig ? { path: options.authenticationConfig } : {}),
+        ...(options.token ? { token: options.token } : {}),
+        ...(options.readFile ? { readFile: options.readFile } : {}),
+      })),
+    );
     const discovery = await checkDiscovery(config, checks, timeoutMs);
     if (discovery) {
       await checkJwks(discovery, checks, timeoutMs);
@@ -507,17 +520,26 @@ export async function doctorCommand(
 ): Promise<number> {
   const hosts: string[] = [];
   let json = false;
+  const identity: { token?: string; authenticationConfig?: string } = {};
   for (let i = 0; i < args.length; i++) {
     const arg = args[i] as string;
     if (arg === '--json') json = true;
     else if (arg === '--host' && args[i + 1]) hosts.push(args[++i] as string);
     else if (arg.startsWith('--host=')) hosts.push(arg.slice('--host='.length));
-    else {
-      out.write(`usage: dex-forward-auth doctor [--json] [--host <protected host>]…\n`);
+    else if (arg === '--token' && args[i + 1]) identity.token = args[++i] as string;
+    else if (arg.startsWith('--token=')) identity.token = arg.slice('--token='.length);
+    else if (arg === '--authentication-config' && args[i + 1])
+      identity.authenticationConfig = args[++i] as string;
+    else if (arg.startsWith('--authentication-config=')) {
+      identity.authenticationConfig = arg.slice('--authentication-config='.length);
+    } else {
+      out.write(
+        `usage: dex-forward-auth doctor [--json] [--host <protected host>]… [--authentication-config <file>] [--token <jwt>]\n`,
+      );
       return 2;
     }
   }
-  const report = await runDoctor(env, { hosts });
+  const report = await runDoctor(env, { hosts, ...identity });
   out.write(json ? `${JSON.stringify(report, null, 2)}\n` : formatReport(report));
   return report.problems === 0 ? 0 : 1;
 }

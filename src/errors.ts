@@ -5,6 +5,7 @@
 export type ErrorCode =
   | 'bad_request'
   | 'invalid_forwarded_request'
+  | 'not_a_forward_auth_request'
   | 'unauthenticated'
   | 'forbidden'
   | 'email_not_verified'
@@ -27,6 +28,7 @@ export type ErrorCode =
 const STATUS: Record<ErrorCode, number> = {
   bad_request: 400,
   invalid_forwarded_request: 400,
+  not_a_forward_auth_request: 400,
   unauthenticated: 401,
   forbidden: 403,
   email_not_verified: 403,

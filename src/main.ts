@@ -1,8 +1,8 @@
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
 import { type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
+import { drain, httpServer, listen, MAX_HEADER_BYTES, startDecisionListener } from './listeners.ts';
 import { createLogger, type Logger } from './log.ts';
 import { preflight } from './preflight.ts';
 import { installProcessGuards } from './processGuards.ts';
@@ -14,45 +14,49 @@ import { RedisStore } from './session/redisStore.ts';
  */
 
 export interface RunningService {
+  /** The main listener (PORT): browser endpoints, health, metrics, and the decisions unless AUTH_PORT. */
   readonly server: Server;
+  /** The decision listener (AUTH_PORT), when configured. */
+  readonly decisionServer: Server | undefined;
   readonly deps: Deps;
   readonly url: string;
   readonly port: number;
+  /** Where the proxy asks: `url` itself, or AUTH_PORT's (https:// with AUTH_TLS_*). */
+  readonly decisionUrl: string;
   /** Drains and stops; `delayMs` keeps serving (readiness 503) first. */
   close(delayMs?: number): Promise<void>;
 }
 
-/** Node's header limit; above it the client gets 431 with advice (see README: authRequestHeaders). */
-export const MAX_HEADER_BYTES = 32 * 1024;
+export { MAX_HEADER_BYTES };
 
-export async function startService(
-  config: Config,
-  options: Partial<BuildOptions> & { host?: string; drainMs?: number; drainDelayMs?: number } = {},
-): Promise<RunningService> {
+type StartOptions = Partial<BuildOptions> & {
+  host?: string;
+  drainMs?: number;
+  drainDelayMs?: number;
+  /** How often the decision listener re-reads its TLS files (default a minute). */
+  tlsReloadMs?: number;
+};
+
+export async function startService(config: Config, options: StartOptions = {}): Promise<RunningService> {
   const log = options.log ?? createLogger({ level: config.logLevel });
   const deps = buildDeps(config, { ...options, log });
   if (deps.store instanceof RedisStore && !(await deps.store.ready(2_000))) {
     log.warn('redis is not reachable yet; starting degraded and reconnecting in the background');
   }
-  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 }, createApp(deps));
-  server.on('clientError', (error: NodeJS.ErrnoException, socket) => {
-    if (!socket.writable) return;
-    if (error.code === 'HPE_HEADER_OVERFLOW') {
-      const body = `Request headers too large (limit ${MAX_HEADER_BYTES} bytes). Configure the proxy to forward only the headers the auth service needs (Traefik: authRequestHeaders).\n`;
-      socket.end(
-        `HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-      );
-      return;
-    }
-    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
-  });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, options.host ?? '0.0.0.0', () => resolve());
-  });
-  const port = (server.address() as AddressInfo).port;
-  log.info({ port, store: deps.store.kind, issuer: config.issuerUrl }, 'dex-forward-auth listening');
+  const host = options.host ?? '0.0.0.0';
+  const split = config.decisionListener;
+  const server = httpServer(createApp(deps, split ? 'browser' : 'all'));
+  const port = await listen(server, config.port, host);
+  const decision = split
+    ? await startDecisionListener(deps, split, host, options.tlsReloadMs ?? 60_000)
+    : undefined;
+  log.info(
+    { port, authPort: decision?.port, store: deps.store.kind, issuer: config.issuerUrl },
+    'dex-forward-auth listening',
+  );
+  warnAboutImpersonation(config, log);
 
+  const servers = decision ? [server, decision.server] : [server];
   let closing: Promise<void> | undefined;
   /**
    * Drain (DESIGN §8): readiness goes 503 at once while requests are still served for
@@ -64,27 +68,34 @@ export async function startService(
       deps.lifecycle.draining = true;
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       const drainMs = options.drainMs ?? config.shutdownTimeoutMs;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.closeAllConnections();
-          resolve();
-        }, drainMs);
-        timer.unref();
-        server.close(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
+      decision?.stopReloading();
+      await Promise.all(servers.map((s) => drain(s, drainMs)));
       deps.oidc.close();
       deps.sessions.close();
       deps.upstream.close();
+      deps.authentication?.close();
       await deps.authorizer.close?.();
       await deps.store.close();
     })();
     return closing;
   };
-  return { server, deps, url: `http://127.0.0.1:${port}`, port, close };
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    server,
+    decisionServer: decision?.server,
+    deps,
+    url,
+    port,
+    decisionUrl: decision?.url ?? url,
+    close,
+  };
+}
+
+function warnAboutImpersonation(config: Config, log: Logger): void {
+  if (config.upstreamAuth !== 'impersonate' || config.decisionListener?.tls?.clientCaFile) return;
+  log.warn(
+    'UPSTREAM_AUTH=impersonate without AUTH_TLS_CLIENT_CA_FILE: anything in TRUSTED_PROXIES that reaches the decision port obtains the service-account token; use mutual TLS (README: Security)',
+  );
 }
 
 /** `serve`: load config from the environment, start, drain on SIGTERM/SIGINT. */

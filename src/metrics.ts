@@ -18,8 +18,11 @@ export interface Metrics {
   redisCall(operation: string, seconds: number, ok: boolean): void;
   /** One HTTP round trip to the identity provider. */
   providerCall(operation: ProviderOperation, seconds: number, result: ProviderResult): void;
-  /** An AUTHZ_CONFIG reload (file) or a change of the watched cluster RBAC objects (kubernetes). */
-  policyReload(source: 'file' | 'kubernetes', result: 'ok' | 'error'): void;
+  /**
+   * An AUTHZ_CONFIG reload (file), a change of the watched cluster RBAC objects (kubernetes), or
+   * an AUTHENTICATION_CONFIG reload (authentication).
+   */
+  policyReload(source: 'file' | 'kubernetes' | 'authentication', result: 'ok' | 'error'): void;
 }
 
 /** Calls to the identity provider: discovery document, JWKS, token endpoint (code or refresh grant). */
@@ -108,7 +111,7 @@ export function createMetrics(version: string): Metrics {
   });
   const policyReloads = new Counter({
     name: `${prefix}policy_reloads_total`,
-    help: 'Authorization policy loads by source (file, kubernetes) and result (ok, error: the last good policy stays in force).',
+    help: 'Policy loads by source (file, kubernetes; authentication: AUTHENTICATION_CONFIG) and result (ok, error: the last good one stays in force).',
     labelNames: ['source', 'result'],
     registers: [registry],
   });

@@ -1,6 +1,8 @@
 import { decodeJwt } from 'jose';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
+import type { AuthenticationService } from '../identity/authentication.ts';
+import { IssuerUnavailable } from '../identity/jwtIssuers.ts';
 import type { OidcProvider } from '../oidc/provider.ts';
 import { type Identity, identityFromClaims } from './identity.ts';
 
@@ -51,6 +53,13 @@ function mintedForGateway(claims: Record<string, unknown>, clientId: string): bo
   return claims['azp'] === clientId || aud === clientId || (Array.isArray(aud) && aud.includes(clientId));
 }
 
+function mintedForGatewayRefusal(): AppError {
+  return refuse(
+    "minted for this gateway's client (aud/azp)",
+    'A token issued to this sign-in gateway is not accepted as a bearer token.',
+  );
+}
+
 function refuse(detail: string, description: string): AppError {
   return new AppError('unauthenticated', 'The bearer token is not valid.', {
     detail: `bearer token refused: ${detail}`,
@@ -81,8 +90,10 @@ export async function authenticateBearer(
   header: string | string[] | undefined,
   config: BearerConfig,
   oidc: Pick<OidcProvider, 'verifyBearer'>,
+  authentication?: Pick<AuthenticationService, 'authenticateBearer'>,
 ): Promise<BearerResult> {
   const token = bearerToken(header);
+  if (token !== undefined && authentication) return bearerByConfiguration(token, config, authentication);
   if (token === undefined || !claimsOurIssuer(token, config.issuerUrl)) return NONE;
   if (config.bearerAudiences.length === 0) {
     return {
@@ -100,15 +111,7 @@ export async function authenticateBearer(
     if (error instanceof AppError && error.code === 'unauthenticated') return { kind: 'invalid', error };
     throw error;
   }
-  if (mintedForGateway(claims, config.clientId)) {
-    return {
-      kind: 'invalid',
-      error: refuse(
-        "minted for this gateway's client (aud/azp)",
-        'A token issued to this sign-in gateway is not accepted as a bearer token.',
-      ),
-    };
-  }
+  if (mintedForGateway(claims, config.clientId)) return { kind: 'invalid', error: mintedForGatewayRefusal() };
   // The API server's claim rules (spec C2 §4).
   const username = claims[config.usernameClaim];
   if (typeof username !== 'string' || username === '') {
@@ -128,4 +131,36 @@ export async function authenticateBearer(
     return { kind: 'invalid', error: refuse('email not verified', 'The email address is not verified.') };
   }
   return { kind: 'valid', token, identity: identityFromClaims(claims, config) };
+}
+
+/** AUTHENTICATION_CONFIG (src/identity/): any issuer of the file, checked and mapped as the API server does. */
+async function bearerByConfiguration(
+  token: string,
+  config: Pick<Config, 'issuerUrl' | 'clientId'>,
+  authentication: Pick<AuthenticationService, 'authenticateBearer'>,
+): Promise<BearerResult> {
+  let result: Awaited<ReturnType<AuthenticationService['authenticateBearer']>>;
+  try {
+    result = await authentication.authenticateBearer(token);
+  } catch (error) {
+    if (!(error instanceof IssuerUnavailable)) throw error;
+    throw new AppError(
+      'provider_unavailable',
+      'The identity provider cannot be reached right now. Please try again shortly.',
+      { detail: error.message, headers: { 'Retry-After': '5' } },
+    );
+  }
+  if (result.kind === 'none') return NONE;
+  if (result.kind === 'invalid') {
+    // A quoted-string: no quotes, backslashes or control characters (messages come from the file).
+    const description = result.description.replace(/["\\\x00-\x1f\x7f]/g, "'").slice(0, 300);
+    return { kind: 'invalid', error: refuse(result.detail, description) };
+  }
+  // The file may well accept our login issuer's tokens for `kubernetes`: still never the ID tokens
+  // this gateway was issued and hands to every upstream.
+  const claims = decodeJwt(token);
+  if (claims.iss === config.issuerUrl && mintedForGateway(claims, config.clientId)) {
+    return { kind: 'invalid', error: mintedForGatewayRefusal() };
+  }
+  return { kind: 'valid', token, identity: result.identity };
 }

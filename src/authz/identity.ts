@@ -12,6 +12,12 @@ export interface Identity {
   readonly groups: readonly string[];
   readonly name: string | undefined;
   readonly preferredUsername: string | undefined;
+  // Set only with AUTHENTICATION_CONFIG (src/identity/): the API server's uid and extra, the
+  // configuration revision the identity was mapped with, and why the API server would refuse it.
+  readonly uid?: string;
+  readonly extra?: Readonly<Record<string, readonly string[]>>;
+  readonly authnRevision?: string;
+  readonly refused?: { readonly field: string; readonly message: string };
 }
 
 export function identityFromClaims(

@@ -51,7 +51,11 @@ export const ALLOW: Decision = Object.freeze({ allowed: true });
  * is refused (the API server refuses both when the email is the user name, so we do too).
  */
 export function baselineDecision(identity: Identity): Decision | undefined {
-  if (identity.emailVerified === false) {
+  // AUTHENTICATION_CONFIG (src/identity/): the API server's own rules decided already, email_verified included.
+  if (identity.refused) {
+    return { allowed: false, code: 'forbidden', source: 'baseline', reason: identity.refused.message };
+  }
+  if (identity.emailVerified === false && identity.authnRevision === undefined) {
     return {
       allowed: false,
       code: 'email_not_verified',

@@ -1,8 +1,9 @@
+import { checkExplicitTrust, decisionListener } from './decisionListener.ts';
 import { resolveKubeClusters } from './kubeClusters.ts';
 import { cookieSecretProblem } from './secretStrength.ts';
 import type { SettingValues } from './settings.ts';
 import type { RawSettings } from './sources.ts';
-import type { CookieSecret, KubeCluster, RedisSettings } from './types.ts';
+import type { CookieSecret, DecisionListener, KubeCluster, RedisSettings } from './types.ts';
 
 /**
  * The rules that involve more than one setting, after each was parsed on its own (settings.ts).
@@ -22,6 +23,8 @@ export interface DerivedFields {
   /** Bearer pass-through: `aud` must contain one of these (empty: pass-through off). */
   readonly bearerAudiences: readonly string[];
   readonly kubeClusters: readonly KubeCluster[];
+  /** AUTH_PORT (and AUTH_TLS_*); undefined: PORT serves the decision endpoints too. */
+  readonly decisionListener: DecisionListener | undefined;
 }
 
 export type PartialValues = { readonly [N in keyof SettingValues]?: SettingValues[N] };
@@ -37,7 +40,9 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
   checkIssuerScheme(v, problems);
   checkServiceAccountToken(input, problems);
   checkImpersonationNames(v, problems);
+  checkExplicitTrust(input.raw, v, problems);
   checkReadable('AUTHZ_KUBECONFIG', v.AUTHZ_KUBECONFIG, input.readFile, problems);
+  checkAuthenticationConfig(input.raw, problems);
   return {
     cookieSecrets: cookieSecrets(input.raw, v, problems),
     redis: redis(input.raw, v, problems),
@@ -53,6 +58,7 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
       input.readFile,
       problems,
     ),
+    decisionListener: decisionListener(v, input.readFile, problems),
   };
 }
 
@@ -68,6 +74,28 @@ function bearerAudiences(v: PartialValues, problems: string[]): readonly string[
     );
   }
   return audiences;
+}
+
+/** The settings AUTHENTICATION_CONFIG replaces (the API server refuses --oidc-* flags beside its file too). */
+const REPLACED_BY_AUTHENTICATION_CONFIG = [
+  'OIDC_USERNAME_CLAIM',
+  'OIDC_USERNAME_PREFIX',
+  'OIDC_GROUPS_CLAIM',
+  'OIDC_GROUPS_PREFIX',
+  'BEARER_AUDIENCES',
+  'BEARER_ALGORITHMS',
+] as const;
+
+/** AUTHENTICATION_CONFIG (issue 17) defines user names, groups and bearer checks itself. */
+function checkAuthenticationConfig(raw: RawSettings, problems: string[]): void {
+  if (!raw.AUTHENTICATION_CONFIG?.trim()) return;
+  for (const name of REPLACED_BY_AUTHENTICATION_CONFIG) {
+    if (raw[name] !== undefined) {
+      problems.push(
+        `${name} cannot be combined with AUTHENTICATION_CONFIG, which defines user names, groups and bearer checks itself: remove ${name}`,
+      );
+    }
+  }
 }
 
 function checkIssuerScheme(v: PartialValues, problems: string[]): void {

@@ -11,6 +11,7 @@ import {
   hostPortList,
   issuerUrl,
   logLevel,
+  optionalPort,
   port,
   redirectDomainProblem,
   redirectUrl,
@@ -298,6 +299,14 @@ export const SETTINGS = [
     }),
   },
   {
+    name: 'AUTHENTICATION_CONFIG',
+    default: 'unset',
+    description:
+      "the API server's `AuthenticationConfiguration` file: names, groups and bearer checks as it derives them (replaces `OIDC_USERNAME_*`, `OIDC_GROUPS_*`, `BEARER_*`)",
+    field: 'authenticationConfig',
+    schema: trimmed(undefined),
+  },
+  {
     name: 'UPSTREAM_HEADERS',
     default: '`Authorization,X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups`',
     description: 'headers set on a 2xx',
@@ -338,6 +347,32 @@ export const SETTINGS = [
     schema: kubeClusterList(),
   },
   { name: 'PORT', default: '`4180`', description: 'listening port', field: 'port', schema: port() },
+  {
+    name: 'AUTH_PORT',
+    default: 'unset (`PORT` serves them)',
+    description:
+      'a separate port for the decision endpoints `/auth` and `/oauth2/auth`; `PORT` then no longer serves them (see "Security")',
+    schema: optionalPort(),
+  },
+  {
+    name: 'AUTH_TLS_CERT_FILE',
+    default: 'unset',
+    description: '`AUTH_PORT` speaks TLS with this PEM certificate (chain); re-read every minute',
+    schema: trimmed(undefined),
+  },
+  {
+    name: 'AUTH_TLS_KEY_FILE',
+    default: 'unset',
+    description: 'the PEM private key of `AUTH_TLS_CERT_FILE`',
+    schema: trimmed(undefined),
+  },
+  {
+    name: 'AUTH_TLS_CLIENT_CA_FILE',
+    default: 'unset',
+    description:
+      'mutual TLS: `AUTH_PORT` accepts only clients (the proxy) with a certificate signed by this PEM CA',
+    schema: trimmed(undefined),
+  },
   {
     name: 'LOG_LEVEL',
     default: '`info`',

@@ -41,6 +41,17 @@ export type RedisSettings =
       readonly tls: boolean;
     };
 
+/** The decision endpoints' own listener (AUTH_PORT), optionally with (mutual) TLS. */
+export interface DecisionListener {
+  readonly port: number;
+  readonly tls?: {
+    readonly certFile: string;
+    readonly keyFile: string;
+    /** Set: the proxy must present a client certificate signed by this CA (mutual TLS). */
+    readonly clientCaFile?: string;
+  };
+}
+
 /** One row of the settings table as the README shows it. */
 export interface SettingSpec {
   /** Environment variable (also the CONFIG_FILE key; `<name>_FILE` reads it from a file). */

@@ -147,6 +147,16 @@ export const port = (): z.ZodType<number, RawText> =>
     return value;
   });
 
+/** A port that may be unset (undefined). */
+export const optionalPort = (): z.ZodType<number | undefined, RawText> =>
+  parser((text, fail) => {
+    const t = text?.trim();
+    if (t === undefined || t === '') return undefined;
+    const value = Number(t);
+    if (!/^\d{1,5}$/.test(t) || value > 65535) fail(`must be a port number, got "${t}"`);
+    return value;
+  });
+
 export const logLevel = (): z.ZodType<string, RawText> =>
   parser((text, fail) => {
     const level = (text ?? 'info').toLowerCase();

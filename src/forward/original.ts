@@ -1,22 +1,34 @@
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import { AppError } from '../errors.ts';
+import { judgedPath } from './path.ts';
 import type { ProxyTrust } from './trust.ts';
 
-/** The request the user actually made, reconstructed from the proxy's X-Forwarded-* headers. */
+/** The request the user actually made, reconstructed from the proxy's headers. */
 export interface OriginalRequest {
   readonly method: string;
   readonly proto: 'http' | 'https';
   /** Lower-cased host, with the port when it is not the scheme's default. */
   readonly host: string;
-  /** Path and query exactly as forwarded (escaped). */
+  /** Path and query exactly as forwarded (escaped): what return URLs are built from. */
   readonly uri: string;
+  /** The path the policy judges (see judgedPath): `;` parameters dropped, `//` collapsed. */
   readonly path: string;
+  /** `?` and the query as forwarded, or '' when there is none. */
+  readonly query: string;
   /** `proto://host/uri` */
   readonly url: string;
   readonly clientIp: string;
-  /** True when the X-Forwarded-* headers came from a trusted proxy and were used. */
+  /** True when the headers came from a trusted proxy and were used. */
   readonly forwarded: boolean;
+}
+
+/** What a proxy said about the original request, before validation. */
+export interface ForwardedParts {
+  readonly method: string | undefined;
+  readonly proto: string | undefined;
+  readonly host: string | undefined;
+  readonly uri: string | undefined;
 }
 
 const HOST_RE =
@@ -25,14 +37,20 @@ const METHOD_RE = /^[A-Z]{1,16}$/;
 // A request-target path: printable ASCII only, no spaces, no backslash, no fragment.
 const URI_RE = /^\/[\x21-\x7e]*$/;
 
-function first(value: string | string[] | undefined): string | undefined {
+/** The first entry of a header that a proxy may have sent as a list ("a, b"). */
+export function firstValue(value: string | string[] | undefined): string | undefined {
   const v = Array.isArray(value) ? value[0] : value;
   if (v === undefined) return undefined;
   const comma = v.indexOf(',');
   return (comma === -1 ? v : v.slice(0, comma)).trim();
 }
 
-function bad(detail: string): never {
+/** A header's value as sent; a repeated header arrives joined with ", " and fails validation. */
+export function wholeValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+export function badForwarded(detail: string): never {
   throw new AppError('invalid_forwarded_request', 'The request forwarded by the proxy is malformed.', {
     detail,
   });
@@ -49,48 +67,34 @@ export function normaliseHost(host: string, proto: 'http' | 'https'): string {
   return h;
 }
 
+function parseProto(raw: string | undefined): 'http' | 'https' {
+  const lower = (raw || 'http').toLowerCase();
+  if (lower === 'https' || lower === 'wss') return 'https';
+  if (lower === 'http' || lower === 'ws') return 'http';
+  return badForwarded('unknown scheme');
+}
+
 /**
- * Reads the original request. X-Forwarded-* are honoured only from trusted peers (TRUSTED_PROXIES);
- * from anyone else the request is taken as it arrived. `defaultUri` is used when a trusted proxy
- * sent no X-Forwarded-Uri (the /auth endpoints pass "/": their own path means nothing).
+ * Validates what a proxy said into an OriginalRequest. `parts` holds only what the caller decided
+ * to believe; missing pieces fall back to the request as it reached us (Host, method, URL).
  */
-export function readOriginalRequest(
+export function originalRequest(
   req: IncomingMessage,
   trust: ProxyTrust,
-  defaultUri?: string,
+  parts: ForwardedParts,
+  forwarded: boolean,
 ): OriginalRequest {
-  const peer = req.socket.remoteAddress ?? '';
-  const trusted = trust.isTrusted(peer);
-  const h = req.headers;
-
-  const rawProto = (trusted ? first(h['x-forwarded-proto']) : undefined) ?? 'http';
-  const protoLower = rawProto.toLowerCase();
-  let proto: 'http' | 'https';
-  if (protoLower === 'https' || protoLower === 'wss') proto = 'https';
-  else if (protoLower === 'http' || protoLower === 'ws') proto = 'http';
-  else bad('unknown X-Forwarded-Proto');
-
-  const rawHost = (trusted ? first(h['x-forwarded-host']) : undefined) || h.host;
-  if (!rawHost) bad('no host');
+  const proto = parseProto(parts.proto);
+  const rawHost = parts.host || req.headers.host;
+  if (!rawHost) badForwarded('no host');
   const host = validHost(rawHost, proto);
-
-  const method = (
-    (trusted ? first(h['x-forwarded-method']) : undefined) ||
-    req.method ||
-    'GET'
-  ).toUpperCase();
-  if (!METHOD_RE.test(method)) bad('bad method');
-
-  const forwardedUri = trusted
-    ? Array.isArray(h['x-forwarded-uri'])
-      ? h['x-forwarded-uri'][0]
-      : h['x-forwarded-uri']
-    : undefined;
-  const uri = forwardedUri || defaultUri || req.url || '/';
-  if (!URI_RE.test(uri)) bad('bad uri');
+  const method = (parts.method || req.method || 'GET').toUpperCase();
+  if (!METHOD_RE.test(method)) badForwarded('bad method');
+  const uri = parts.uri || req.url || '/';
+  if (!URI_RE.test(uri) || uri.includes('#')) badForwarded('bad uri');
   const q = uri.indexOf('?');
-  const path = q === -1 ? uri : uri.slice(0, q);
-
+  const path = judgedPath(q === -1 ? uri : uri.slice(0, q));
+  const peer = req.socket.remoteAddress ?? '';
   // The client address is worked out only when something asks (logs, rate limits): the hot path
   // of /auth never needs it.
   let clientIp: string | undefined;
@@ -100,13 +104,36 @@ export function readOriginalRequest(
     host,
     uri,
     path,
+    query: q === -1 ? '' : uri.slice(q),
     url: `${proto}://${host}${uri}`,
     get clientIp(): string {
-      clientIp ??= trusted ? clientIpFrom(h['x-forwarded-for'], peer, trust) : peer;
+      clientIp ??= forwarded ? clientIpFrom(req.headers['x-forwarded-for'], peer, trust) : peer;
       return clientIp;
     },
-    forwarded: trusted,
+    forwarded,
   };
+}
+
+/** X-Forwarded-Method/-Proto/-Host/-Uri, as Traefik and Caddy send them (and nginx when told to). */
+export function xForwardedParts(req: IncomingMessage): ForwardedParts {
+  const h = req.headers;
+  return {
+    method: firstValue(h['x-forwarded-method']),
+    proto: firstValue(h['x-forwarded-proto']),
+    host: firstValue(h['x-forwarded-host']),
+    uri: wholeValue(h['x-forwarded-uri']),
+  };
+}
+
+/**
+ * The request a browser made to one of the service's own pages (start, callback, sign-out,
+ * userinfo, kubeconfig), reached through a reverse proxy: X-Forwarded-* are honoured only from
+ * trusted peers (TRUSTED_PROXIES); from anyone else the request is taken as it arrived.
+ */
+export function readOriginalRequest(req: IncomingMessage, trust: ProxyTrust): OriginalRequest {
+  const trusted = trust.isTrusted(req.socket.remoteAddress);
+  const none = { method: undefined, proto: undefined, host: undefined, uri: undefined };
+  return originalRequest(req, trust, trusted ? xForwardedParts(req) : none, trusted);
 }
 
 /** Validated, normalised hosts by raw value and scheme: a proxy forwards the same few over and over. */
@@ -117,7 +144,7 @@ function validHost(rawHost: string, proto: 'http' | 'https'): string {
   const known = hostMemo.get(key);
   if (known !== undefined) return known;
   const hostLower = rawHost.toLowerCase();
-  if (!HOST_RE.test(hostLower)) bad('bad host');
+  if (!HOST_RE.test(hostLower)) badForwarded('bad host');
   const host = normaliseHost(hostLower, proto);
   if (hostMemo.size >= 4096) hostMemo.clear();
   hostMemo.set(key, host);

@@ -144,6 +144,7 @@ const TITLES: Partial<Record<AppError['code'], string>> = {
   uri_too_long: 'Address too long',
   not_found: 'Not found',
   invalid_forwarded_request: 'Bad request',
+  not_a_forward_auth_request: 'Not for browsers',
   bad_request: 'Bad request',
 };
 

@@ -82,6 +82,8 @@ const ERROR_HINTS: Readonly<Record<string, string>> = {
   provider_error: 'The identity provider answered with something we could not use. Please try again.',
   invalid_forwarded_request:
     'The proxy in front of this site sent a request we cannot trust. This is a configuration problem, not something you did.',
+  not_a_forward_auth_request:
+    'The proxy asks this address whether a request may pass; it has nothing to show a browser. If you see this through the proxy, its forward-auth configuration or TRUSTED_PROXIES needs fixing.',
   bad_request: 'The request was not understood.',
   header_too_large:
     'Your browser sent more cookies or headers than this site accepts. Deleting the cookies of this site usually fixes it.',

@@ -6,7 +6,8 @@ import type { Decision, WouldAllow } from '../authz/policy.ts';
 import type { Deps } from '../deps.ts';
 import { toAppError } from '../errors.ts';
 import { isNavigation } from '../forward/navigation.ts';
-import { type OriginalRequest, readOriginalRequest } from '../forward/original.ts';
+import type { OriginalRequest } from '../forward/original.ts';
+import { readSubrequest } from '../forward/subrequest.ts';
 import { CONFLICT } from '../http/cookies.ts';
 import { errorReply, type Reply, type ReplyContext, writeReply } from '../http/reply.ts';
 import { html, join } from '../http/views.ts';
@@ -15,6 +16,7 @@ import type { Outcome } from '../metrics.ts';
 import type { Resolution } from '../session/sessions.ts';
 import { finishLogin } from './callback.ts';
 import { startLogin } from './login.ts';
+import { proxyOnlyReply } from './proxyOnly.ts';
 import { signOut } from './signOut.ts';
 
 /**
@@ -80,6 +82,22 @@ function lastResort(deps: Deps, res: ServerResponse, error: unknown, requestId: 
 
 export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
   const plan = deps.upstream.plan;
+  // Traefik and Caddy call /auth, nginx /oauth2/auth: each endpoint reads its proxies' headers.
+  const endpoint = mode === 'redirect' ? '/auth' : '/oauth2/auth';
+  const subrequest = {
+    kind: mode === 'redirect' ? 'forward-auth' : 'auth-request',
+    refuseImpersonation: deps.config.upstreamAuth === 'impersonate',
+  } as const;
+  let lastRefusalLogged = Number.NEGATIVE_INFINITY;
+  /** A request that is no subrequest is refused; said in the log once a minute (a misconfigured proxy). */
+  const logRefusal = (req: IncomingMessage, detail: string | undefined): void => {
+    if (deps.clock.now() - lastRefusalLogged < 60_000) return;
+    lastRefusalLogged = deps.clock.now();
+    deps.log.warn(
+      { peer: req.socket.remoteAddress, detail },
+      'decision request refused: not a forward-auth subrequest',
+    );
+  };
 
   /** 200 with the upstream headers; `token` is the ID token (session) or the caller's bearer token. */
   const allow = (identity: Identity, token: string, setCookie?: string, sessionEnd?: number): Reply => {
@@ -144,7 +162,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     const cookieHeader = req.headers.cookie;
     switch (original.path) {
       case '/oauth2/start': {
-        const rd = new URLSearchParams(original.uri.slice(original.path.length)).get('rd');
+        const rd = new URLSearchParams(original.query).get('rd');
         const target = deps.returnUrls.check(rd, original) ?? `${original.proto}://${original.host}/`;
         return startLogin(deps, original, target, cookieHeader);
       }
@@ -167,7 +185,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     const bearer =
       req.headers.authorization === undefined
         ? undefined
-        : await authenticateBearer(req.headers.authorization, deps.config, deps.oidc);
+        : await authenticateBearer(req.headers.authorization, deps.config, deps.oidc, deps.authentication);
     if (bearer?.kind === 'valid') {
       const logContext = requestContext.getStore();
       if (logContext) logContext.user = bearer.identity.user;
@@ -216,7 +234,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     let reply: Reply;
     let original: OriginalRequest | undefined;
     try {
-      original = readOriginalRequest(req, deps.trust, '/');
+      original = readSubrequest(req, deps.trust, subrequest);
       logContext.host = original.host;
       logContext.path = original.path;
       reply = await decide(req, original);
@@ -225,7 +243,10 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
       if (appError.status >= 500) {
         deps.log.warn({ requestId, code: appError.code, detail: appError.detail }, 'forward-auth error');
       }
-      reply = errorReply(appError, requestId);
+      if (appError.code === 'not_a_forward_auth_request') {
+        logRefusal(req, appError.detail);
+        reply = proxyOnlyReply(endpoint);
+      } else reply = errorReply(appError, requestId);
     }
     writeReply(res, reply, req.headers, ctx, req.method);
     const outcome = OUTCOME_BY_STATUS[reply.status] ?? 'error';
@@ -278,7 +299,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     let original: OriginalRequest;
     let session: ResolvedSession | undefined;
     try {
-      original = readOriginalRequest(req, deps.trust, '/');
+      original = readSubrequest(req, deps.trust, subrequest);
       if (original.path.startsWith('/oauth2/')) return false;
       session = deps.sessions.peekHot(cookie, original.host);
       if (session === undefined) return false;

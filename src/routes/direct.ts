@@ -84,6 +84,10 @@ export function directRoutes(deps: Deps): Router {
           name: identity.name,
           preferredUsername: identity.preferredUsername,
           sub: identity.sub,
+          // AUTHENTICATION_CONFIG: the API server's uid and extra, or why it would refuse the token.
+          ...(identity.uid ? { uid: identity.uid } : {}),
+          ...(identity.extra && Object.keys(identity.extra).length > 0 ? { extra: identity.extra } : {}),
+          ...(identity.refused ? { refused: identity.refused.message } : {}),
           tokenExpiresAt: new Date(tokenExp).toISOString(),
           sessionEndsAt: new Date(session.sessionEnd).toISOString(),
         },
@@ -113,6 +117,14 @@ export function directRoutes(deps: Deps): Router {
           store: { kind: deps.store.kind, status: storeUp ? 'ok' : 'unavailable' },
           degraded: !storeUp || deps.sessions.degraded,
           authz: deps.authorizer.status?.(),
+          ...(deps.authentication
+            ? {
+                authentication: {
+                  revision: deps.authentication.revision(),
+                  issuers: deps.authentication.issuers(),
+                },
+              }
+            : {}),
         },
       };
     }),

@@ -1,14 +1,11 @@
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Deps } from '../deps.ts';
-import { isNavigation } from '../forward/navigation.ts';
-import { type Reply, writeReply } from '../http/reply.ts';
-import { requestIdOf } from './auth.ts';
+import type { Reply } from '../http/reply.ts';
 
 /**
  * `/auth` and `/oauth2/auth` are asked by a proxy (Traefik ForwardAuth, Caddy forward_auth, nginx
- * auth_request), never opened by people. A browser tab that opens one directly would otherwise start
- * a sign-in for the service's own address and end on Dex's "invalid redirect URI" page; instead it
- * gets a page saying where to go. The reply is also the body of any refusal of such a request.
+ * auth_request), never opened by people. A request to them that is no forward-auth subrequest of a
+ * trusted proxy (forward/subrequest.ts) is refused with this reply: a page saying where to go for a
+ * browser tab (rather than a sign-in for the service's own address), JSON otherwise, and never an
+ * upstream header. With AUTH_PORT the pages port answers the same with 404.
  */
 export type ProxyOnlyEndpoint = '/auth' | '/oauth2/auth';
 
@@ -21,18 +18,10 @@ const PURPOSE: Record<ProxyOnlyEndpoint, string> = {
 
 const SETUP: Record<ProxyOnlyEndpoint, string> = {
   '/auth':
-    'Point the ForwardAuth middleware (address: http://<this service>:4180/auth) at it and route browsers to the dashboards, never to this address; the README\'s "Wiring it into Traefik" shows the whole middleware.',
+    'Point the ForwardAuth middleware at it (address: http://<this service>:4181/auth with AUTH_PORT=4181, as the shipped files do) from a peer in TRUSTED_PROXIES, and route browsers to the dashboards, never to this address; the README\'s "Wiring it into Traefik" shows the whole middleware.',
   '/oauth2/auth':
-    'Use it in auth_request inside the protected server block and route browsers to the dashboards, never to this address; the README\'s "Wiring it into nginx" shows the whole configuration.',
+    'Use it in an internal auth_request location that sends X-Original-URL and X-Original-Method, from a peer in TRUSTED_PROXIES, and route browsers to the dashboards, never to this address; the README\'s "Wiring it into nginx" shows the whole configuration.',
 };
-
-/**
- * A top-level browser navigation that no proxy forwarded: forward-auth subrequests always say which
- * page they are about (X-Forwarded-Uri: Traefik and Caddy send it; the README's nginx sets it).
- */
-export function isDirectBrowserVisit(req: IncomingMessage): boolean {
-  return req.headers['x-forwarded-uri'] === undefined && isNavigation(req.method ?? 'GET', req.headers);
-}
 
 /** The explanation: a page for browsers, JSON otherwise. */
 export function proxyOnlyReply(endpoint: ProxyOnlyEndpoint, status = 400): Reply {
@@ -50,16 +39,4 @@ export function proxyOnlyReply(endpoint: ProxyOnlyEndpoint, status = 400): Reply
       status,
     },
   };
-}
-
-/** Writes that reply for a request on the raw listener. */
-export function sendProxyOnly(
-  deps: Deps,
-  req: IncomingMessage,
-  res: ServerResponse,
-  endpoint: ProxyOnlyEndpoint,
-  status?: number,
-): void {
-  const ctx = { views: deps.views, pageHeaders: deps.pageHeaders, requestId: requestIdOf(req) };
-  writeReply(res, proxyOnlyReply(endpoint, status), req.headers, ctx, req.method);
 }

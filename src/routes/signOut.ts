@@ -70,10 +70,7 @@ function fromOwnOrigin(headers: IncomingHttpHeaders, original: OriginalRequest):
 }
 
 function returnUrl(deps: Deps, original: OriginalRequest): string | undefined {
-  const query = new URLSearchParams(
-    original.uri.includes('?') ? original.uri.slice(original.uri.indexOf('?')) : '',
-  );
-  return deps.returnUrls.check(query.get('rd'), original);
+  return deps.returnUrls.check(new URLSearchParams(original.query).get('rd'), original);
 }
 
 /**

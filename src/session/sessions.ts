@@ -1,5 +1,6 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { decodeJwt } from 'jose';
 import { type Identity, identityFromClaims } from '../authz/identity.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
@@ -91,6 +92,16 @@ export interface SessionServiceOptions {
   readonly revokeWaitMs?: number;
   /** Delays between background retries of a revocation the provider could not take. */
   readonly revokeRetryDelaysMs?: readonly number[];
+  /**
+   * AUTHENTICATION_CONFIG (src/identity/): claims → identity as the API server derives it, and
+   * whether a stored identity was mapped with the file in force (else it is mapped again).
+   */
+  readonly identities?: SessionIdentities;
+}
+
+export interface SessionIdentities {
+  identify(claims: Readonly<Record<string, unknown>>): Identity;
+  isCurrent(identity: Identity): boolean;
 }
 
 interface HotEntry {
@@ -137,6 +148,7 @@ export class SessionService {
   /** Last use per session, when SESSION_IDLE_TIMEOUT is on. */
   readonly #activity: Activity | undefined;
   readonly #endings: Endings;
+  readonly #identities: SessionIdentities | undefined;
   #degraded = false;
 
   constructor(options: SessionServiceOptions) {
@@ -153,6 +165,7 @@ export class SessionService {
     this.#retryDelays = options.retryDelaysMs ?? [200, 600];
     this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
     this.#hotCacheMs = options.hotCacheMs ?? 1_000;
+    this.#identities = options.identities;
     const idleMs = this.#config.sessionIdleTimeoutMs;
     this.#activity = idleMs > 0 ? new Activity({ store: this.#store, idleMs }) : undefined;
     this.#endings = new Endings({
@@ -212,6 +225,7 @@ export class SessionService {
     if (
       resolution.sessionEnd <= now ||
       this.#records.peek(hot.lookup, now) !== resolution.record ||
+      !(this.#identities?.isCurrent(resolution.record.identity) ?? true) ||
       this.#needsRefresh(resolution.record, now) ||
       (resolution.host !== undefined && host !== undefined && resolution.host !== host)
     ) {
@@ -489,7 +503,9 @@ export class SessionService {
       idToken: tokens.idToken,
       tokenExp: claims.exp * 1000,
       tokenIat: typeof claims.iat === 'number' ? claims.iat * 1000 : this.#clock.now(),
-      identity: identityFromClaims(claims, this.#config),
+      identity: this.#identities
+        ? this.#identities.identify(claims)
+        : identityFromClaims(claims, this.#config),
       cookie: session.value,
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
@@ -503,14 +519,22 @@ export class SessionService {
     const now = this.#clock.now();
     if (this.#blobs.peek(keys.lookup, now) === blob) {
       const known = this.#records.peek(keys.lookup, now);
-      if (known) return known;
+      if (known) return this.#remapped(keys, known);
     }
     const json = decrypt(blob, keys.encryption, keys.lookup);
     if (json === undefined) return undefined;
-    const record = JSON.parse(json) as SessionRecord;
+    const record = this.#remapped(keys, JSON.parse(json) as SessionRecord);
     this.#records.set(keys.lookup, record, record.tokenExp + this.#recordGraceMs);
     this.#blobs.set(keys.lookup, blob, record.tokenExp + this.#recordGraceMs);
     return record;
+  }
+
+  /** A record whose identity was mapped with an older AUTHENTICATION_CONFIG, mapped again from its (verified) ID token. */
+  #remapped(keys: SessionKeys, record: SessionRecord): SessionRecord {
+    if (!this.#identities || this.#identities.isCurrent(record.identity)) return record;
+    const remapped = { ...record, identity: this.#identities.identify(decodeJwt(record.idToken)) };
+    this.#records.set(keys.lookup, remapped, record.tokenExp + this.#recordGraceMs);
+    return remapped;
   }
 
   /** Stores a record for its token's life plus a grace (never beyond the session's end). */

@@ -3,19 +3,17 @@ import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
-import { hasCaddy, hasNginx, type RunningProxy, startCaddy, startNginx } from '../support/proxies.ts';
+import {
+  hasCaddy,
+  hasNginx,
+  type RunningProxy,
+  startCaddy,
+  startNginx,
+  startShippedProxy,
+} from '../support/proxies.ts';
 import { startTestService, type TestService } from '../support/service.ts';
 import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
-import {
-  hasChromium,
-  isDexForm,
-  launchChromium,
-  screenshot,
-  signInAtDex,
-  startReadmeCaddy,
-  startReadmeNginx,
-  watchProblems,
-} from './support.ts';
+import { hasChromium, isDexForm, launchChromium, screenshot, signInAtDex, watchProblems } from './support.ts';
 
 /**
  * The login flow through Debian's real Caddy (`forward_auth` to /auth with `copy_headers`) and
@@ -176,24 +174,17 @@ describe.skipIf(!hasChromium())('real proxies, in Chromium', () => {
   });
 });
 
-interface RotationCase {
-  readonly name: string;
-  readonly available: boolean;
-  readonly start: (opts: {
-    authUrl: string;
-    upstreamUrl: string;
-    copyHeaders: string[];
-    port: number;
-  }) => Promise<RunningProxy>;
-}
+/**
+ * The shipped deploy/nginx and deploy/caddy files (which the README shows verbatim), with the
+ * service on PORT and AUTH_PORT as they expect it; only the addresses are this test's own.
+ */
+const SHIPPED_CASES = [
+  { name: 'caddy', available: hasCaddy() },
+  { name: 'nginx', available: hasNginx() },
+] as const;
 
-const README_CASES: RotationCase[] = [
-  { name: 'caddy', available: hasCaddy(), start: startReadmeCaddy },
-  { name: 'nginx', available: hasNginx(), start: startReadmeNginx },
-];
-
-describe.skipIf(!hasChromium())('the README configurations, in Chromium', () => {
-  describe.each(README_CASES)('of $name', (c) => {
+describe.skipIf(!hasChromium())('the shipped configurations, in Chromium', () => {
+  describe.each(SHIPPED_CASES)('of $name', (c) => {
     let dex: Dex;
     let service: TestService;
     let upstream: Upstream;
@@ -218,14 +209,15 @@ describe.skipIf(!hasChromium())('the README configurations, in Chromium', () => 
           OIDC_ISSUER_URL: dex.issuer,
           OIDC_CLIENT_ID: CLIENT_ID,
           OIDC_CLIENT_SECRET: CLIENT_SECRET,
+          AUTH_PORT: '0',
           LOG_LEVEL: 'info',
         }),
         launchChromium(),
       ]);
-      proxy = await c.start({
-        authUrl: service.url,
+      proxy = await startShippedProxy(c.name, {
+        pagesUrl: service.url,
+        decisionUrl: service.decisionUrl,
         upstreamUrl: upstream.url,
-        copyHeaders: COPY_HEADERS,
         port,
       });
     });

@@ -509,6 +509,7 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
       redis: false,
       env: {
         UPSTREAM_AUTH: 'impersonate',
+        TRUSTED_PROXIES: '127.0.0.1/32',
         SERVICE_ACCOUNT_TOKEN_PATH: tokenPath,
         OIDC_GROUPS_PREFIX: 'oidc:',
         BEARER_AUDIENCES: 'kubernetes',
@@ -545,7 +546,7 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
     expect(headerValues(seen, 'x-auth-request-groups')).toEqual(['oidc:admins']);
   });
 
-  it('client-sent Impersonate-* headers never pass, even smuggled through Connection', async () => {
+  it('a decision request carrying client-sent Impersonate-* headers is refused: nothing reaches the upstream', async () => {
     const browser = new Browser({ navigation: true });
     await loginThroughDex(browser, `${stack.appUrl}/`, dev);
     stack.upstream.requests.length = 0;
@@ -554,6 +555,18 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
       'impersonate-group': 'system:masters',
       'impersonate-uid': '0',
       'impersonate-extra-scopes': 'everything',
+    });
+    expect(reply.status).toBe(400);
+    expect(stack.upstream.requests).toEqual([]);
+  });
+
+  it('Impersonate-* headers hidden from the decision (named in Connection) are still stripped by the regex', async () => {
+    const browser = new Browser({ navigation: true });
+    await loginThroughDex(browser, `${stack.appUrl}/`, dev);
+    stack.upstream.requests.length = 0;
+    const reply = await browser.get(`${stack.appUrl}/api/v1/secrets`, {
+      'impersonate-user': 'system:admin',
+      'impersonate-group': 'system:masters',
       connection: 'Impersonate-User, Impersonate-Group',
     });
     expect(reply.status).toBe(200);
@@ -561,7 +574,6 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
     expect(headerValues(seen, 'impersonate-user')).toEqual(['dev@example.com']);
     expect(headerValues(seen, 'impersonate-group')).toEqual(['oidc:engineering', 'system:authenticated']);
     expect(headerValues(seen, 'impersonate-uid')).toEqual([]);
-    expect(headerValues(seen, 'impersonate-extra-scopes')).toEqual([]);
     expect(headerValues(seen, 'authorization')).toEqual([`Bearer ${SA_TOKEN}`]);
   });
 
@@ -622,7 +634,11 @@ describe('impersonation with groups as the identity provider writes them (no OID
     writeFileSync(tokenPath, 'sa-token\n');
     stack = await startStack({
       redis: false,
-      env: { UPSTREAM_AUTH: 'impersonate', SERVICE_ACCOUNT_TOKEN_PATH: tokenPath },
+      env: {
+        UPSTREAM_AUTH: 'impersonate',
+        TRUSTED_PROXIES: '127.0.0.1/32',
+        SERVICE_ACCOUNT_TOKEN_PATH: tokenPath,
+      },
       dex: { users: [...DEMO_USERS, mallory] },
       forwardAuth: { authResponseHeaders: UPSTREAM_HEADERS, authResponseHeadersRegex: '^Impersonate-' },
     });

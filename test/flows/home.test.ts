@@ -101,9 +101,10 @@ describe('a browser tab opened on a proxy-only endpoint', () => {
     expect(reply.headers['location']).toContain(stack.dex.issuer);
   });
 
-  it('a request that is no navigation keeps its plain 401', async () => {
+  it('a request that is no navigation is refused too, with JSON and no sign-in', async () => {
     const reply = await request(stack.service.server).get('/auth').set('Accept', 'application/json');
-    expect(reply.status).toBe(401);
-    expect(reply.body).toMatchObject({ error: 'unauthenticated' });
+    expect(reply.status).toBe(400);
+    expect(reply.body).toMatchObject({ error: 'not_a_forward_auth_request' });
+    expect(reply.headers['set-cookie']).toBeUndefined();
   });
 });

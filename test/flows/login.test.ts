@@ -343,9 +343,12 @@ describe.each([
       expect(new URL(result.final.url).host).toBe(host);
     });
 
-    it('a direct call with no X-Forwarded-* at all is answered, never a crash', async () => {
-      const reply = await new Browser().get(`${stack.service.url}/auth`, { accept: 'application/json' });
-      expect(reply.status).toBe(401);
+    it('a direct call with no X-Forwarded-* at all is refused as no subrequest, never a crash', async () => {
+      for (const path of ['/auth', '/oauth2/auth']) {
+        const reply = await new Browser().get(`${stack.service.url}${path}`, { accept: 'application/json' });
+        expect(reply.status).toBe(400);
+        expect(JSON.parse(reply.body)).toMatchObject({ error: 'not_a_forward_auth_request' });
+      }
     });
 
     it('an open redirect through /oauth2/start?rd= falls back to the own host', async () => {

@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
+import { connect as tlsConnect } from 'node:tls';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
@@ -7,18 +9,18 @@ import { createLogger } from '../../src/log.ts';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
-import { CADDY_BIN, hasCaddy, hasNginx, NGINX_BIN } from '../support/proxies.ts';
 import {
-  makeTempDir,
-  removeDir,
-  spawnTracked,
-  type TrackedProcess,
-  tcpAccepts,
-  waitUntil,
-} from '../support/redis.ts';
+  hasCaddy,
+  hasNginx,
+  SHIPPED_FILES,
+  startIngressNginx,
+  startShippedProxy,
+} from '../support/proxies.ts';
+import { makeTempDir, removeDir, waitUntil } from '../support/redis.ts';
 import { LogCapture, startTestService, TEST_COOKIE_SECRET, type TestService } from '../support/service.ts';
 import { CLIENT_ID, CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
-import type { ForwardAuthOptions } from '../support/traefik.ts';
+import { hasOpenssl, makeTestPki, reissueServerCert, type TestPki } from '../support/tls.ts';
+import { type ForwardAuthOptions, startTraefik } from '../support/traefik.ts';
 import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
 
 /**
@@ -293,130 +295,127 @@ describe('log output', () => {
   });
 });
 
-/** forwardAuth of the shipped Kubernetes Middleware and of the file-provider example. */
-function shippedForwardAuth(which: 'kubernetes' | 'file provider'): ForwardAuthOptions {
+/** The forwardAuth options and the pages router of the shipped Traefik configurations. */
+function shippedTraefik(which: 'kubernetes' | 'file provider'): {
+  forwardAuth: ForwardAuthOptions;
+  pages: string;
+} {
   const read = (path: string) =>
     parseYaml(readFileSync(new URL(`../../deploy/${path}`, import.meta.url), 'utf8'));
-  const forwardAuth =
-    which === 'kubernetes'
-      ? read('kubernetes/base/middleware.yaml').spec.forwardAuth
-      : read('traefik/dynamic.yml').http.middlewares['dex-forward-auth'].forwardAuth;
-  return forwardAuth as ForwardAuthOptions;
+  if (which === 'kubernetes') {
+    const route = read('kubernetes/overlays/management/ingressroute-grafana.yaml').spec.routes[0];
+    return { forwardAuth: read('kubernetes/base/middleware.yaml').spec.forwardAuth, pages: route.match };
+  }
+  const http = read('traefik/dynamic.yml').http;
+  return {
+    forwardAuth: http.middlewares['dex-forward-auth'].forwardAuth,
+    pages: http.routers['grafana-pages'].rule,
+  };
 }
 
-describe.each(['kubernetes', 'file provider'] as const)('the shipped Traefik middleware (%s)', (which) => {
-  let stack: Stack;
-  beforeAll(async () => {
-    // Only the address is the test's own: every other option is exactly as shipped.
-    const { address: _, ...shipped } = shippedForwardAuth(which);
-    stack = await startStack({ env: { REFRESH_SKEW: '2s' }, dex: { idTokenTtl: TTL }, forwardAuth: shipped });
-  });
-  afterAll(async () => {
-    await stack?.close();
-  });
+/** The README's ingress-nginx annotation listing the headers copied to the dashboard. */
+function readmeIngressNginxHeaders(): string[] {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const line = /nginx\.ingress\.kubernetes\.io\/auth-response-headers: *"?([\w,-]+)"?/.exec(readme);
+  if (!line) throw new Error('README: no ingress-nginx auth-response-headers annotation');
+  return (line[1] as string).split(',');
+}
 
-  it('logs users in, passes the ID token, strips smuggled identity and Impersonate-* headers, and delivers rotated cookies', async () => {
-    const b = new Browser({ navigation: true });
-    const login = await loginThroughDex(b, `${stack.appUrl}/shipped/`, admin);
-    const loggedInAt = Date.now();
-    expect(login.final.status).toBe(200);
+interface Listeners {
+  readonly pagesUrl: string;
+  readonly decisionUrl: string;
+  readonly upstreamUrl: string;
+  readonly port: number;
+}
 
-    const reply = await b.get(`${stack.appUrl}/shipped/smuggle`, {
-      'X-Auth-Request-User': 'mallory@example.com',
-      'Impersonate-User': 'system:admin',
-      'Impersonate-Group': 'system:masters',
-      'Impersonate-Extra-Scopes': 'all',
-    });
-    expect(reply.status).toBe(200);
-    const seen = stack.upstream.requests.at(-1)!;
-    expect(headerValues(seen, 'authorization')[0]).toMatch(/^Bearer ey/);
-    expect(headerValues(seen, 'x-auth-request-user')).toEqual([admin.login]);
-    for (const h of ['impersonate-user', 'impersonate-group', 'impersonate-extra-scopes']) {
-      expect(headerValues(seen, h), h).toEqual([]);
-    }
+interface ShippedCase {
+  readonly name: string;
+  readonly available: boolean;
+  /** Whether the wiring can strip Impersonate-Extra-* (by pattern): nginx cannot. */
+  readonly stripsByPattern: boolean;
+  start(at: Listeners): Promise<{ close(): Promise<void> }>;
+}
 
-    // A refresh during a 2xx check rotates the refresh token: the new cookie reaches the browser.
-    const before = b.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')?.value;
-    await sleep(Math.max(0, loggedInAt + (TTL / 2) * 1000 + 300 - Date.now()));
-    expect((await b.get(`${stack.appUrl}/shipped/after-refresh`)).status).toBe(200);
-    const after = b.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')?.value;
-    expect(after).toBeTruthy();
-    expect(after).not.toBe(before);
-    expect((await b.get(`${stack.appUrl}/shipped/again`)).status).toBe(200);
-  });
+const APP_HOST = 'app.localhost';
+
+function traefikCase(which: 'kubernetes' | 'file provider'): ShippedCase {
+  return {
+    name: `Traefik ${which} configuration`,
+    available: true,
+    stripsByPattern: true,
+    start: async (at) => {
+      const { forwardAuth, pages } = shippedTraefik(which);
+      // Only the addresses and the host are the test's own: every other option is exactly as shipped.
+      return startTraefik({
+        port: at.port,
+        routes: [
+          { rule: pages.replace(/Host\(`[^`]+`\)/, `Host(\`${APP_HOST}\`)`), service: at.pagesUrl },
+          { forwardAuth: { ...forwardAuth, address: `${at.decisionUrl}/auth` }, service: at.upstreamUrl },
+        ],
+      });
+    },
+  };
+}
+
+const SHIPPED: ShippedCase[] = [
+  traefikCase('kubernetes'),
+  traefikCase('file provider'),
+  {
+    name: 'nginx snippet',
+    available: hasNginx(),
+    stripsByPattern: false,
+    start: (at) => startShippedProxy('nginx', at),
+  },
+  {
+    name: 'Caddyfile',
+    available: hasCaddy(),
+    stripsByPattern: true,
+    start: (at) => startShippedProxy('caddy', at),
+  },
+  {
+    name: 'ingress-nginx wiring of the README',
+    available: hasNginx(),
+    stripsByPattern: false,
+    start: (at) => startIngressNginx({ ...at, authResponseHeaders: readmeIngressNginxHeaders() }),
+  },
+];
+
+describe('the README', () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  it.each([
+    ['nginx', 'nginx'],
+    ['caddy', 'caddyfile'],
+  ] as const)(
+    'shows the shipped %s file verbatim, so what it documents is what the tests run',
+    (kind, fence) => {
+      const shipped = readFileSync(SHIPPED_FILES[kind], 'utf8');
+      expect(readme).toContain(`\`\`\`${fence}\n${shipped}\`\`\`\n`);
+    },
+  );
 });
 
-/**
- * The nginx and Caddy snippets from deploy/, run by the real proxies with only the addresses
- * changed to this test's loopback ports.
- */
-const PROXIES = {
-  nginx: {
-    available: hasNginx(),
-    file: 'nginx/dex-forward-auth.conf',
-    config(snippet: string, port: number, dir: string): string {
-      const server = snippet.replace('listen 80;', `listen 127.0.0.1:${port};`);
-      return [
-        'daemon off;',
-        'master_process off;',
-        'worker_processes 1;',
-        `pid ${dir}/nginx.pid;`,
-        'error_log stderr warn;',
-        'events { worker_connections 256; }',
-        'http {',
-        '    access_log off;',
-        `    client_body_temp_path ${dir}/client_body;`,
-        `    proxy_temp_path ${dir}/proxy;`,
-        `    fastcgi_temp_path ${dir}/fastcgi;`,
-        `    uwsgi_temp_path ${dir}/uwsgi;`,
-        `    scgi_temp_path ${dir}/scgi;`,
-        server,
-        '}',
-        '',
-      ].join('\n');
-    },
-    start(file: string, dir: string): TrackedProcess {
-      return spawnTracked(NGINX_BIN, ['-p', `${dir}/`, '-c', file, '-e', 'stderr'], {
-        name: 'nginx',
-        cwd: dir,
-      });
-    },
-  },
-  caddy: {
-    available: hasCaddy(),
-    file: 'caddy/Caddyfile',
-    config(snippet: string, port: number, dir: string): string {
-      const global = `{\n\tadmin off\n\tauto_https off\n\tdefault_bind 127.0.0.1\n\tstorage file_system ${JSON.stringify(`${dir}/storage`)}\n}\n`;
-      return global + snippet.replace(/^grafana\.example\.com \{/m, `http://:${port} {`);
-    },
-    start(file: string, dir: string): TrackedProcess {
-      return spawnTracked(CADDY_BIN, ['run', '--config', file, '--adapter', 'caddyfile'], {
-        name: 'caddy',
-        cwd: dir,
-        env: {
-          PATH: process.env['PATH'] ?? '',
-          HOME: dir,
-          XDG_CONFIG_HOME: `${dir}/config`,
-          XDG_DATA_HOME: `${dir}/data`,
-        },
-      });
-    },
-  },
-} as const;
+/** A rule on /admin for the admins group; everything else open to any logged-in user. */
+const ADMIN_POLICY = 'default: allow\nrules:\n  - path: /admin\n    allow: { groups: [admins] }\n';
 
-describe.each(Object.keys(PROXIES) as (keyof typeof PROXIES)[])('the shipped %s snippet', (name) => {
-  const proxy = PROXIES[name];
+/**
+ * The shipped proxy configurations, run by the real proxies (the Traefik emulator for Traefik)
+ * in front of the service with PORT and AUTH_PORT as the shipped files expect them; only the
+ * addresses are changed to this test's loopback ports.
+ */
+describe.each(SHIPPED)('the shipped $name', (c) => {
   let dex: Dex;
   let upstream: Upstream;
   let service: TestService;
-  let proc: TrackedProcess;
+  let proxy: { close(): Promise<void> };
   let dir: string;
   let appUrl: string;
 
   beforeAll(async () => {
-    if (!proxy.available) return;
+    if (!c.available) return;
     const port = await freePort();
-    appUrl = `http://app.localhost:${port}`;
+    appUrl = `http://${APP_HOST}:${port}`;
+    dir = await makeTempDir('shipped');
+    await writeFile(`${dir}/policy.yaml`, ADMIN_POLICY);
     dex = await startDex({
       clients: [
         { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [`${appUrl}/oauth2/callback`] },
@@ -429,51 +428,347 @@ describe.each(Object.keys(PROXIES) as (keyof typeof PROXIES)[])('the shipped %s 
       OIDC_CLIENT_ID: CLIENT_ID,
       OIDC_CLIENT_SECRET: CLIENT_SECRET,
       REFRESH_SKEW: '2s',
+      AUTH_PORT: '0',
+      AUTHZ_CONFIG: `${dir}/policy.yaml`,
     });
-    dir = await makeTempDir(name);
-    const snippet = readFileSync(new URL(`../../deploy/${proxy.file}`, import.meta.url), 'utf8')
-      .replaceAll('127.0.0.1:4180', `127.0.0.1:${service.port}`)
-      .replaceAll('127.0.0.1:3000', new URL(upstream.url).host);
-    const file = `${dir}/config`;
-    await writeFile(file, proxy.config(snippet, port, dir));
-    proc = proxy.start(file, dir);
-    await waitUntil(`${name} to listen`, () => tcpAccepts(port, 500), { proc, timeoutMs: 15_000 });
+    proxy = await c.start({
+      pagesUrl: service.url,
+      decisionUrl: service.decisionUrl,
+      upstreamUrl: upstream.url,
+      port,
+    });
   });
   afterAll(async () => {
-    await proc?.stop('SIGKILL');
-    if (dir) await removeDir(dir);
+    await proxy?.close();
     await service?.close();
     await upstream?.close();
     await dex?.close();
+    if (dir) await removeDir(dir);
   });
 
-  it.skipIf(!proxy.available)(
-    'logs users in, passes the ID token, strips smuggled identity and Impersonate-* headers, and delivers rotated cookies',
-    async () => {
-      const b = new Browser({ navigation: true });
-      const login = await loginThroughDex(b, `${appUrl}/snippet/`, admin);
-      const loggedInAt = Date.now();
-      expect(login.final.status).toBe(200);
+  const loggedIn = async (user: typeof admin, path: string): Promise<{ b: Browser; at: number }> => {
+    const b = new Browser({ navigation: true });
+    const login = await loginThroughDex(b, `${appUrl}${path}`, user);
+    expect(login.final.status).toBe(200);
+    return { b, at: Date.now() };
+  };
+  const upstreamSaw = () => upstream.requests.length;
 
-      const reply = await b.get(`${appUrl}/snippet/smuggle`, {
+  it.skipIf(!c.available)(
+    'logs users in, passes the ID token, strips every smuggled identity header, and delivers rotated cookies',
+    async () => {
+      const { b, at } = await loggedIn(admin, '/shipped/');
+      const smuggled: Record<string, string> = {
         'X-Auth-Request-User': 'mallory@example.com',
+        'X-Auth-Request-Preferred-Username': 'mallory',
+        'X-Auth-Request-Id-Token': 'forged',
+        'X-Forwarded-User': 'mallory',
+        'X-Forwarded-Email': 'mallory@example.com',
+        'X-Forwarded-Groups': 'admins',
         'Impersonate-User': 'system:admin',
         'Impersonate-Group': 'system:masters',
-      });
+        'Impersonate-Uid': '0',
+        ...(c.stripsByPattern ? { 'Impersonate-Extra-Scopes': 'all' } : {}),
+      };
+      const reply = await b.get(`${appUrl}/shipped/smuggle`, smuggled);
       expect(reply.status).toBe(200);
       const seen = upstream.requests.at(-1)!;
+      expect(seen.url).toBe('/shipped/smuggle');
       expect(headerValues(seen, 'authorization')[0]).toMatch(/^Bearer ey/);
       expect(headerValues(seen, 'x-auth-request-user')).toEqual([admin.login]);
-      expect(headerValues(seen, 'impersonate-user')).toEqual([]);
-      expect(headerValues(seen, 'impersonate-group')).toEqual([]);
+      for (const name of Object.keys(smuggled).filter((n) => n !== 'X-Auth-Request-User')) {
+        expect(headerValues(seen, name), name).toEqual([]);
+      }
 
-      const before = b.cookies(appUrl).find((c) => c.name === '_forward_auth')?.value;
-      await sleep(Math.max(0, loggedInAt + (TTL / 2) * 1000 + 300 - Date.now()));
-      expect((await b.get(`${appUrl}/snippet/after-refresh`)).status).toBe(200);
-      const after = b.cookies(appUrl).find((c) => c.name === '_forward_auth')?.value;
+      // A refresh during a 2xx check rotates the refresh token: the new cookie reaches the browser.
+      const before = b.cookies(appUrl).find((k) => k.name === '_forward_auth')?.value;
+      await sleep(Math.max(0, at + (TTL / 2) * 1000 + 300 - Date.now()));
+      expect((await b.get(`${appUrl}/shipped/after-refresh`)).status).toBe(200);
+      const after = b.cookies(appUrl).find((k) => k.name === '_forward_auth')?.value;
       expect(after).toBeTruthy();
       expect(after).not.toBe(before);
-      expect((await b.get(`${appUrl}/snippet/again`)).status).toBe(200);
+      expect((await b.get(`${appUrl}/shipped/again`)).status).toBe(200);
+    },
+  );
+
+  it.skipIf(!c.available)(
+    'gives a logged-in browser that asks it for /auth or /oauth2/auth no upstream header back, and serves the pages it routes',
+    async () => {
+      const { b } = await loggedIn(dev, '/decisions/');
+      for (const target of ['/auth', '/oauth2/auth', '/oauth2/auth?rd=/', '/oauth2/auth/', '/_oauth2_auth']) {
+        const reply = await b.getRaw(appUrl, target, { accept: 'application/json' });
+        for (const h of [
+          'authorization',
+          'x-auth-request-user',
+          'x-auth-request-email',
+          'x-auth-request-groups',
+        ]) {
+          expect(reply.headers.get(h), `${target}: ${h}`).toBeNull();
+        }
+        // Served by the dashboard through the check (or refused), never the check's own answer.
+        if (reply.status === 200) expect(upstream.requests.at(-1)?.url, target).toBe(target);
+      }
+      const info = await b.get(`${appUrl}/oauth2/userinfo`, { accept: 'application/json' });
+      expect(info.status).toBe(200);
+      expect(info.json()).toMatchObject({ user: dev.login });
+    },
+  );
+
+  it.skipIf(!c.available)(
+    'judges the request the proxy saw: a client’s X-Forwarded-* or X-Original-* of its own do not move it',
+    async () => {
+      const { b } = await loggedIn(dev, '/family/');
+      const before = upstreamSaw();
+      const families: Record<string, string>[] = [
+        {
+          'X-Forwarded-Uri': '/public',
+          'X-Forwarded-Host': 'open.localhost',
+          'X-Forwarded-Method': 'OPTIONS',
+        },
+        {
+          'X-Forwarded-Host': 'open.localhost',
+          'X-Forwarded-Method': 'OPTIONS',
+          'X-Forwarded-Proto': 'https',
+        },
+        { 'X-Original-URL': `${appUrl}/public`, 'X-Original-Method': 'OPTIONS' },
+        { 'X-Original-URI': '/public' },
+      ];
+      for (const headers of families) {
+        const reply = await b.get(`${appUrl}/admin/users`, { accept: 'application/json', ...headers });
+        expect(reply.status, JSON.stringify(headers)).toBeGreaterThanOrEqual(400);
+      }
+      expect(upstreamSaw()).toBe(before);
+      // And the same headers on an open page change nothing either: it is judged as itself.
+      const open = await b.get(`${appUrl}/public`, {
+        'X-Original-URL': `${appUrl}/admin`,
+        'X-Forwarded-Host': 'x.localhost',
+      });
+      expect([200, 400, 500]).toContain(open.status);
+    },
+  );
+
+  it.skipIf(!c.available)('lets no spelling of /admin past the rule on /admin', async () => {
+    const { b } = await loggedIn(dev, '/spelling/');
+    const before = upstreamSaw();
+    for (const target of [
+      '/admin',
+      '/admin/',
+      '/%61dmin',
+      '//admin',
+      '/admin;x',
+      '/admin;jsessionid=1/users',
+      '/admin%3Bx',
+      '/admin%2Fusers',
+      '/./admin',
+      '/x/../admin',
+      '/x/%2e%2e/admin',
+      '/public/..;/admin',
+      '/admin#x',
+      '/admin%23x',
+      '/%2561dmin',
+      '/admin%5Cusers',
+    ]) {
+      const reply = await b.getRaw(appUrl, target, { accept: 'application/json' });
+      expect(reply.status, target).toBeGreaterThanOrEqual(400);
+    }
+    expect(upstreamSaw()).toBe(before);
+    // The rule still admits its group on the Java reading of the path, and other paths stay open.
+    const { b: adminBrowser } = await loggedIn(admin, '/spelling-admin/');
+    expect((await adminBrowser.getRaw(appUrl, '/admin;x', { accept: 'application/json' })).status).toBe(200);
+    expect((await b.getRaw(appUrl, '/administrator', { accept: 'application/json' })).status).toBe(200);
+  });
+});
+
+describe('the decision listener (AUTH_PORT)', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({
+      redis: false,
+      env: { AUTH_PORT: '0' },
+      routes: (pages) => [{ pathPrefix: '/oauth2/userinfo', service: pages }],
+    });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it('answers the decisions, while PORT answers /auth and /oauth2/auth 404 even for a genuine subrequest', async () => {
+    const b = new Browser({ navigation: true });
+    expect((await loginThroughDex(b, `${stack.appUrl}/split/`, admin)).final.status).toBe(200);
+    const cookie = b.cookies(stack.appUrl).find((k) => k.name === '_forward_auth')!.value;
+    const subrequest = {
+      cookie: `_forward_auth=${cookie}`,
+      accept: 'application/json',
+      'x-forwarded-method': 'GET',
+      'x-forwarded-proto': 'http',
+      'x-forwarded-host': new URL(stack.appUrl).host,
+      'x-forwarded-uri': '/split/',
+    };
+    const decision = await new Browser().get(`${stack.service.decisionUrl}/auth`, subrequest);
+    expect(decision.status).toBe(200);
+    expect(decision.headers.get('authorization')).toMatch(/^Bearer /);
+    for (const path of ['/auth', '/oauth2/auth']) {
+      const reply = await new Browser().get(`${stack.service.url}${path}`, subrequest);
+      expect(reply.status, path).toBe(404);
+      expect(reply.headers.get('authorization')).toBeNull();
+    }
+    expect((await b.get(`${stack.appUrl}/oauth2/userinfo`, { accept: 'application/json' })).status).toBe(200);
+  });
+
+  it('serves nothing but the decisions', async () => {
+    for (const path of ['/oauth2/start', '/oauth2/userinfo', '/healthz', '/metrics', '/kubeconfig']) {
+      expect((await new Browser().get(`${stack.service.decisionUrl}${path}`)).status, path).toBe(404);
+    }
+  });
+});
+
+describe.skipIf(!hasOpenssl())('mutual TLS between the shipped proxies and the decision listener', () => {
+  let dir: string;
+  let pki: TestPki;
+  let dex: Dex;
+  let upstream: Upstream;
+  let service: TestService;
+
+  beforeAll(async () => {
+    dir = await makeTempDir('mtls');
+    pki = makeTestPki(dir);
+    upstream = await startUpstream();
+    dex = await startDex({
+      clients: [{ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [] }],
+    });
+    service = await startTestService({
+      OIDC_ISSUER_URL: dex.issuer,
+      OIDC_CLIENT_ID: CLIENT_ID,
+      OIDC_CLIENT_SECRET: CLIENT_SECRET,
+      AUTH_PORT: '0',
+      AUTH_TLS_CERT_FILE: pki.serverCert,
+      AUTH_TLS_KEY_FILE: pki.serverKey,
+      AUTH_TLS_CLIENT_CA_FILE: pki.caCert,
+      BEARER_AUDIENCES: 'kubernetes', // bearer pass-through needs an audience of its own
+    });
+  });
+  afterAll(async () => {
+    await service?.close();
+    await dex?.close();
+    await upstream?.close();
+    if (dir) await removeDir(dir);
+  });
+
+  /** One request to the decision listener, with or without a client certificate. */
+  const ask = (cert?: { cert: string; key: string }): Promise<number> =>
+    new Promise((resolve, reject) => {
+      const url = new URL(`${service.decisionUrl}/auth`);
+      const req = httpsRequest(
+        {
+          host: '127.0.0.1',
+          port: url.port,
+          path: '/auth',
+          ca: readFileSync(pki.caCert),
+          servername: 'dex-forward-auth',
+          ...(cert ? { cert: readFileSync(cert.cert), key: readFileSync(cert.key) } : {}),
+        },
+        (res) => {
+          res.resume();
+          resolve(res.statusCode ?? 0);
+        },
+      );
+      req.on('error', reject);
+      req.end();
+    });
+
+  it('completes a handshake only with a client certificate of the configured CA', async () => {
+    await expect(ask()).rejects.toThrow();
+    await expect(ask({ cert: pki.rogueCert, key: pki.rogueKey })).rejects.toThrow();
+    // The proxy's certificate gets through TLS; without X-Forwarded-Uri it is still no subrequest.
+    expect(await ask({ cert: pki.clientCert, key: pki.clientKey })).toBe(400);
+  });
+
+  it('uses a renewed server certificate without a restart', async () => {
+    const tlsDir = await makeTempDir('renew');
+    reissueServerCert(pki, tlsDir);
+    const renewing = await startTestService(
+      {
+        OIDC_ISSUER_URL: dex.issuer,
+        OIDC_CLIENT_ID: CLIENT_ID,
+        OIDC_CLIENT_SECRET: CLIENT_SECRET,
+        AUTH_PORT: '0',
+        AUTH_TLS_CERT_FILE: `${tlsDir}/server.crt`,
+        AUTH_TLS_KEY_FILE: `${tlsDir}/server.key`,
+        AUTH_TLS_CLIENT_CA_FILE: pki.caCert,
+      },
+      { tlsReloadMs: 100 },
+    );
+    const presented = (): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const socket = tlsConnect(
+          {
+            host: '127.0.0.1',
+            port: Number(new URL(renewing.decisionUrl).port),
+            ca: readFileSync(pki.caCert),
+            servername: 'dex-forward-auth',
+            cert: readFileSync(pki.clientCert),
+            key: readFileSync(pki.clientKey),
+          },
+          () => {
+            resolve(socket.getPeerCertificate().fingerprint256);
+            socket.end();
+          },
+        );
+        socket.on('error', reject);
+      });
+    try {
+      const before = await presented();
+      reissueServerCert(pki, tlsDir);
+      await waitUntil('the renewed certificate to be presented', async () => (await presented()) !== before, {
+        timeoutMs: 10_000,
+      });
+      expect(
+        renewing.logs.records().some((r) => r['msg'] === 'decision listener: TLS certificate files reloaded'),
+      ).toBe(true);
+    } finally {
+      await renewing.close();
+      await removeDir(tlsDir);
+    }
+  });
+
+  it.each([
+    ['nginx', hasNginx()],
+    ['caddy', hasCaddy()],
+  ] as const)(
+    '%s, with the shipped mutual-TLS lines enabled, gets its decisions over it',
+    async (kind, available) => {
+      if (!available) return;
+      const port = await freePort();
+      const proxy = await startShippedProxy(kind, {
+        pagesUrl: service.url,
+        decisionUrl: service.decisionUrl,
+        upstreamUrl: upstream.url,
+        port,
+        mtls: { dir: pki.dir },
+      });
+      try {
+        expect(proxy.config).toContain(`${pki.dir}/client.crt`);
+        const token = await dex.mintIdToken({
+          sub: 'mtls',
+          email: dev.email,
+          email_verified: true,
+          aud: 'kubernetes',
+        });
+        const before = upstream.requests.length;
+        const reply = await new Browser().get(`http://127.0.0.1:${port}/over-mtls`, {
+          authorization: `Bearer ${token}`,
+        });
+        expect(reply.status).toBe(200);
+        expect(upstream.requests.length).toBe(before + 1);
+        expect(headerValues(upstream.requests.at(-1)!, 'x-auth-request-user')).toEqual([dev.email]);
+        // No session: Caddy relays the 401, nginx turns it into its login redirect.
+        const anonymous = await new Browser().get(`http://127.0.0.1:${port}/over-mtls`, {
+          accept: 'application/json',
+        });
+        expect(anonymous.status).toBe(kind === 'nginx' ? 302 : 401);
+      } finally {
+        await proxy.close();
+      }
     },
   );
 });

@@ -225,17 +225,23 @@ describe('the real client address', () => {
     expect(statuses).toEqual([302, 302, 429]);
   });
 
-  it('ignores X-Forwarded-Host from an untrusted peer when building the callback URL', async () => {
-    const reply = await new Browser({ navigation: true }).get(`${service.url}/auth`, {
-      'x-forwarded-host': 'evil.example',
-      'x-forwarded-proto': 'https',
-      'x-forwarded-uri': '/steal',
-      'x-forwarded-for': '203.0.113.99',
-    });
-    // 429 (budget used above) or 302: either way nothing points at evil.example.
-    expect([302, 429]).toContain(reply.status);
-    expect(reply.location ?? '').not.toContain('evil.example');
-    expect(reply.body).not.toContain('evil.example');
+  it('refuses a decision request from a peer outside TRUSTED_PROXIES: no login, no upstream header, nothing of its X-Forwarded-*', async () => {
+    for (const path of ['/auth', '/oauth2/auth']) {
+      const reply = await new Browser({ navigation: true }).get(`${service.url}${path}`, {
+        'x-forwarded-host': 'evil.example',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-uri': '/steal',
+        'x-forwarded-for': '203.0.113.99',
+      });
+      expect(reply.status).toBe(400);
+      expect(reply.location).toBeUndefined();
+      expect(reply.headers.get('authorization')).toBeNull();
+      expect(reply.body).not.toContain('evil.example');
+    }
+    const logged = service.logs
+      .records()
+      .find((r) => r['msg']?.toString().startsWith('decision request refused'));
+    expect(logged).toMatchObject({ level: 'warn', peer: '127.0.0.1' });
   });
 });
 

@@ -107,6 +107,7 @@ beforeAll(async () => {
     LOG_LEVEL: 'info',
     OIDC_GROUPS_PREFIX: PREFIX,
     UPSTREAM_AUTH: 'impersonate',
+    TRUSTED_PROXIES: '127.0.0.1/32',
     SERVICE_ACCOUNT_TOKEN_PATH: tokenPath,
   });
 }, 60_000);

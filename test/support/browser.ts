@@ -238,6 +238,20 @@ export class Browser {
     return this.request('GET', url, undefined, { ...this.defaultHeaders('GET', 'none'), ...headers });
   }
 
+  /**
+   * One GET whose request-target is sent exactly as written (`/./admin`, `/admin#x`, `//admin`),
+   * which a URL would normalise away: what a script, not a browser, can send.
+   */
+  getRaw(origin: string, target: string, headers: Record<string, string> = {}): Promise<Reply> {
+    return this.request(
+      'GET',
+      `${origin}/`,
+      undefined,
+      { ...this.defaultHeaders('GET', 'none'), ...headers },
+      target,
+    );
+  }
+
   /** One form POST (application/x-www-form-urlencoded), no redirect following. */
   post(url: string, form: Record<string, string>, headers: Record<string, string> = {}): Promise<Reply> {
     const body = new URLSearchParams(form).toString();
@@ -317,6 +331,7 @@ export class Browser {
     url: string,
     body: string | undefined,
     headers: Record<string, string>,
+    rawTarget?: string,
   ): Promise<Reply> {
     const u = new URL(url);
     if (u.protocol !== 'http:' && u.protocol !== 'https:')
@@ -343,7 +358,7 @@ export class Browser {
           host: u.hostname.startsWith('[') || u.hostname === '::1' ? '::1' : '127.0.0.1',
           port,
           method,
-          path: `${u.pathname}${u.search}`,
+          path: rawTarget ?? `${u.pathname}${u.search}`,
           headers: out,
           agent: false,
           ...(secure

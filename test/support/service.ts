@@ -32,7 +32,7 @@ export interface TestService extends RunningService {
  */
 export async function startTestService(
   env: Record<string, string>,
-  options: { store?: Store; sessionTimings?: BuildOptions['sessionTimings'] } = {},
+  options: { store?: Store; tlsReloadMs?: number; sessionTimings?: BuildOptions['sessionTimings'] } = {},
 ): Promise<TestService> {
   const config = loadConfig({
     COOKIE_SECRET: TEST_COOKIE_SECRET,
@@ -52,6 +52,7 @@ export async function startTestService(
     drainMs: 2_000,
     ...(options.store ? { store: options.store } : {}),
     ...(options.sessionTimings ? { sessionTimings: options.sessionTimings } : {}),
+    ...(options.tlsReloadMs ? { tlsReloadMs: options.tlsReloadMs } : {}),
   });
   return Object.assign(service, { logs });
 }

@@ -3,7 +3,7 @@ import { type Dex, type DexOptions, startDex } from './dex.ts';
 import { freePort } from './ports.ts';
 import { type RedisServer, startRedis } from './redis.ts';
 import { startTestService, type TestService } from './service.ts';
-import { type ForwardAuthOptions, startTraefik, type Traefik } from './traefik.ts';
+import { type ForwardAuthOptions, type Route, startTraefik, type Traefik } from './traefik.ts';
 import { startUpstream, type Upstream } from './upstream.ts';
 
 export const CLIENT_ID = 'forward-auth';
@@ -35,6 +35,8 @@ export interface StackOptions {
   readonly dex?: Partial<DexOptions>;
   readonly forwardAuth?: Partial<ForwardAuthOptions>;
   readonly sessionTimings?: BuildOptions['sessionTimings'];
+  /** Routes before the protected one, e.g. the service's pages (`pages` stands for its PORT). */
+  readonly routes?: (pages: string) => Route[];
 }
 
 /**
@@ -70,9 +72,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   const traefik = await startTraefik({
     port: traefikPort,
     routes: [
+      ...(options.routes?.(service.url) ?? []),
       {
         forwardAuth: {
-          address: `${service.url}/auth`,
+          address: `${service.decisionUrl}/auth`,
           trustForwardHeader: true,
           authResponseHeaders: UPSTREAM_HEADERS,
           addAuthCookiesToResponse: [options.env?.['COOKIE_NAME'] ?? '_forward_auth'],

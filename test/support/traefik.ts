@@ -64,6 +64,11 @@ export interface ForwardAuthOptions {
 }
 
 export interface Route {
+  /**
+   * A Traefik rule, as routers and IngressRoutes write it: Host, Path and PathPrefix with backtick
+   * arguments, combined with &&, ||, ! and parentheses. When given, `host` and `pathPrefix` are not used.
+   */
+  rule?: string;
   /** Exact Host match (without port, case-insensitive); undefined = any host. */
   host?: string;
   /** Default '/'. Matched against the decoded path, as Traefik's PathPrefix matcher does. */
@@ -164,6 +169,7 @@ interface EmulatorContext {
 }
 
 interface ResolvedRoute {
+  rule: RuleMatcher | undefined;
   host: string | undefined;
   pathPrefix: string;
   stripPrefix: string | undefined;
@@ -189,6 +195,7 @@ interface ResolvedForwardAuth {
 
 function resolveRoute(route: Route, profile: Profile): ResolvedRoute {
   return {
+    rule: route.rule === undefined ? undefined : parseRule(route.rule),
     host: route.host?.toLowerCase(),
     pathPrefix: toBinary(route.pathPrefix ?? '/'),
     stripPrefix: route.stripPrefix === undefined ? undefined : toBinary(route.stripPrefix.trim()),
@@ -466,11 +473,87 @@ function forwardedPort(host: string, proto: string): string {
 // ---------------------------------------------------------------------------------------------------------
 
 function routeMatches(route: ResolvedRoute, r: InboundRequest): boolean {
+  if (route.rule !== undefined) {
+    return route.rule((netSplitHostPort(r.host)?.host ?? r.host).toLowerCase(), r.url.path);
+  }
   if (route.host !== undefined) {
     const hostname = netSplitHostPort(r.host)?.host ?? r.host;
     if (hostname.toLowerCase() !== route.host) return false;
   }
   return r.url.path.startsWith(route.pathPrefix);
+}
+
+type RuleMatcher = (hostname: string, path: string) => boolean;
+
+/**
+ * The subset of Traefik's rule language that routers here use (Host, Path, PathPrefix; &&, ||,
+ * !, parentheses), matched as Traefik v3 does: Host case-insensitively, Path exactly and
+ * PathPrefix by prefix against the (decoded) request path. Anything else is a configuration error.
+ */
+export function parseRule(rule: string): RuleMatcher {
+  const tokens = rule.match(/`[^`]*`|&&|\|\||[!(),]|[A-Za-z]+|\S/g) ?? [];
+  let at = 0;
+  const fail = (what: string): never => {
+    throw new Error(`traefik emulator: ${what} in rule ${JSON.stringify(rule)}`);
+  };
+  const take = (expected?: string): string => {
+    const token = tokens[at++];
+    if (token === undefined || (expected !== undefined && token !== expected))
+      fail(`expected ${expected ?? 'more'}`);
+    return token as string;
+  };
+  const call = (): RuleMatcher => {
+    const name = take();
+    take('(');
+    const args: string[] = [];
+    do {
+      const arg = take();
+      if (!arg.startsWith('`')) fail(`argument ${arg}`);
+      args.push(arg.slice(1, -1));
+    } while (tokens[at] === ',' && take(','));
+    take(')');
+    if (name === 'Host') return (host) => args.some((a) => a.toLowerCase() === host);
+    if (name === 'Path') return (_host, path) => args.some((a) => path === a);
+    if (name === 'PathPrefix') return (_host, path) => args.some((a) => path.startsWith(a));
+    return fail(`matcher ${name}`);
+  };
+  const unary = (): RuleMatcher => {
+    if (tokens[at] === '!') {
+      take('!');
+      const inner = unary();
+      return (h, p) => !inner(h, p);
+    }
+    if (tokens[at] === '(') {
+      take('(');
+      const inner = or();
+      take(')');
+      return inner;
+    }
+    return call();
+  };
+  const and = (): RuleMatcher => {
+    let left = unary();
+    while (tokens[at] === '&&') {
+      take('&&');
+      const l = left;
+      const r = unary();
+      left = (h, p) => l(h, p) && r(h, p);
+    }
+    return left;
+  };
+  function or(): RuleMatcher {
+    let left = and();
+    while (tokens[at] === '||') {
+      take('||');
+      const l = left;
+      const r = and();
+      left = (h, p) => l(h, p) || r(h, p);
+    }
+    return left;
+  }
+  const matcher = or();
+  if (at !== tokens.length) fail(`unexpected ${tokens[at]}`);
+  return matcher;
 }
 
 /** strip_prefix.go ServeHTTP. Returns false when the request is rejected with 400. */

@@ -196,6 +196,7 @@ describe('impersonation settings, as the API server names users', () => {
     OIDC_CLIENT_SECRET: 's',
     COOKIE_SECRET: 'Xk3!vQ9#mP2$wL7&nR5*tY8@bH4^cJ6%',
     UPSTREAM_AUTH: 'impersonate',
+    TRUSTED_PROXIES: '10.42.0.0/16',
     SERVICE_ACCOUNT_TOKEN_PATH: '/token',
   };
   const readFile = () => 'sa-token';

@@ -130,7 +130,12 @@ describe('settings', () => {
       loadConfig({ ...base, UPSTREAM_AUTH: 'impersonate', SERVICE_ACCOUNT_TOKEN_PATH: '/nonexistent/token' }),
     ).toThrow(/SERVICE_ACCOUNT_TOKEN_PATH \/nonexistent\/token cannot be read/);
     const config = loadConfig(
-      { ...base, UPSTREAM_AUTH: 'impersonate', BEARER_AUDIENCES: 'kubernetes, api-clients' },
+      {
+        ...base,
+        UPSTREAM_AUTH: 'impersonate',
+        TRUSTED_PROXIES: '10.42.0.0/16',
+        BEARER_AUDIENCES: 'kubernetes, api-clients',
+      },
       (p) => (p === '/var/run/secrets/kubernetes.io/serviceaccount/token' ? 'tok' : ''),
     );
     expect(config.upstreamAuth).toBe('impersonate');

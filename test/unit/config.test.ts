@@ -411,6 +411,7 @@ describe('the one settings table', () => {
       'loginLoop',
       'bearerAudiences',
       'kubeClusters',
+      'decisionListener',
     ];
     expect(Object.keys(config).sort()).toEqual([...fields, ...derived].sort());
     expect(new Set(fields).size).toBe(fields.length);

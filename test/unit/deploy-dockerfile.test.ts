@@ -147,7 +147,7 @@ describe('deploy/Dockerfile', () => {
     expect(parsed[0]).toMatch(/node$/);
     expect(parsed).toContain('dist/src/cli.js');
     expect(JSON.parse(all(runtime, 'CMD').at(-1)?.args ?? '[]')).toEqual(['serve']);
-    expect(all(runtime, 'EXPOSE').map((e) => e.args)).toEqual(['4180']);
+    expect(all(runtime, 'EXPOSE').map((e) => e.args)).toEqual(['4180 4181']);
     expect(
       all(runtime, 'ENV')
         .map((e) => e.args)

@@ -1,7 +1,10 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as k8s from '@kubernetes/client-node';
+import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
 import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
 import { IngressRoute, Middleware, ServersTransport } from '@kubernetes-models/traefik/traefik.io/v1alpha1';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
@@ -14,6 +17,8 @@ import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { checkSettings } from '../../src/doctor.ts';
 import { CookieNames } from '../../src/session/cookieNames.ts';
+import { hasOpenssl, makeTestPki } from '../support/tls.ts';
+import { parseRule } from '../support/traefik.ts';
 
 /**
  * deploy/kubernetes: both overlays are built offline with `kubectl kustomize`, and every rendered
@@ -44,7 +49,26 @@ if (!hasKubectl) {
 }
 
 function render(overlay: string): Obj[] {
-  const out = execFileSync('kubectl', ['kustomize', `${kubernetesDir}/overlays/${overlay}`], {
+  return renderDir(`${kubernetesDir}/overlays/${overlay}`);
+}
+
+/** An overlay with the decision-mtls component added, as an operator opting in would write it. */
+function renderWithMtls(overlay: string): Obj[] {
+  const dir = mkdtempSync(join(tmpdir(), 'kustomize-mtls-'));
+  try {
+    const to = (path: string) => relative(dir, `${kubernetesDir}/${path}`);
+    writeFileSync(
+      join(dir, 'kustomization.yaml'),
+      `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [${to(`overlays/${overlay}`)}]\ncomponents: [${to('components/decision-mtls')}]\n`,
+    );
+    return renderDir(dir);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function renderDir(dir: string): Obj[] {
+  const out = execFileSync('kubectl', ['kustomize', dir], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -69,6 +93,8 @@ const MODELS: Record<string, new (data: Any) => { validate(): void }> = {
   'traefik.io/v1alpha1/Middleware': Middleware,
   'traefik.io/v1alpha1/IngressRoute': IngressRoute,
   'traefik.io/v1alpha1/ServersTransport': ServersTransport,
+  'cert-manager.io/v1/Certificate': Certificate,
+  'cert-manager.io/v1/Issuer': Issuer,
 };
 
 /** client-node model names of the core kinds, for the unknown-field check. */
@@ -131,6 +157,32 @@ const FORWARD_AUTH_OPTIONS = new Set([
   'authSigninURL',
 ]);
 
+/** Identity headers beyond UPSTREAM_HEADERS that the regex strips (README: "Headers upstreams trust"). */
+const IDENTITY_HEADERS = [
+  'X-Auth-Request-User',
+  'X-Auth-Request-Email',
+  'X-Auth-Request-Groups',
+  'X-Auth-Request-Preferred-Username',
+  'X-Auth-Request-Id-Token',
+  'X-Forwarded-User',
+  'X-Forwarded-Email',
+  'X-Forwarded-Groups',
+  'X-Forwarded-Preferred-Username',
+  'Impersonate-User',
+  'Impersonate-Group',
+  'Impersonate-Uid',
+  'Impersonate-Extra-Scopes',
+];
+const DECISION_PATHS = ['/auth', '/oauth2/auth'];
+const BROWSER_PATHS = [
+  '/oauth2/start',
+  '/oauth2/callback',
+  '/oauth2/sign_out',
+  '/oauth2/userinfo',
+  '/kubeconfig',
+  '/kubeconfig/download',
+];
+
 const key = (o: Obj) => `${o.apiVersion}/${o.kind}`;
 const find = (objs: Obj[], kind: string, name?: string): Any =>
   objs.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
@@ -144,7 +196,7 @@ const SECRET_FILES: Record<string, string> = {
 };
 
 /** The service's configuration as the pod would load it: ConfigMap env + *_FILE secrets. */
-function podConfig(objs: Obj[]): Config {
+function podConfig(objs: Obj[], mounted: Record<string, string> = {}): Config {
   const deployment = find(objs, 'Deployment', 'dex-forward-auth');
   const container = deployment.spec.template.spec.containers[0];
   const configMapName = container.envFrom[0].configMapRef.name;
@@ -156,7 +208,7 @@ function podConfig(objs: Obj[]): Config {
     if (e.value !== undefined) env[e.name] = e.value;
     if (e.name.endsWith('_FILE')) {
       const file = e.value as string;
-      files[file] = SECRET_FILES[file.slice(mount.length + 1)] as string;
+      files[file] = mounted[file] ?? (SECRET_FILES[file.slice(mount.length + 1)] as string);
     }
   }
   return loadConfig(env, (path) => {
@@ -260,7 +312,10 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     const c = find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec.containers[0];
     expect(c.livenessProbe.httpGet).toMatchObject({ path: '/healthz', port: 'http' });
     expect(c.readinessProbe.httpGet).toMatchObject({ path: '/readyz', port: 'http' });
-    expect(c.ports).toEqual([{ name: 'http', containerPort: 4180, protocol: 'TCP' }]);
+    expect(c.ports).toEqual([
+      { name: 'http', containerPort: 4180, protocol: 'TCP' },
+      { name: 'auth', containerPort: 4181, protocol: 'TCP' },
+    ]);
     expect(c.lifecycle.preStop).toBeDefined();
   });
 
@@ -296,22 +351,26 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(deployment).toBeDefined();
   });
 
-  it('the Middleware returns every upstream header, the session cookie, strips Impersonate-*, keeps auth requests small and trusts no forwarded header', () => {
+  it('the Middleware returns every upstream header, the session cookie, strips every identity header, keeps auth requests small and trusts no forwarded header', () => {
     const config = podConfig(objs);
     const fa = find(objs, 'Middleware', 'dex-forward-auth').spec.forwardAuth;
     expect(fa.trustForwardHeader).toBe(false);
     expect(new Set(fa.authResponseHeaders)).toEqual(new Set(config.upstreamHeaders));
     expect(fa.addAuthCookiesToResponse).toContain(new CookieNames(config).session);
-    const regex = new RegExp(fa.authResponseHeadersRegex);
+    // Go RE2 against Go-canonical names; a leading (?i) as Traefik reads it.
+    const source = fa.authResponseHeadersRegex as string;
+    const regex = source.startsWith('(?i)') ? new RegExp(source.slice(4), 'i') : new RegExp(source);
+    for (const h of IDENTITY_HEADERS) expect(regex.test(h), h).toBe(true);
+    for (const h of ['X_auth_request_user', 'Impersonate_user']) expect(regex.test(h), h).toBe(true);
     for (const h of [
-      'Impersonate-User',
-      'Impersonate-Group',
-      'Impersonate-Uid',
-      'Impersonate-Extra-Scopes',
+      'Cookie',
+      'X-Forwarded-For',
+      'X-Forwarded-Host',
+      'X-Forwarded-Proto',
+      'X-Forwarded-Uri',
     ]) {
-      expect(regex.test(h), h).toBe(true);
+      expect(regex.test(h), h).toBe(false);
     }
-    for (const h of ['Authorization', 'X-Auth-Request-User', 'Cookie']) expect(regex.test(h), h).toBe(false);
     expect(fa.authRequestHeaders).toEqual(
       expect.arrayContaining([
         'Cookie',
@@ -325,8 +384,51 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     const address = new URL(fa.address);
     const service = find(objs, 'Service', 'dex-forward-auth');
     expect(address.hostname).toBe(`${service.metadata.name}.${service.metadata.namespace}.svc.cluster.local`);
-    expect(Number(address.port)).toBe(service.spec.ports[0].port);
+    const auth = service.spec.ports.find((p: Any) => p.name === 'auth');
+    expect(Number(address.port)).toBe(auth.port);
     expect(address.pathname).toBe('/auth');
+  });
+
+  it('serves the decisions on their own port (AUTH_PORT), which the Middleware uses and no IngressRoute reaches', () => {
+    const config = podConfig(objs);
+    const service = find(objs, 'Service', 'dex-forward-auth');
+    const byName = Object.fromEntries(service.spec.ports.map((p: Any) => [p.name, p]));
+    const container = find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec.containers[0];
+    const containerPort = (name: string) => container.ports.find((p: Any) => p.name === name).containerPort;
+    expect(config.decisionListener?.port).toBe(containerPort('auth'));
+    expect(config.port).toBe(containerPort('http'));
+    expect(byName.auth.targetPort).toBe('auth');
+    for (const route of findAll(objs, 'IngressRoute').flatMap((r: Any) => r.spec.routes)) {
+      for (const s of route.services) {
+        if (s.name === 'dex-forward-auth') expect(s.port, route.match).toBe(byName.http.port);
+      }
+    }
+  });
+
+  it('routes only the browser endpoints to the service: no IngressRoute matches /auth or /oauth2/auth', () => {
+    const routes = findAll(objs, 'IngressRoute').flatMap((r: Any) => r.spec.routes);
+    const direct = routes.filter((r: Any) => r.services.some((s: Any) => s.name === 'dex-forward-auth'));
+    expect(direct.length).toBeGreaterThan(0);
+    for (const route of direct) {
+      const matches = parseRule(route.match);
+      const host = /Host\(`([^`]+)`\)/.exec(route.match)?.[1] as string;
+      for (const path of DECISION_PATHS) expect(matches(host, path), `${route.match} ${path}`).toBe(false);
+      for (const path of BROWSER_PATHS) expect(matches(host, path), `${route.match} ${path}`).toBe(true);
+    }
+  });
+
+  it('names the proxies it trusts (TRUSTED_PROXIES) explicitly, not the loopback-only default', () => {
+    const data = find(
+      objs,
+      'ConfigMap',
+      find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec.containers[0].envFrom[0].configMapRef
+        .name,
+    ).data;
+    expect(data.TRUSTED_PROXIES).toMatch(/^\d+\.\d+\.\d+\.\d+\/\d+/);
+    const trusted = podConfig(objs).trustedProxies;
+    expect(trusted.some((r) => r.startsWith('127.') || r === '::1/128')).toBe(false);
+    const comment = readFileSync(`${kubernetesDir}/base/settings.env`, 'utf8');
+    expect(comment).toMatch(/kubectl .*get pods -o wide/);
   });
 
   it('names resolve: Service, PDB, HPA, ServiceMonitor and IngressRoutes point at what exists', () => {
@@ -379,7 +481,7 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(podConfig(objs).scopes).toContain('audience:server:client_id:kubernetes');
   });
 
-  it('lets only Traefik (and Prometheus) reach the service, and only the service reach Redis', () => {
+  it('lets only Traefik reach the decisions, Traefik and Prometheus the pages, and only the service reach Redis', () => {
     const np = find(objs, 'NetworkPolicy', 'dex-forward-auth');
     const d = find(objs, 'Deployment', 'dex-forward-auth');
     expect(np.spec.podSelector.matchLabels).toEqual(d.spec.selector.matchLabels);
@@ -393,7 +495,15 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(sources.some((f: Any) => f.podSelector.matchLabels['app.kubernetes.io/name'] === 'traefik')).toBe(
       true,
     );
-    for (const rule of np.spec.ingress) expect(rule.ports).toEqual([{ port: 'http', protocol: 'TCP' }]);
+    // The decision port only from Traefik; the pages port from Traefik and Prometheus.
+    for (const rule of np.spec.ingress) {
+      const names = rule.from.map((f: Any) => f.podSelector.matchLabels['app.kubernetes.io/name']);
+      const ports = rule.ports.map((p: Any) => p.port);
+      if (ports.includes('auth')) expect(names).toEqual(['traefik']);
+      for (const port of ports) expect(['http', 'auth']).toContain(port);
+    }
+    const reachAuth = np.spec.ingress.filter((rule: Any) => rule.ports.some((p: Any) => p.port === 'auth'));
+    expect(reachAuth.length).toBe(1);
 
     const redisNp = find(objs, 'NetworkPolicy', 'dex-forward-auth-redis');
     const redisSources = redisNp.spec.ingress.flatMap((rule: Any) => rule.from);
@@ -433,6 +543,78 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     );
     expect(find(objs, 'PodDisruptionBudget', 'dex-forward-auth-redis').spec.maxUnavailable).toBe(1);
   });
+});
+
+describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay with the decision-mtls component', (overlay) => {
+  let objs: Obj[];
+  beforeAll(() => {
+    objs = renderWithMtls(overlay);
+  });
+
+  it('validates against the Kubernetes, Traefik and cert-manager schemas', () => {
+    const problems: string[] = [];
+    for (const o of objs) {
+      const Model = MODELS[key(o)];
+      if (!Model) problems.push(`${key(o)} ${o.metadata.name}: no schema known`);
+      else {
+        try {
+          new Model(o).validate();
+        } catch (error) {
+          problems.push(`${key(o)} ${o.metadata.name}: ${(error as Error).message}`);
+        }
+      }
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('makes Traefik ask the decision port over mutual TLS with certificates of one private CA', () => {
+    const fa = find(objs, 'Middleware', 'dex-forward-auth').spec.forwardAuth;
+    const address = new URL(fa.address);
+    expect(address.protocol).toBe('https:');
+    const service = find(objs, 'Service', 'dex-forward-auth');
+    expect(Number(address.port)).toBe(service.spec.ports.find((p: Any) => p.name === 'auth').port);
+    const certificates = findAll(objs, 'Certificate');
+    const bySecret = (name: string) => certificates.find((c: Any) => c.spec.secretName === name);
+    const server = bySecret(fa.tls.caSecret);
+    const client = bySecret(fa.tls.certSecret);
+    expect(server.spec.dnsNames).toContain(address.hostname);
+    expect(server.spec.usages).toEqual(['server auth']);
+    expect(client.spec.usages).toEqual(['client auth']);
+    expect(client.spec.issuerRef).toEqual(server.spec.issuerRef);
+    const issuer = find(objs, 'Issuer', server.spec.issuerRef.name);
+    expect(bySecret(issuer.spec.ca.secretName).spec.isCA).toBe(true);
+  });
+
+  it.skipIf(!hasOpenssl())(
+    'mounts the server certificate where AUTH_TLS_* point, as a valid configuration',
+    async () => {
+      const pod = find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec;
+      const container = pod.containers[0];
+      const fa = find(objs, 'Middleware', 'dex-forward-auth').spec.forwardAuth;
+      const volume = pod.volumes.find((v: Any) => v.secret?.secretName === fa.tls.caSecret);
+      const mount = container.volumeMounts.find((m: Any) => m.name === volume.name);
+      expect(mount.subPath).toBeUndefined(); // renewed files must appear in place
+      const envOf = (name: string) => container.env.find((e: Any) => e.name === name).value as string;
+      const dir = mkdtempSync(join(tmpdir(), 'mtls-pki-'));
+      try {
+        const pki = makeTestPki(dir);
+        const mounted = {
+          [envOf('AUTH_TLS_CERT_FILE')]: readFileSync(pki.serverCert, 'utf8'),
+          [envOf('AUTH_TLS_KEY_FILE')]: readFileSync(pki.serverKey, 'utf8'),
+          [envOf('AUTH_TLS_CLIENT_CA_FILE')]: readFileSync(pki.caCert, 'utf8'),
+        };
+        for (const file of Object.keys(mounted)) {
+          expect(file.startsWith(`${mount.mountPath}/`)).toBe(true);
+          expect(['tls.crt', 'tls.key', 'ca.crt']).toContain(file.slice(mount.mountPath.length + 1));
+        }
+        expect(podConfig(objs, mounted).decisionListener?.tls?.clientCaFile).toBe(
+          envOf('AUTH_TLS_CLIENT_CA_FILE'),
+        );
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe('the Redis configuration script', () => {

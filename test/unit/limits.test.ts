@@ -174,7 +174,6 @@ describe('the client address from X-Forwarded-For', () => {
         socket: { remoteAddress: peer },
       } as unknown as IncomingMessage,
       trust,
-      '/',
     ).clientIp;
 
   it.each([

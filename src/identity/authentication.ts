@@ -1,0 +1,186 @@
+import type { Identity } from '../authz/identity.ts';
+import type { Clock } from '../clock.ts';
+import type { Logger } from '../log.ts';
+import {
+  AuthenticationConfigError,
+  type AuthenticationFileOptions,
+  type LoadedAuthentication,
+  loadAuthenticationFile,
+  watchAuthenticationFile,
+} from './authenticationFile.ts';
+import { type KubernetesUser, mapClaims, type Refusal } from './claimMappings.ts';
+import {
+  type Claims,
+  createIssuerVerifier,
+  type IssuerVerifier,
+  TokenRejected,
+  untrustedIssuer,
+} from './jwtIssuers.ts';
+import type { CompiledJwtAuthenticator } from './validation.ts';
+
+/**
+ * Identity from an AUTHENTICATION_CONFIG file, exactly as the API server derives it
+ * (issue 17). Sessions (the browser login, always OIDC_ISSUER_URL) map the ID token's claims
+ * with that issuer's entry, after the same audience check the API server makes; bearer tokens
+ * of any issuer in the file are verified against that issuer's own keys and mapped with its
+ * entry. An identity the API server would refuse carries `refused` (the rule and its message),
+ * which the authorizer turns into a denial.
+ */
+
+export type BearerAuthentication =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'valid'; readonly identity: Identity }
+  | { readonly kind: 'invalid'; readonly detail: string; readonly description: string };
+
+export interface AuthenticationService {
+  readonly path: string;
+  /** The revision in force (sha256 prefix of the file). */
+  revision(): string;
+  /** The session identity for verified login claims (OIDC_ISSUER_URL's entry). */
+  identify(claims: Claims): Identity;
+  /** False when `identity` was mapped with an older file: map it again. */
+  isCurrent(identity: Identity): boolean;
+  /** Verifies and maps a bearer token; throws IssuerUnavailable when its issuer cannot be reached. */
+  authenticateBearer(token: string): Promise<BearerAuthentication>;
+  /** The issuers in force, for /readyz and doctor. */
+  issuers(): readonly { readonly issuer: string; readonly status: 'ready' | 'unavailable' }[];
+  close(): void;
+}
+
+export interface AuthenticationServiceOptions extends AuthenticationFileOptions {
+  readonly log: Logger;
+  readonly clock: Clock;
+  readonly pollMs?: number;
+  /** Fresh JWKS look-ups at most this often per issuer for an unknown kid (default 30 s). */
+  readonly jwksCooldownMs?: number;
+  readonly onReload?: (result: 'ok' | 'error') => void;
+}
+
+const str = (v: unknown): string | undefined => (typeof v === 'string' ? v : undefined);
+
+/** The Identity the rest of the service uses, from claims and the API server's user (or refusal). */
+export function toIdentity(
+  claims: Claims,
+  revision: string,
+  result: { user: KubernetesUser } | { refusal: Refusal },
+): Identity {
+  const verified = claims['email_verified'];
+  const base = {
+    sub: str(claims['sub']) ?? '',
+    email: str(claims['email']),
+    emailVerified: typeof verified === 'boolean' ? verified : undefined,
+    name: str(claims['name']),
+    preferredUsername: str(claims['preferred_username']),
+    authnRevision: revision,
+  };
+  if ('refusal' in result) return { ...base, user: '', groups: [], refused: result.refusal };
+  const { user } = result;
+  return { ...base, user: user.username, groups: [...user.groups], uid: user.uid, extra: user.extra };
+}
+
+/** The API server's MatchAny audience check, for ID tokens that did not go through jwtIssuers. */
+function audienceRefusal(a: CompiledJwtAuthenticator, claims: Claims): Refusal | undefined {
+  const aud = claims['aud'];
+  const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) ? aud : [];
+  if (audiences.some((x) => a.audiences.includes(x))) return undefined;
+  return {
+    field: `jwt[${a.index}].issuer.audiences`,
+    message: `The ID token's audience ${JSON.stringify(audiences)} is none of ${JSON.stringify(a.audiences)}, so the API server would refuse it (ask Dex for one of them with the scope audience:server:client_id:<audience>).`,
+  };
+}
+
+const verifierKey = (a: CompiledJwtAuthenticator) =>
+  JSON.stringify([a.issuerUrl, a.discoveryUrl, a.certificateAuthority, a.audiences]);
+
+export function createAuthenticationService(options: AuthenticationServiceOptions): AuthenticationService {
+  const first = loadAuthenticationFile(options);
+  if (!first.loaded) throw new AuthenticationConfigError(first.problems);
+  let loaded: LoadedAuthentication = first.loaded;
+  let verifiers = new Map<string, IssuerVerifier>();
+  const byIssuer = () => new Map(loaded.authenticators.map((a) => [a.issuerUrl, a] as const));
+  let authenticators = byIssuer();
+
+  const syncVerifiers = () => {
+    const next = new Map<string, IssuerVerifier>();
+    for (const a of loaded.authenticators) {
+      const key = verifierKey(a);
+      next.set(
+        key,
+        verifiers.get(key) ??
+          createIssuerVerifier({
+            issuerUrl: a.issuerUrl,
+            discoveryUrl: a.discoveryUrl,
+            certificateAuthority: a.certificateAuthority,
+            audiences: a.audiences,
+            clock: options.clock,
+            log: options.log,
+            ...(options.jwksCooldownMs !== undefined ? { jwksCooldownMs: options.jwksCooldownMs } : {}),
+          }),
+      );
+    }
+    for (const [key, v] of verifiers) if (!next.has(key)) v.close();
+    verifiers = next;
+  };
+  syncVerifiers();
+
+  const stop = watchAuthenticationFile(loaded, {
+    ...options,
+    onChange(next) {
+      loaded = next;
+      authenticators = byIssuer();
+      syncVerifiers();
+    },
+  });
+  options.log.info(
+    { path: options.path, revision: loaded.revision, issuers: loaded.authenticators.map((a) => a.issuerUrl) },
+    'AUTHENTICATION_CONFIG: identities are derived as the API server derives them',
+  );
+
+  return {
+    path: options.path,
+    revision: () => loaded.revision,
+    identify(claims) {
+      const a = authenticators.get(options.loginIssuer) as CompiledJwtAuthenticator;
+      const refusal = audienceRefusal(a, claims);
+      return toIdentity(claims, loaded.revision, refusal ? { refusal } : mapResult(a, claims));
+    },
+    isCurrent: (identity) => identity.authnRevision === loaded.revision,
+    async authenticateBearer(token) {
+      const issuer = untrustedIssuer(token);
+      const a = issuer === undefined ? undefined : authenticators.get(issuer);
+      if (!a) return { kind: 'none' };
+      const verifier = verifiers.get(verifierKey(a)) as IssuerVerifier;
+      let claims: Claims;
+      try {
+        claims = await verifier.verify(token);
+      } catch (error) {
+        if (error instanceof TokenRejected) {
+          return { kind: 'invalid', detail: error.message, description: error.description };
+        }
+        throw error;
+      }
+      const result = mapClaims(a, claims);
+      if (!result.ok) {
+        return {
+          kind: 'invalid',
+          detail: `${result.refusal.field}: ${result.refusal.message}`,
+          description: result.refusal.message,
+        };
+      }
+      return { kind: 'valid', identity: toIdentity(claims, loaded.revision, result) };
+    },
+    issuers: () => [...verifiers.values()].map((v) => ({ issuer: v.issuer, status: v.status() })),
+    close() {
+      stop();
+      for (const v of verifiers.values()) v.close();
+    },
+  };
+}
+
+function mapResult(
+  a: CompiledJwtAuthenticator,
+  claims: Claims,
+): { user: KubernetesUser } | { refusal: Refusal } {
+  const result = mapClaims(a, claims);
+  return result.ok ? { user: result.user } : { refusal: result.refusal };
+}
