@@ -8,6 +8,7 @@ import { endSessionUrl } from './endSessionUrl.ts';
 import { providerUnavailable, RefreshError } from './errors.ts';
 import { exchangeCode } from './exchangeCode.ts';
 import { refresh } from './refresh.ts';
+import { revokeRefreshToken } from './revoke.ts';
 import { type Observe, Transport } from './transport.ts';
 import type {
   AuthorizationRequest,
@@ -24,7 +25,8 @@ import { verifyBearer, verifyIdToken } from './verify.ts';
 
 /**
  * The only importer of openid-client (STYLE: one owner per library), as protocol verbs: discover,
- * authorizationUrl, exchangeCode, refresh, verifyIdToken (and verifyBearer), endSessionUrl — one
+ * authorizationUrl, exchangeCode, refresh, revokeRefreshToken, verifyIdToken (and verifyBearer),
+ * endSessionUrl — one
  * small module each; this class keeps discovery alive and hands each verb what it found. Every
  * lower-level error becomes AppError or RefreshError inside those modules (errors.ts).
  */
@@ -206,12 +208,23 @@ export class OidcClient implements OidcProvider {
     return refresh(d, this.#config, this.#options.clock, refreshToken);
   }
 
+  async revokeRefreshToken(refreshToken: string): Promise<'revoked' | 'spent' | 'refused'> {
+    const d = await this.#ready().catch(() => {
+      throw new RefreshError('transient', 'provider not discovered');
+    });
+    return revokeRefreshToken(d, refreshToken);
+  }
+
   async verifyIdToken(idToken: string, expectedNonce?: string): Promise<IdClaims> {
     return verifyIdToken(await this.#ready(), this.#config, this.#options.clock, idToken, expectedNonce);
   }
 
   async verifyBearer(token: string, options: BearerVerifyOptions): Promise<IdClaims> {
     return verifyBearer(await this.#ready(), this.#config, this.#options.clock, token, options);
+  }
+
+  endSessionEndpoint(): string | undefined {
+    return this.#discovered?.profile.endSessionEndpoint;
   }
 
   endSessionUrl(request: EndSessionRequest): string | undefined {

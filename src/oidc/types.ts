@@ -99,6 +99,12 @@ export interface OidcProvider {
   authorizationUrl(request: AuthorizationRequest): Promise<string>;
   exchangeCode(callbackUrl: URL, request: AuthorizationRequest): Promise<TokenResult>;
   refresh(refreshToken: string): Promise<RefreshResult>;
+  /**
+   * Ends a refresh token's usefulness (sign-out): RFC 7009 revocation where discovery offers it,
+   * else the token is spent with a refresh grant whose answer is dropped (see revoke.ts).
+   * 'refused': the provider no longer took it. Throws RefreshError 'transient' when unreachable.
+   */
+  revokeRefreshToken(refreshToken: string): Promise<'revoked' | 'spent' | 'refused'>;
   /** Verifies an ID token (signature via JWKS, iss, aud, exp) and returns its claims. */
   verifyIdToken(idToken: string, expectedNonce?: string): Promise<IdClaims>;
   /**
@@ -108,6 +114,8 @@ export interface OidcProvider {
    * AppError 'unauthenticated' (invalid token) or 'provider_unavailable' (JWKS unreachable).
    */
   verifyBearer(token: string, options: BearerVerifyOptions): Promise<IdClaims>;
+  /** The provider's end_session_endpoint when discovery offers one (released Dex has none). */
+  endSessionEndpoint(): string | undefined;
   /** The provider's logout URL for this session, or undefined when discovery offers none. */
   endSessionUrl(request: EndSessionRequest): string | undefined;
   close(): void;

@@ -1,3 +1,4 @@
+import type { BuildOptions } from '../../src/app.ts';
 import { type Dex, type DexOptions, startDex } from './dex.ts';
 import { freePort } from './ports.ts';
 import { type RedisServer, startRedis } from './redis.ts';
@@ -45,6 +46,7 @@ export interface StackOptions {
    * behind the emulator round-robin with the in-process one; default none.
    */
   readonly extraReplicas?: number;
+  readonly sessionTimings?: BuildOptions['sessionTimings'];
   /** Routes before the protected one, e.g. the service's pages (`pages` stands for its PORT). */
   readonly routes?: (pages: string) => Route[];
 }
@@ -80,7 +82,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...options.env,
   };
   const [service, replicas] = await Promise.all([
-    startTestService(env),
+    startTestService(env, options.sessionTimings ? { sessionTimings: options.sessionTimings } : {}),
     Promise.all(Array.from({ length: options.extraReplicas ?? 0 }, () => startServiceProcess(env))),
   ]);
   const addresses = [service.decisionUrl, ...replicas.map((r) => r.url)].map((u) => `${u}/auth`);

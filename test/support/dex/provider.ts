@@ -25,6 +25,8 @@ export interface SetupInput {
   readonly prefix: string;
   readonly idTokenTtl: number;
   readonly profile: StandInProfile;
+  /** RFC 7009 revocation at /token/revocation (released Dex has none). */
+  readonly revocation: boolean;
 }
 
 export function findUserBySub(users: readonly DexUser[], sub: string): DexUser | undefined {
@@ -91,7 +93,7 @@ export function providerConfiguration(input: SetupInput): Configuration {
       devInteractions: { enabled: false },
       rpInitiatedLogout: { enabled: false },
       dPoP: { enabled: false },
-      revocation: { enabled: false },
+      revocation: { enabled: input.revocation },
       introspection: { enabled: false },
       userinfo: { enabled: true },
     },

@@ -11,7 +11,7 @@ import { mint, newSigningKey, type SigningKey, signWith } from './keys.ts';
 import { DEX_PROFILE, type StandInProfile } from './profiles.ts';
 import { findUserBySub, providerConfiguration } from './provider.ts';
 import { MapStore } from './storage.ts';
-import { handleToken } from './tokenEndpoint.ts';
+import { handleRevocation, handleToken } from './tokenEndpoint.ts';
 import type { Dex, DexClient, DexCounts, DexOptions, MintOptions } from './types.ts';
 import { DEMO_USERS, type DexUser } from './users.ts';
 import { sendJson } from './wire.ts';
@@ -38,6 +38,7 @@ export class DexStandIn implements Dex {
     tokenErrors: 0,
     authorizations: 0,
     endSessions: 0,
+    revocations: 0,
   };
 
   private readonly prefix: string;
@@ -45,6 +46,7 @@ export class DexStandIn implements Dex {
   private readonly idTokenTtl: number;
   private readonly clients: DexClient[];
   private readonly showUsers: boolean;
+  private readonly revocation: boolean;
   private readonly store = new MapStore();
   private readonly cookieKeys = [randomBytes(32).toString('base64url')];
   private readonly internalSecrets = new Map<string, string>();
@@ -70,6 +72,7 @@ export class DexStandIn implements Dex {
     this.users = opts.users ?? DEMO_USERS.map((u) => ({ ...u, groups: [...u.groups] }));
     this.idTokenTtl = opts.idTokenTtl ?? 86400;
     this.showUsers = opts.showUsers ?? false;
+    this.revocation = opts.revocation ?? false;
     this.clients = opts.clients.map((c) => ({ ...c, redirectUris: [...c.redirectUris] }));
     if (this.clients.length === 0) throw new Error('startDex: at least one client is required');
     this.shim = new DexRefreshShim(this.shimHost(), {
@@ -147,6 +150,7 @@ export class DexStandIn implements Dex {
         prefix: this.prefix,
         idTokenTtl: this.idTokenTtl,
         profile: this.profile,
+        revocation: this.revocation,
       }),
     );
     provider.on('server_error', (_ctx, err) => {
@@ -344,6 +348,10 @@ export class DexStandIn implements Dex {
     if (this.prefix) req.originalUrl = `${this.prefix}${req.url ?? '/'}`;
     if (req.method === 'POST' && path === '/token') {
       await handleToken(this.tokenHost(), req, res);
+      return;
+    }
+    if (req.method === 'POST' && path === '/token/revocation' && this.revocation) {
+      await handleRevocation(this.tokenHost(), req, res);
       return;
     }
     if (

@@ -106,3 +106,34 @@ export async function handleToken(host: TokenHost, req: IncomingMessage, res: Se
   }
   await host.handler(replay(req, host, client, form), res);
 }
+
+/**
+ * POST /token/revocation (RFC 7009, profiles with revocation): the client authenticated as at
+ * /token — Dex-style, any method, or the profile's — then replayed to oidc-provider.
+ */
+export async function handleRevocation(
+  host: TokenHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  host.counts.revocations++;
+  let raw: Buffer;
+  try {
+    raw = await readBody(req);
+  } catch {
+    sendJson(res, 400, { error: 'invalid_request', error_description: 'Failed to read request body.' });
+    return;
+  }
+  const form = new URLSearchParams(raw.toString('utf8'));
+  const client = await authenticateClient(req, form, host.clients, host.profile, host.assertionAudiences);
+  if (!client) {
+    refuse(res, host.profile, 401, {
+      error: 'invalid_client',
+      error_description: 'Invalid client credentials.',
+    });
+    return;
+  }
+  for (const name of ['client_id', 'client_secret', 'client_assertion', 'client_assertion_type'])
+    form.delete(name);
+  await host.handler(replay(req, host, client, form), res);
+}

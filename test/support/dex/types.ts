@@ -36,6 +36,11 @@ export interface DexOptions {
   reuseInterval?: number;
   /** Default true (Dex): a new code exchange for the same user+client kills the previous grant. */
   oneRefreshTokenPerUserAndClient?: boolean;
+  /**
+   * Default false (released Dex has none): offer RFC 7009 token revocation (`revocation_endpoint`
+   * in discovery, at /token/revocation); revoking a refresh token revokes its whole grant.
+   */
+  revocation?: boolean;
   /** How far the stand-in departs from Dex (profiles.ts); default: Dex itself. */
   profile?: StandInProfile;
 }
@@ -51,6 +56,8 @@ export interface DexCounts {
   authorizations: number;
   /** RP-initiated logouts that the end_session_endpoint accepted. */
   endSessions: number;
+  /** Requests to the revocation endpoint (only with `revocation: true`). */
+  revocations: number;
 }
 
 export interface MintOptions {
