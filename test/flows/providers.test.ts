@@ -40,8 +40,8 @@ interface Row {
   readonly env?: Record<string, string>;
   readonly cases: readonly Case[];
   readonly proxy?: 'caddy' | 'nginx';
-  /** Replicas besides the in-process one, as child processes (HA). */
-  readonly extraReplicas?: number;
+  /** Replica processes that take the decisions (HA). */
+  readonly replicaProcesses?: number;
 }
 
 /** What each profile runs: the core flow everywhere, and what its difference touches. */
@@ -52,7 +52,7 @@ const CASES: Row[] = [
     secret: CLIENT_SECRET,
     cases: ['core', 'ha', 'noIdToken'],
     proxy: 'nginx',
-    extraReplicas: 2,
+    replicaProcesses: 3,
   },
   {
     profile: PROFILES.minimalClaims,
@@ -91,7 +91,7 @@ describe.concurrent.each(CASES)('with a provider of profile "$profile.name"', (r
     stack = await startStack({
       clientSecret: row.secret,
       extraOrigins: proxyUrl ? [proxyUrl] : [],
-      extraReplicas: row.extraReplicas ?? 0,
+      replicaProcesses: row.replicaProcesses ?? 0,
       env: { REFRESH_SKEW: `${SKEW}s`, LOG_LEVEL: 'info', ...row.env },
       dex: { idTokenTtl: TTL, profile: row.profile },
     });
@@ -147,6 +147,7 @@ describe.concurrent.each(CASES)('with a provider of profile "$profile.name"', (r
         const cookie = cookieOf(sessions.a.browser, stack.appUrl);
         const info = await new Browser().get(`${stack.service.url}/oauth2/userinfo`, {
           cookie: `_forward_auth=${cookie}`,
+          'x-forwarded-host': new URL(stack.appUrl).host,
         });
         const body = info.json<Record<string, unknown>>();
         expect(body).toMatchObject({ user: admin.preferredUsername, groups: [], email: admin.email });
@@ -173,7 +174,7 @@ describe.concurrent.each(CASES)('with a provider of profile "$profile.name"', (r
       const browser = new Browser({ navigation: true });
       // At Dex, a second login of a user ends that user's first session (one refresh token per client).
       await loginThroughDex(browser, `${stack.appUrl}/so/`, row.profile.flavor === 'dex' ? many : admin);
-      const page = await browser.get(`${stack.appUrl}/oauth2/sign_out`);
+      const page = await browser.post(`${stack.appUrl}/oauth2/sign_out`, {});
       expect(page.status).toBe(401); // through ForwardAuth
       const dex = row.profile.flavor === 'dex';
       expect(page.body).toContain(
@@ -191,8 +192,9 @@ describe.concurrent.each(CASES)('with a provider of profile "$profile.name"', (r
         ] as const) {
           const hintFor = cookieOf(session.browser, origin);
           expect(hintFor).toBeTruthy();
-          const out = await session.browser.get(
+          const out = await session.browser.post(
             `${origin}/oauth2/sign_out?rd=${encodeURIComponent(`${origin}/`)}`,
+            {},
           );
           expect(out.status).toBe(302);
           const location = new URL(out.location!);

@@ -23,7 +23,7 @@ export interface Stack {
   readonly dex: Dex;
   readonly upstream: Upstream;
   readonly service: TestService;
-  /** Further replicas as child processes (`extraReplicas`), behind the emulator with `service`. */
+  /** The replicas as child processes (`replicaProcesses`), which then answer the emulator's decisions. */
   readonly replicas: readonly ServiceProcess[];
   readonly traefik: Traefik;
   /** `http://app.localhost:<traefik port>` */
@@ -42,10 +42,11 @@ export interface StackOptions {
   /** Origins besides the two hosts the client may return to (a proxy in front of the same service). */
   readonly extraOrigins?: readonly string[];
   /**
-   * More dex-forward-auth replicas, as child processes with event loops of their own, sharing Redis,
-   * behind the emulator round-robin with the in-process one; default none.
+   * dex-forward-auth replicas as child processes with event loops of their own, sharing Redis: the
+   * emulator sends its decisions to them round-robin (the in-process `service` keeps the direct
+   * routes); default none, and the in-process service decides.
    */
-  readonly extraReplicas?: number;
+  readonly replicaProcesses?: number;
   readonly sessionTimings?: BuildOptions['sessionTimings'];
   /** Routes before the protected one, e.g. the service's pages (`pages` stands for its PORT). */
   readonly routes?: (pages: string) => Route[];
@@ -83,9 +84,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
   };
   const [service, replicas] = await Promise.all([
     startTestService(env, options.sessionTimings ? { sessionTimings: options.sessionTimings } : {}),
-    Promise.all(Array.from({ length: options.extraReplicas ?? 0 }, () => startServiceProcess(env))),
+    Promise.all(Array.from({ length: options.replicaProcesses ?? 0 }, () => startServiceProcess(env))),
   ]);
-  const addresses = [service.decisionUrl, ...replicas.map((r) => r.url)].map((u) => `${u}/auth`);
+  const deciders = replicas.length > 0 ? replicas.map((r) => r.url) : [service.decisionUrl];
+  const addresses = deciders.map((u) => `${u}/auth`);
   const traefik = await startTraefik({
     port: traefikPort,
     routes: [
