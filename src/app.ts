@@ -15,6 +15,7 @@ import { type AuthenticationService, createAuthenticationService } from './ident
 import { AuthenticationConfigError } from './identity/authenticationFile.ts';
 import { type Logger, requestContext } from './log.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
+import { viewWords } from './oidc/profile.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
 import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
@@ -120,9 +121,10 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
       lockWait: () => metrics.lockWait(),
       storeError: () => metrics.storeError(),
       degraded: (value) => metrics.setDegraded(value),
+      throttled: () => metrics.refreshThrottled(),
     },
   });
-  const views = new Views();
+  const views = new Views({ globals: () => viewWords(oidc.profile()) });
   const cookies = new CookieNames(config);
   return {
     config,

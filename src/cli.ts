@@ -45,8 +45,8 @@ switch (invocation.kind) {
       const { serve } = await import('./main.ts');
       await serve();
     } else if (invocation.command === 'doctor') {
-      // Checks the configuration live (provider, client, cookies, secrets, Redis); see src/doctor.ts.
-      const { doctorCommand } = await import('./doctor.ts');
+      // Checks the configuration live (provider, client, cookies, secrets, Redis); see src/doctor/.
+      const { doctorCommand } = await import('./doctor/index.ts');
       process.exitCode = await doctorCommand(invocation.args, process.env, process.stdout);
     } else {
       await demo();

@@ -12,6 +12,7 @@ export type ErrorCode =
   | 'login_state_missing'
   | 'login_state_invalid'
   | 'provider_denied'
+  | 'claims_missing'
   | 'provider_error'
   | 'provider_unavailable'
   | 'session_unavailable'
@@ -35,6 +36,7 @@ const STATUS: Record<ErrorCode, number> = {
   login_state_missing: 400,
   login_state_invalid: 400,
   provider_denied: 403,
+  claims_missing: 403,
   provider_error: 502,
   provider_unavailable: 503,
   session_unavailable: 503,

@@ -7,6 +7,8 @@ export interface Metrics {
   readonly registry: Registry;
   decision(outcome: Outcome, seconds: number): void;
   refresh(result: 'ok' | 'terminal' | 'transient' | 'coalesced'): void;
+  /** A refresh not sent because its session had used its provider calls for the minute. */
+  refreshThrottled(): void;
   lockWait(): void;
   storeError(): void;
   providerError(): void;
@@ -25,8 +27,8 @@ export interface Metrics {
   policyReload(source: 'file' | 'kubernetes' | 'authentication', result: 'ok' | 'error'): void;
 }
 
-/** Calls to the identity provider: discovery document, JWKS, token endpoint (code or refresh grant). */
-export type ProviderOperation = 'discovery' | 'jwks' | 'code' | 'refresh' | 'other';
+/** Calls to the identity provider: discovery document (once, then re-read as a reachability probe), JWKS, token endpoint (code or refresh grant). */
+export type ProviderOperation = 'discovery' | 'probe' | 'jwks' | 'code' | 'refresh' | 'other';
 /** ok: 2xx/3xx; refused: 4xx (the provider said no); error: 5xx, network error or timeout. */
 export type ProviderResult = 'ok' | 'refused' | 'error';
 
@@ -56,6 +58,11 @@ export function createMetrics(version: string): Metrics {
     labelNames: ['result'],
     registers: [registry],
   });
+  const throttled = new Counter({
+    name: `${prefix}refresh_throttled_total`,
+    help: 'Refreshes not sent to the identity provider because their session had made its calls for the minute.',
+    registers: [registry],
+  });
   const lockWaits = new Counter({
     name: `${prefix}refresh_lock_waits_total`,
     help: 'Requests that waited for another replica to finish a refresh.',
@@ -74,7 +81,7 @@ export function createMetrics(version: string): Metrics {
   });
   const providerLatency = new Histogram({
     name: `${prefix}provider_request_duration_seconds`,
-    help: 'Round trips to the identity provider by operation (discovery, jwks, code, refresh) and result (ok, refused, error).',
+    help: 'Round trips to the identity provider by operation (discovery, probe, jwks, code, refresh) and result (ok, refused, error).',
     labelNames: ['operation', 'result'],
     buckets: ROUND_TRIP_BUCKETS,
     registers: [registry],
@@ -153,6 +160,7 @@ export function createMetrics(version: string): Metrics {
     refresh(result) {
       refreshes.inc({ result });
     },
+    refreshThrottled: () => throttled.inc(),
     lockWait: () => lockWaits.inc(),
     storeError: () => storeErrors.inc(),
     providerError: () => providerErrors.inc({ operation: 'other' }),

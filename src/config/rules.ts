@@ -38,6 +38,7 @@ export interface RuleInput {
 export function applyRules(input: RuleInput, problems: string[]): DerivedFields {
   const { values: v } = input;
   checkIssuerScheme(v, problems);
+  checkClientAuthentication(input, problems);
   checkServiceAccountToken(input, problems);
   checkImpersonationNames(v, problems);
   checkExplicitTrust(input.raw, v, problems);
@@ -102,6 +103,29 @@ function checkIssuerScheme(v: PartialValues, problems: string[]): void {
   if (v.OIDC_ISSUER_URL?.startsWith('http:') && v.OIDC_ALLOW_INSECURE_HTTP !== true) {
     problems.push(
       'OIDC_ISSUER_URL uses http://; set OIDC_ALLOW_INSECURE_HTTP=true for local demos and tests only',
+    );
+  }
+}
+
+/**
+ * The client authenticates with a secret (OIDC_CLIENT_SECRET) or a key (OIDC_CLIENT_PRIVATE_KEY,
+ * private_key_jwt): the one the chosen method needs must be there.
+ */
+function checkClientAuthentication(input: RuleInput, problems: string[]): void {
+  const { raw, values: v } = input;
+  const method = v.OIDC_TOKEN_AUTH_METHOD;
+  const hasKey = raw.OIDC_CLIENT_PRIVATE_KEY !== undefined;
+  if (method === 'private_key_jwt') {
+    if (!hasKey) {
+      problems.push(
+        'OIDC_TOKEN_AUTH_METHOD=private_key_jwt needs OIDC_CLIENT_PRIVATE_KEY (or OIDC_CLIENT_PRIVATE_KEY_FILE)',
+      );
+    }
+    return;
+  }
+  if (v.OIDC_CLIENT_SECRET === '' && !(method === undefined && hasKey)) {
+    problems.push(
+      'OIDC_CLIENT_SECRET is required (or OIDC_CLIENT_PRIVATE_KEY with OIDC_TOKEN_AUTH_METHOD=private_key_jwt)',
     );
   }
 }

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+import { clientKey } from './clientKey.ts';
 import { kubeClusterList } from './kubeClusters.ts';
 import { count, duration, entries, flag, required, trimmed, verbatim } from './parsers.ts';
 import type { SettingDef } from './types.ts';
@@ -16,6 +17,7 @@ import {
   redirectDomainProblem,
   redirectUrl,
   redisUrl,
+  tokenAuthMethod,
   upstreamAuth,
 } from './values.ts';
 
@@ -39,24 +41,41 @@ export const SETTINGS = [
     name: 'OIDC_ISSUER_URL',
     default: 'required',
     description:
-      'Dex issuer, exactly as Dex and the API server write it (trailing slash included), e.g. `https://dex.mgmt.example.com/dex`',
+      'the identity provider\'s issuer, exactly as it and the API server write it (trailing slash included), e.g. `https://dex.mgmt.example.com/dex` (see "Providers")',
     field: 'issuerUrl',
     schema: issuerUrl(),
   },
   {
     name: 'OIDC_CLIENT_ID',
     default: 'required',
-    description: 'the client registered in Dex',
+    description: 'the client registered at the identity provider (Dex: a `staticClients` entry)',
     field: 'clientId',
     schema: required(),
   },
   {
     name: 'OIDC_CLIENT_SECRET',
     default: 'required',
-    description: "that client's secret",
+    description: "that client's secret (not needed with `OIDC_TOKEN_AUTH_METHOD=private_key_jwt`)",
     secret: true,
     field: 'clientSecret',
-    schema: required(),
+    schema: trimmed(''),
+  },
+  {
+    name: 'OIDC_TOKEN_AUTH_METHOD',
+    default: 'from discovery',
+    description:
+      'how the client authenticates at the token endpoint: `client_secret_basic`, `client_secret_post` or `private_key_jwt`; unset: what `token_endpoint_auth_methods_supported` offers (Basic, or the body for a secret with punctuation when the provider takes it there)',
+    field: 'tokenAuthMethod',
+    schema: tokenAuthMethod(),
+  },
+  {
+    name: 'OIDC_CLIENT_PRIVATE_KEY',
+    default: 'unset',
+    description:
+      'for `private_key_jwt`: the private key (PEM, or a JWK whose `kid`/`x5t` go into the assertion), usually as `OIDC_CLIENT_PRIVATE_KEY_FILE`',
+    secret: true,
+    field: 'clientPrivateKey',
+    schema: clientKey(),
   },
   {
     name: 'OIDC_SCOPES',

@@ -140,6 +140,21 @@ export const upstreamAuth = (): z.ZodType<'id-token' | 'impersonate', RawText> =
     return mode as 'id-token' | 'impersonate';
   });
 
+export const TOKEN_AUTH_METHODS = ['client_secret_basic', 'client_secret_post', 'private_key_jwt'] as const;
+export type TokenAuthMethodSetting = (typeof TOKEN_AUTH_METHODS)[number];
+
+/** Unset: chosen from discovery at start (src/oidc/profile.ts). */
+export const tokenAuthMethod = (): z.ZodType<TokenAuthMethodSetting | undefined, RawText> =>
+  parser((text, fail) => {
+    const method = text?.trim().toLowerCase();
+    if (!method) return undefined;
+    if (!(TOKEN_AUTH_METHODS as readonly string[]).includes(method)) {
+      fail(`must be one of ${TOKEN_AUTH_METHODS.join(', ')}, got "${text}"`);
+      return undefined;
+    }
+    return method as TokenAuthMethodSetting;
+  });
+
 export const port = (): z.ZodType<number, RawText> =>
   parser((text, fail) => {
     const value = Number(text ?? '4180');

@@ -133,6 +133,7 @@ const TITLES: Partial<Record<AppError['code'], string>> = {
   login_state_missing: 'Sign-in could not be completed',
   login_state_invalid: 'Sign-in could not be completed',
   provider_denied: 'Sign-in was refused',
+  claims_missing: 'Sign-in incomplete',
   provider_error: 'Identity provider error',
   provider_unavailable: 'Identity provider unavailable',
   session_unavailable: 'Session temporarily unavailable',

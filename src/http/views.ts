@@ -79,6 +79,8 @@ const ERROR_HINTS: Readonly<Record<string, string>> = {
     'The answer from the identity provider did not match the sign-in this browser started, or it was used twice. Starting again from the page you wanted usually fixes it.',
   provider_denied:
     'The identity provider refused the sign-in. If you cancelled it, that is expected; otherwise your account may not be allowed to use this application.',
+  claims_missing:
+    'The identity provider signed you in, but its token does not name you the way this site is configured to read it. This is a configuration problem for your platform team, not something you did.',
   provider_error: 'The identity provider answered with something we could not use. Please try again.',
   invalid_forwarded_request:
     'The proxy in front of this site sent a request we cannot trust. This is a configuration problem, not something you did.',
@@ -132,8 +134,11 @@ export class Views {
   readonly styleHash: string;
   /** CSP source for the one inline script (copy buttons). */
   readonly scriptHash: string;
+  /** Values every page may use (e.g. the provider's name once discovery knows it); data wins. */
+  readonly #globals: () => Readonly<Record<string, ViewValue>>;
 
-  constructor() {
+  constructor(options: { globals?: () => Readonly<Record<string, ViewValue>> } = {}) {
+    this.#globals = options.globals ?? (() => ({}));
     this.#layout = load('layout.html');
     this.#style = load('style.css').trim();
     this.#script = load('copy.js').trim();
@@ -152,7 +157,7 @@ export class Views {
     requestId: string,
   ): string {
     const template = this.#views[view] ?? (this.#views.error as string);
-    const content = new SafeHtml(fill(template, data));
+    const content = new SafeHtml(fill(template, { ...this.#globals(), ...data }));
     return this.page(title, content, requestId);
   }
 

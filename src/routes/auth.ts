@@ -195,6 +195,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     }
 
     const clear: string[] = [];
+    let ended: Extract<Resolution, { kind: 'none' }>['reason'] | undefined;
     const cookie = deps.cookies.readSession(req.headers.cookie);
     if (cookie === CONFLICT) throw deps.cookies.conflict(original);
     if (cookie) {
@@ -206,6 +207,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
         if (!decision.allowed) return deny(session.record.identity, original, decision);
         return allow(session.record.identity, session.record.idToken, session.setCookie, session.sessionEnd);
       }
+      ended = session.reason;
       clear.push(...deps.cookies.clear(deps.cookies.session));
     }
 
@@ -217,7 +219,8 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     }
 
     if (mode === 'redirect' && isNavigation(original.method, req.headers)) {
-      const login = await startLogin(deps, original, original.url, req.headers.cookie);
+      const silent = ended === 'id_token_expired';
+      const login = await startLogin(deps, original, original.url, req.headers.cookie, { silent });
       return { ...login, cookies: [...clear, ...(login.cookies ?? [])] };
     }
     return unauthenticated(clear);

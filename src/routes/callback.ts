@@ -4,7 +4,15 @@ import type { OriginalRequest } from '../forward/original.ts';
 import { readUniqueCookie } from '../http/cookies.ts';
 import type { Reply } from '../http/reply.ts';
 import type { TokenResult } from '../oidc/provider.ts';
-import { LOGIN_TTL_SECONDS, type LoginTransaction, rateLimited } from './login.ts';
+import { LOGIN_TTL_SECONDS, type LoginTransaction, rateLimited, startLogin } from './login.ts';
+
+/** What a provider answers a prompt=none request when it would have to ask the user (OIDC Core §3.1.2.6). */
+const SILENT_REFUSALS = new Set([
+  'login_required',
+  'interaction_required',
+  'consent_required',
+  'account_selection_required',
+]);
 
 /**
  * Finishes a login. The transaction cookie is read and cleared *before* anything is checked
@@ -62,6 +70,12 @@ export async function finishLogin(
     );
   }
   const providerError = params.get('error');
+  if (providerError && tx.silent && SILENT_REFUSALS.has(providerError)) {
+    // The silent attempt found no session at the provider: now the login the user will see.
+    deps.log.info({ error: providerError, host: original.host }, 'silent login declined; asking the user');
+    const login = await startLogin(deps, original, tx.returnTo, cookieHeader);
+    return { ...login, cookies: [...clear, ...(login.cookies ?? [])] };
+  }
   if (providerError) {
     const code = /^[\w.-]{1,64}$/.test(providerError) ? providerError : 'unknown';
     throw fail(

@@ -105,15 +105,18 @@ export function directRoutes(deps: Deps): Router {
   router.get(
     '/readyz',
     route(async () => {
-      // Ready = configured and serving. Dex and Redis are reported, never gating (DESIGN §2).
+      // Ready = configured and serving. The provider and Redis are reported, never gating (DESIGN §2).
       const storeUp = await deps.store.ping();
       deps.metrics.setDegraded(!storeUp);
       if (deps.lifecycle.draining) return { status: 503, json: { status: 'draining' } };
+      // The provider's state is the result of the last call made to it, not of discovery long ago.
+      const call = deps.oidc.lastCall();
       return {
         status: 200,
         json: {
           status: 'ready',
           provider: deps.oidc.status(),
+          providerLastCall: call && { ...call, at: new Date(call.at).toISOString() },
           store: { kind: deps.store.kind, status: storeUp ? 'ok' : 'unavailable' },
           degraded: !storeUp || deps.sessions.degraded,
           authz: deps.authorizer.status?.(),

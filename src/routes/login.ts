@@ -15,6 +15,8 @@ export interface LoginTransaction {
   /** Where to go after login (already allow-listed). */
   readonly returnTo: string;
   readonly iat: number;
+  /** Sent with prompt=none: a refusal (login_required …) falls back to a normal login. */
+  readonly silent?: boolean;
 }
 
 export const LOGIN_TTL_SECONDS = 600;
@@ -27,18 +29,22 @@ export function redirectUriFor(deps: Deps, original: OriginalRequest): string {
 
 /**
  * Begins a login: new state, nonce and PKCE verifier; the transaction sealed into its own cookie;
- * a 302 to the provider's authorization endpoint (absolute, so Traefik relays it as is).
+ * a 302 to the provider's authorization endpoint (absolute, so Traefik relays it as is). `silent`
+ * asks with prompt=none first (a session that ended at its ID token's expiry: the provider may
+ * still know the user).
  */
 export async function startLogin(
   deps: Deps,
   original: OriginalRequest,
   returnTo: string,
   cookieHeader: string | undefined,
+  options: { silent?: boolean } = {},
 ): Promise<Reply> {
   await guardLoginStart(deps, original, returnTo, cookieHeader);
   const secrets = newLoginSecrets();
   const redirectUri = redirectUriFor(deps, original);
-  const location = await deps.oidc.authorizationUrl({ redirectUri, ...secrets });
+  const silent = options.silent === true && deps.oidc.profile()?.promptNone === true;
+  const location = await deps.oidc.authorizationUrl({ redirectUri, ...secrets, silent });
   if (!(await deps.oidc.reachable())) {
     throw new AppError(
       'provider_unavailable',
@@ -47,14 +53,21 @@ export async function startLogin(
     );
   }
   const now = deps.clock.now();
-  const tx: LoginTransaction = { v: 1, ...secrets, redirectUri, returnTo, iat: now };
+  const tx: LoginTransaction = {
+    v: 1,
+    ...secrets,
+    redirectUri,
+    returnTo,
+    iat: now,
+    ...(silent ? { silent } : {}),
+  };
   const sealed = await deps.sealer.seal({ ...tx }, LOGIN_TTL_SECONDS);
   const cookies = [
     ...(await staleLoginCookies(deps, cookieHeader)),
     deps.cookies.set(deps.cookies.login(secrets.state), sealed, LOGIN_TTL_SECONDS),
   ];
   deps.metrics.loginStarted();
-  deps.log.info({ host: original.host, clientIp: original.clientIp }, 'login started');
+  deps.log.info({ host: original.host, clientIp: original.clientIp, silent }, 'login started');
   return { status: 302, location, cookies };
 }
 

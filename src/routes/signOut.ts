@@ -13,8 +13,9 @@ import { html } from '../http/views.ts';
  *
  * Signing out ends the session for good (SessionService.destroy: refresh token revoked at the
  * provider, tombstone, every replica told), clears the session and login cookies everywhere they
- * were set, then goes to the provider's end_session_endpoint when discovery offers one (released
- * Dex has none), else to `rd` when allow-listed, else shows the signed-out page.
+ * were set, then goes to the provider's end_session_endpoint when discovery offers one (with
+ * id_token_hint, RP-Initiated Logout 1.0; released Dex has none), else to `rd` when allow-listed,
+ * else shows the signed-out page.
  */
 export async function signOut(
   deps: Deps,
@@ -36,7 +37,7 @@ export async function signOut(
   if (method !== 'POST') {
     return hasSession
       ? confirmPage(deps, original, cookie, pageStatus)
-      : signedOutPage(original, pageStatus, []);
+      : signedOutPage(deps, original, pageStatus, []);
   }
   if (!fromOwnOrigin(headers, original)) {
     deps.log.info(
@@ -120,8 +121,12 @@ async function endSession(
   pageStatus: number,
 ): Promise<Reply> {
   let user: string | undefined;
+  let idToken: string | undefined;
   if (typeof cookie === 'string') {
-    user = (await deps.sessions.peekIdentity(cookie))?.user;
+    // Read before destroy: the ID token goes to the provider as id_token_hint.
+    const record = await deps.sessions.peekRecord(cookie);
+    user = record?.identity.user;
+    idToken = record?.idToken;
     await deps.sessions.destroy(cookie);
   }
   const cookies =
@@ -137,18 +142,13 @@ async function endSession(
   deps.log.info({ user, host: original.host }, 'signed out');
 
   const rd = returnUrl(deps, original);
-  const endSessionUrl = deps.oidc.endSessionEndpoint();
-  if (endSessionUrl) {
-    const url = new URL(endSessionUrl);
-    url.searchParams.set('client_id', deps.config.clientId);
-    if (rd) url.searchParams.set('post_logout_redirect_uri', rd);
-    return { status: 302, location: url.toString(), cookies };
-  }
+  const endSession = deps.oidc.endSessionUrl({ idTokenHint: idToken, postLogoutRedirectUri: rd });
+  if (endSession) return { status: 302, location: endSession, cookies };
   if (rd) return { status: 302, location: rd, cookies };
-  return signedOutPage(original, pageStatus, cookies);
+  return signedOutPage(deps, original, pageStatus, cookies);
 }
 
-function signedOutPage(original: OriginalRequest, status: number, cookies: string[]): Reply {
+function signedOutPage(deps: Deps, original: OriginalRequest, status: number, cookies: string[]): Reply {
   return {
     status,
     cookies,
@@ -157,10 +157,16 @@ function signedOutPage(original: OriginalRequest, status: number, cookies: strin
       title: 'Signed out',
       data: {
         signInUrl: `${original.proto}://${original.host}/oauth2/start`,
-        providerNote:
-          'Your sign-in at the identity provider (Dex) was not ended: released Dex offers no way to end it. If Dex or the identity service behind it still remembers you, signing in again may not ask for your password.',
+        providerNote: providerNote(deps.oidc.profile()?.isDex === true),
       },
     },
     json: { signedOut: true },
   };
+}
+
+/** Why the provider's sign-in lives on; the Dex wording only when discovery says it is Dex. */
+function providerNote(isDex: boolean): string {
+  return isDex
+    ? 'Your sign-in at Dex was not ended: released Dex offers no way to end it. If Dex or the identity service behind it still remembers you, signing in again may not ask for your password.'
+    : 'Your sign-in at the identity provider was not ended: it offers this site no way to end it (no end_session_endpoint). If it still remembers you, signing in again may not ask for your password.';
 }

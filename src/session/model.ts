@@ -36,6 +36,11 @@ export interface SessionRecord {
   readonly gen: number;
   /** When that cookie was minted, ms (older cookies are adopted only within the grace after it). */
   readonly rotatedAt?: number;
+  /**
+   * No renewal possible — no refresh token, or the provider re-issues no ID token on refresh
+   * (OpenID Connect Core §12.2): the session ends cleanly when this ID token expires.
+   */
+  readonly final?: boolean;
 }
 
 export type Resolution =
@@ -63,7 +68,9 @@ export type NoSessionReason =
   /** A cookie older than the session's current one, past the rotation grace. */
   | 'stale'
   /** Unused for SESSION_IDLE_TIMEOUT. */
-  | 'idle';
+  | 'idle'
+  /** A session nothing could renew reached its ID token's expiry (a silent login may follow). */
+  | 'id_token_expired';
 
 const none = (reason: NoSessionReason): Resolution => Object.freeze({ kind: 'none', reason });
 export const NONE = {
@@ -74,6 +81,7 @@ export const NONE = {
   otherHost: none('other_host'),
   stale: none('stale'),
   idle: none('idle'),
+  idTokenExpired: none('id_token_expired'),
 };
 
 export type Valid = Extract<Resolution, { kind: 'valid' }>;

@@ -6,8 +6,9 @@ import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
+import { type OidcProvider, RefreshError, type RefreshResult, type TokenResult } from '../oidc/provider.ts';
 import { Activity } from './activity.ts';
+import { CallBudget } from './callBudget.ts';
 import {
   decrypt,
   deriveSessionKeys,
@@ -61,9 +62,17 @@ export interface SessionEvents {
   lockWait(): void;
   storeError(): void;
   degraded(value: boolean): void;
+  /** A session was over its provider-call budget: no call was made. */
+  throttled(): void;
 }
 
-const noEvents: SessionEvents = { refresh() {}, lockWait() {}, storeError() {}, degraded() {} };
+const noEvents: SessionEvents = {
+  refresh() {},
+  lockWait() {},
+  storeError() {},
+  degraded() {},
+  throttled() {},
+};
 
 export interface SessionServiceOptions {
   readonly config: Config;
@@ -88,6 +97,8 @@ export interface SessionServiceOptions {
    * another replica takes effect at once when its message arrives, and within this time anyway.
    */
   readonly hotCacheMs?: number;
+  /** Calls to the provider one session may cause per minute in this process (default 10). */
+  readonly providerCallsPerMinute?: number;
   /** How long sign-out waits for the provider's revocation before going on in the background. */
   readonly revokeWaitMs?: number;
   /** Delays between background retries of a revocation the provider could not take. */
@@ -145,6 +156,7 @@ export class SessionService {
   /** cookie → its last resolution, for hotCacheMs. */
   readonly #hot = new Lru<HotEntry>(50_000);
   readonly #hotCacheMs: number;
+  readonly #budget: CallBudget;
   /** Last use per session, when SESSION_IDLE_TIMEOUT is on. */
   readonly #activity: Activity | undefined;
   readonly #endings: Endings;
@@ -165,6 +177,7 @@ export class SessionService {
     this.#retryDelays = options.retryDelaysMs ?? [200, 600];
     this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
     this.#hotCacheMs = options.hotCacheMs ?? 1_000;
+    this.#budget = new CallBudget(options.providerCallsPerMinute ?? 10);
     this.#identities = options.identities;
     const idleMs = this.#config.sessionIdleTimeoutMs;
     this.#activity = idleMs > 0 ? new Activity({ store: this.#store, idleMs }) : undefined;
@@ -279,6 +292,9 @@ export class SessionService {
       );
       return NONE.stale;
     }
+    // Nothing can renew it: at its ID token's expiry the session ends (a new login, silent if it can be).
+    const known = loaded.record ?? loaded.fallback;
+    if (known?.final && known.tokenExp <= now) return NONE.idTokenExpired;
     const fresh = await this.#fresh(current, loaded, now);
     if (fresh === undefined) return NONE.refreshRefused;
     return this.#valid(fresh.record, presented, cookie, fresh.refreshed, loaded.storeDown, now);
@@ -403,6 +419,19 @@ export class SessionService {
     this.#unsealed.delete(fingerprint(cookie));
   }
 
+  /** The record behind a cookie as last stored, without refreshing (sign-out's id_token_hint). */
+  async peekRecord(cookie: string): Promise<SessionRecord | undefined> {
+    const now = this.#clock.now();
+    const unsealed = await this.#unseal(cookie, now);
+    if (!unsealed) return undefined;
+    const known = () => this.#records.get(unsealed.keys.lookup, now);
+    try {
+      return (await this.#loadRecord(unsealed.keys)) ?? known();
+    } catch {
+      return known();
+    }
+  }
+
   /** The identity behind a cookie as last stored, without refreshing (for logs and pages). */
   async peekIdentity(cookie: string): Promise<Identity | undefined> {
     const now = this.#clock.now();
@@ -490,6 +519,7 @@ export class SessionService {
   }
 
   #needsRefresh(record: SessionRecord, now: number): boolean {
+    if (record.final) return record.tokenExp <= now;
     // Never let the skew exceed half the token's lifetime, or short-lived tokens would refresh on
     // every request.
     const lifetime = Math.max(0, record.tokenExp - record.tokenIat);
@@ -510,6 +540,30 @@ export class SessionService {
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
       rotatedAt: session.data.r ?? session.data.iat,
+      ...(session.data.rt === '' ? { final: true } : {}),
+    };
+  }
+
+  /**
+   * A refresh answered without an ID token: the current one is served until it expires, with the
+   * rotated refresh token's cookie, and then the session ends (never a refresh loop on the spent token).
+   */
+  #finalRecord(session: Unsealed, next: Unsealed): SessionRecord {
+    const now = this.#clock.now();
+    const current = this.#records.peek(session.keys.lookup, now);
+    if (!current || current.tokenExp <= now) {
+      throw new RefreshError(
+        'terminal',
+        'the refresh response has no id_token and the current one has expired',
+      );
+    }
+    return {
+      ...current,
+      cookie: next.value,
+      rtHash: next.rtHash,
+      gen: next.data.g ?? 0,
+      rotatedAt: next.data.r ?? next.data.iat,
+      final: true,
     };
   }
 
@@ -679,7 +733,8 @@ export class SessionService {
         next = { value, data, keys: session.keys, rtHash: fingerprint(newRt) };
         this.#unsealed.set(fingerprint(value), next, data.exp);
       }
-      const record = this.#recordFrom(tokens, next);
+      const record =
+        tokens.idToken === undefined ? this.#finalRecord(session, next) : this.#recordFrom(tokens, next);
       await this.#saveRecord(session.keys, record, session.data.exp);
       await this.#unlessEndedMeanwhile(session, newRt);
       await this.#writeShared(session, { record });
@@ -747,8 +802,9 @@ export class SessionService {
     session: Unsealed,
     depth: number,
     patient: boolean,
-  ): Promise<{ tokens: TokenResult } | { record: SessionRecord }> {
+  ): Promise<{ tokens: RefreshResult } | { record: SessionRecord }> {
     for (let attempt = 0; ; attempt++) {
+      this.#spendBudget(session);
       try {
         return { tokens: await this.#oidc.refresh(session.data.rt) };
       } catch (error) {
@@ -762,6 +818,20 @@ export class SessionService {
         if (newer) return { record: newer };
       }
     }
+  }
+
+  /** One call of the session's budget, or a transient refusal (metric and one log line per minute). */
+  #spendBudget(session: Unsealed): void {
+    const answer = this.#budget.take(session.keys.lookup, this.#clock.now());
+    if (answer === 'ok') return;
+    this.#events.throttled();
+    if (answer === 'just_exhausted') {
+      this.#log.warn(
+        { limit: this.#budget.limit },
+        'this session made its provider calls for the minute; no more refresh calls until the minute is over',
+      );
+    }
+    throw new RefreshError('transient', 'provider call budget of this session used up for the minute');
   }
 
   #resultKey(session: Unsealed): Buffer {

@@ -40,6 +40,7 @@ const SAMPLE: Record<ViewName, { title: string; data: Record<string, ViewValue> 
     title: 'Signed out',
     data: {
       signInUrl: '/oauth2/start',
+      provider: 'Dex',
       providerNote:
         'Your sign-in at the identity provider (Dex) was not ended: released Dex offers no way to end it.',
     },
@@ -58,6 +59,7 @@ const SAMPLE: Record<ViewName, { title: string; data: Record<string, ViewValue> 
     title: 'Identity provider unavailable',
     data: {
       message: 'The identity provider cannot be reached right now. Please try again shortly.',
+      providerPhrase: 'the identity provider (Dex)',
       status: 503,
       code: 'provider_unavailable',
     },

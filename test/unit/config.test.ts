@@ -70,7 +70,7 @@ describe('configuration', () => {
       expect.arrayContaining([
         'OIDC_ISSUER_URL is required',
         'OIDC_CLIENT_ID is required',
-        'OIDC_CLIENT_SECRET is required',
+        expect.stringMatching(/^OIDC_CLIENT_SECRET is required/),
         'COOKIE_SECRET is shorter than 32 characters',
         expect.stringContaining('PORT'),
         expect.stringContaining('SESSION_TTL'),
@@ -329,7 +329,11 @@ describe('names that look like settings', () => {
     expect(suggestionsFor('OIDC_CLAIM_USERNAME')).toEqual(['OIDC_USERNAME_CLAIM']);
     expect(suggestionsFor('AUTHZ_CONF')).toEqual(['AUTHZ_CONFIG']);
     expect(suggestionsFor('COOKIE_SECRETT')[0]).toBe('COOKIE_SECRET');
-    expect(suggestionsFor('OIDC_CLIENT')).toEqual(['OIDC_CLIENT_ID', 'OIDC_CLIENT_SECRET']);
+    expect(suggestionsFor('OIDC_CLIENT')).toEqual([
+      'OIDC_CLIENT_ID',
+      'OIDC_CLIENT_SECRET',
+      'OIDC_CLIENT_PRIVATE_KEY',
+    ]);
     expect(suggestionsFor('SESSION_SECRET')).toEqual([]);
   });
 });

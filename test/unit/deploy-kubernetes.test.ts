@@ -15,7 +15,7 @@ import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from 'kubernete
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
 import { type Config, loadConfig } from '../../src/config.ts';
-import { checkSettings } from '../../src/doctor.ts';
+import { checkSettings } from '../../src/doctor/index.ts';
 import { CookieNames } from '../../src/session/cookieNames.ts';
 import { hasOpenssl, makeTestPki } from '../support/tls.ts';
 import { parseRule } from '../support/traefik.ts';

@@ -3,7 +3,15 @@ import { createServer, type Server } from 'node:http';
 import { createRemoteJWKSet, decodeJwt, decodeProtectedHeader, jwtVerify } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
-import { DEMO_USERS, type Dex, type DexOptions, type DexUser, dexSubject, startDex } from '../support/dex.ts';
+import {
+  DEMO_USERS,
+  type Dex,
+  type DexOptions,
+  type DexUser,
+  dexSubject,
+  PROFILES,
+  startDex,
+} from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 
 const CLIENT_ID = 'fwd-auth';
@@ -506,6 +514,64 @@ describe('Dex stand-in refresh tokens', () => {
     await expect(fetch(dex.jwksUri)).rejects.toThrow();
     dex.setDown(false);
     expect((await fetch(dex.jwksUri)).status).toBe(200);
+  });
+});
+
+describe('Stand-in provider profiles', () => {
+  it('a generic profile publishes oidc-provider’s own layout, not Dex’s, and says what the profile says', async () => {
+    const generic = await dexWith({ profile: PROFILES.minimalClaims });
+    const d = (await discover(generic)) as Discovery & Record<string, unknown>;
+    expect(d.jwks_uri).toBe(`${generic.issuer}jwks`);
+    expect(d['code_challenge_methods_supported']).toBeUndefined();
+    expect(d['scopes_supported']).toEqual(PROFILES.minimalClaims.scopesSupported);
+    expect(d.end_session_endpoint).toBeUndefined();
+    const hint = (await discover(await dexWith({ profile: PROFILES.logoutHint }))) as Discovery;
+    expect(hint.end_session_endpoint).toMatch(/\/session\/end$/);
+    const post = (await discover(await dexWith({ profile: PROFILES.postOnly }))) as Discovery;
+    expect(post.token_endpoint_auth_methods_supported).toEqual(['client_secret_post']);
+  });
+
+  it('a post-only profile refuses Basic credentials; a non-decoding one compares them as sent', async () => {
+    const post = await dexWith({ profile: PROFILES.postOnly });
+    const tokens = (await login(post, user('admin@example.com'), { auth: 'post' })).tokens;
+    expect((await refresh(post, tokens.refresh_token!)).status).toBe(401);
+    const secret = 'a+b%c:d-e';
+    const raw = await dexWith({
+      profile: PROFILES.undecodedBasic,
+      clients: [{ clientId: CLIENT_ID, clientSecret: secret, redirectUris: [redirectUri] }],
+    });
+    const d = await discover(raw);
+    const attempt = (authorization: string) =>
+      fetch(viaLoopback(d.token_endpoint), {
+        method: 'POST',
+        headers: { authorization, 'content-type': 'application/x-www-form-urlencoded' },
+        body: new URLSearchParams({
+          grant_type: 'authorization_code',
+          code: 'made-up',
+          redirect_uri: redirectUri,
+        }),
+      }).then((r) => r.status);
+    expect(await attempt(basic(CLIENT_ID, secret))).toBe(401);
+    expect(await attempt(`Basic ${Buffer.from(`${CLIENT_ID}:${secret}`).toString('base64')}`)).toBe(400);
+  });
+
+  it('answers refusals with an empty body where the profile says so, and refreshes without id_token in another', async () => {
+    const empty = await dexWith({ profile: PROFILES.logoutHint });
+    const d = await discover(empty);
+    const refused = await fetch(viaLoopback(d.token_endpoint), {
+      method: 'POST',
+      headers: { authorization: basic(), 'content-type': 'application/x-www-form-urlencoded' },
+      body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: 'unknown' }),
+    });
+    expect(refused.status).toBe(400);
+    expect(await refused.text()).toBe('');
+    const noId = await dexWith({ profile: PROFILES.noIdTokenOnRefresh });
+    const { tokens } = await login(noId, user('admin@example.com'));
+    expect(tokens.id_token).toBeTruthy();
+    const again = await refresh(noId, tokens.refresh_token!);
+    expect(again.status).toBe(200);
+    expect(again.body.id_token).toBeUndefined();
+    expect(again.body.refresh_token).not.toBe(tokens.refresh_token);
   });
 });
 

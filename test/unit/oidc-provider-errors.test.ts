@@ -1,9 +1,15 @@
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { systemClock } from '../../src/clock.ts';
 import { loadConfig } from '../../src/config.ts';
 import { AppError, describeError } from '../../src/errors.ts';
 import { createLogger } from '../../src/log.ts';
-import { classifyRefreshError, createOidcProvider, type OidcProvider } from '../../src/oidc/provider.ts';
+import {
+  classifyRefreshError,
+  createOidcProvider,
+  type OidcProvider,
+  RefreshError,
+} from '../../src/oidc/provider.ts';
 import { freePort } from '../support/ports.ts';
 import { LogCapture, TEST_COOKIE_SECRET } from '../support/service.ts';
 
@@ -67,5 +73,115 @@ describe('describeError', () => {
       'fetch failed: connect ECONNREFUSED ::1:5556, connect ECONNREFUSED 127.0.0.1:5556',
     );
     expect(describeError('plain')).toBe('plain');
+  });
+});
+
+/** A provider that answers the token endpoint however the test says. */
+async function fakeTokenEndpoint(answer: (res: ServerResponse) => void) {
+  const port = await freePort();
+  const base = `http://127.0.0.1:${port}`;
+  const server = createServer((req, res) => {
+    if (req.url?.startsWith('/.well-known/openid-configuration')) {
+      res.setHeader('content-type', 'application/json');
+      res.end(
+        JSON.stringify({
+          issuer: base,
+          authorization_endpoint: `${base}/authorize`,
+          token_endpoint: `${base}/oauth/token`,
+          jwks_uri: `${base}/certs`,
+        }),
+      );
+      return;
+    }
+    answer(res);
+  });
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const config = loadConfig({
+    OIDC_ISSUER_URL: base,
+    OIDC_ALLOW_INSECURE_HTTP: 'true',
+    OIDC_CLIENT_ID: 'fwd',
+    OIDC_CLIENT_SECRET: 'client-secret-value',
+    COOKIE_SECRET: TEST_COOKIE_SECRET,
+  });
+  provider = createOidcProvider({ config, clock: systemClock, log: createLogger({ level: 'silent' }) });
+  return { server, provider };
+}
+
+describe('what a refusal of the refresh grant is', () => {
+  const closing: Server[] = [];
+  afterEach(() => {
+    for (const s of closing.splice(0)) s.close();
+  });
+
+  async function refreshAgainst(answer: (res: ServerResponse) => void): Promise<RefreshError> {
+    const { server, provider } = await fakeTokenEndpoint(answer);
+    closing.push(server);
+    return provider.refresh('rt').then(
+      () => {
+        throw new Error('the refresh should have failed');
+      },
+      (e: unknown) => e as RefreshError,
+    );
+  }
+
+  it.each([
+    ['a 400 with an empty body', 400, '', {}],
+    ['a 400 with an HTML page', 400, '<html>Bad Request</html>', { 'content-type': 'text/html' }],
+    ['a 401 with a WWW-Authenticate challenge', 401, '', { 'www-authenticate': 'Basic realm="token"' }],
+    ['a 403 from a proxy', 403, 'Forbidden', { 'content-type': 'text/plain' }],
+    ['a 400 invalid_grant', 400, '{"error":"invalid_grant"}', { 'content-type': 'application/json' }],
+  ])('%s is terminal: the session ends', async (_name, status, body, headers) => {
+    const error = await refreshAgainst((res) => {
+      res.writeHead(status, headers);
+      res.end(body);
+    });
+    expect(error).toBeInstanceOf(RefreshError);
+    expect(error.kind).toBe('terminal');
+    expect(error.status).toBe(status);
+  });
+
+  it.each([
+    ['a 429 asking to slow down', 429, 'slow down'],
+    ['a 502 from a proxy', 502, '<html>Bad Gateway</html>'],
+    ['a 500 invalid_request (Dex: the connector failed)', 500, '{"error":"invalid_request"}'],
+  ])('%s is transient: the session is kept', async (_name, status, body) => {
+    const error = await refreshAgainst((res) => {
+      res.writeHead(status, { 'content-type': body.startsWith('{') ? 'application/json' : 'text/html' });
+      res.end(body);
+    });
+    expect(error.kind).toBe('transient');
+  });
+
+  it('a token endpoint that drops the connection is transient', async () => {
+    const error = await refreshAgainst((res) => res.socket?.destroy());
+    expect(error.kind).toBe('transient');
+    expect(error.message).toMatch(/^token endpoint unreachable/);
+  });
+});
+
+describe('the provider status /readyz reports', () => {
+  it('is the result of the last call: unavailable once a call failed, ready again once one is answered', async () => {
+    let failing = false;
+    const { server, provider } = await fakeTokenEndpoint((res) => {
+      if (failing) res.socket?.destroy();
+      else {
+        res.writeHead(400, { 'content-type': 'application/json' });
+        res.end('{"error":"invalid_grant"}');
+      }
+    });
+    try {
+      await provider.refresh('rt').catch(() => undefined);
+      expect(provider.status()).toBe('ready'); // a refusal is an answer
+      expect(provider.lastCall()).toMatchObject({ operation: 'refresh', result: 'refused' });
+      failing = true;
+      await provider.refresh('rt').catch(() => undefined);
+      expect(provider.status()).toBe('unavailable');
+      expect(provider.lastCall()).toMatchObject({ operation: 'refresh', result: 'error' });
+      failing = false;
+      await provider.refresh('rt').catch(() => undefined);
+      expect(provider.status()).toBe('ready');
+    } finally {
+      server.close();
+    }
   });
 });

@@ -1,12 +1,23 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
-import { silentLogger } from '../../src/log.ts';
-import { type OidcProvider, RefreshError, type TokenResult } from '../../src/oidc/provider.ts';
+import { createLogger, type Logger, silentLogger } from '../../src/log.ts';
+import {
+  type OidcProvider,
+  RefreshError,
+  type RefreshResult,
+  type TokenResult,
+} from '../../src/oidc/provider.ts';
 import { MemoryStore } from '../../src/session/memoryStore.ts';
 import { Sealer } from '../../src/session/seal.ts';
-import { type Resolution, type SessionCookieData, SessionService } from '../../src/session/sessions.ts';
+import {
+  type Resolution,
+  type SessionCookieData,
+  type SessionEvents,
+  SessionService,
+} from '../../src/session/sessions.ts';
 import { type Store, StoreUnavailableError } from '../../src/session/store.ts';
+import { LogCapture } from '../support/service.ts';
 
 /**
  * SessionService with a fake clock and a fake provider (unit level): the caches, the refresh
@@ -33,6 +44,8 @@ class FakeProvider {
   next = 1;
   failWith: RefreshError | undefined;
   revokeFailures = 0;
+  /** Answer refreshes without an ID token (OpenID Connect Core §12.2), still rotating. */
+  withoutIdToken = false;
   constructor(
     private readonly clock: FakeClock,
     private readonly ttlSeconds: number,
@@ -52,11 +65,13 @@ class FakeProvider {
       },
     };
   }
-  async refresh(rt: string): Promise<TokenResult> {
+  async refresh(rt: string): Promise<RefreshResult> {
     this.presented.push(rt);
     await new Promise((r) => setTimeout(r, 5));
     if (this.failWith) throw this.failWith;
     if (this.revoked.includes(rt)) throw new RefreshError('terminal', 'revoked', 400, 'invalid_grant');
+    if (this.withoutIdToken)
+      return { idToken: undefined, refreshToken: `rt-${this.next++}`, claims: undefined };
     return this.tokens(`rt-${this.next++}`);
   }
   async revokeRefreshToken(rt: string): Promise<'revoked'> {
@@ -93,7 +108,13 @@ function bound(target: Store, name: string | symbol): unknown {
 }
 
 function service(
-  options: { config?: Config; store?: Store; revokeRetryDelaysMs?: number[] } = {},
+  options: {
+    config?: Config;
+    store?: Store;
+    revokeRetryDelaysMs?: number[];
+    events?: SessionEvents;
+    log?: Logger;
+  } = {},
 ): SessionService {
   const created = new SessionService({
     config: options.config ?? config,
@@ -101,8 +122,9 @@ function service(
     oidc: provider as unknown as OidcProvider,
     sealer: new Sealer(config.cookieSecrets),
     clock,
-    log: silentLogger(),
+    log: options.log ?? silentLogger(),
     retryDelaysMs: [],
+    ...(options.events ? { events: options.events } : {}),
     ...(options.revokeRetryDelaysMs ? { revokeRetryDelaysMs: options.revokeRetryDelaysMs } : {}),
   });
   services.push(created);
@@ -432,5 +454,78 @@ describe('SESSION_IDLE_TIMEOUT', () => {
     clock.advance(10 * 60_000 + 1);
     store.clear();
     expect((await a.resolve(cookie)).kind).toBe('valid');
+  });
+});
+
+describe('a provider that re-issues no ID token on refresh', () => {
+  it('keeps the rotated refresh token, serves the current token until it expires, then ends the session cleanly', async () => {
+    const sessions = service();
+    const { cookie } = await sessions.create(provider.tokens('rt-0'));
+    provider.withoutIdToken = true;
+    clock.advance(600_000 - 20_000); // due (30 s skew), still valid
+    const due = valid(await sessions.resolve(cookie));
+    expect(due.record.idToken).toBe('id-token-rt-0');
+    expect(due.setCookie).toBeDefined(); // the rotated refresh token goes back to the browser
+    expect(provider.presented).toEqual(['rt-0']);
+    // No refresh loop on the spent token: neither the new cookie nor the old one calls again.
+    valid(await sessions.resolve(due.setCookie!));
+    clock.advance(5_000);
+    expect(valid(await sessions.resolve(cookie)).setCookie).toBe(due.setCookie);
+    expect(provider.presented).toEqual(['rt-0']);
+    clock.advance(16_000); // past the ID token's expiry
+    expect(await sessions.resolve(due.setCookie!)).toEqual({ kind: 'none', reason: 'id_token_expired' });
+    expect(await sessions.resolve(cookie)).toEqual({ kind: 'none', reason: 'id_token_expired' });
+    expect(provider.presented).toEqual(['rt-0']);
+  });
+
+  it('ends the session at once when the ID token had already expired', async () => {
+    const sessions = service();
+    const { cookie } = await sessions.create(provider.tokens('rt-0'));
+    provider.withoutIdToken = true;
+    clock.advance(601_000);
+    expect(await sessions.resolve(cookie)).toEqual({ kind: 'none', reason: 'refresh_refused' });
+    expect(provider.presented).toEqual(['rt-0']);
+  });
+});
+
+describe('a session without a refresh token', () => {
+  it('is served until its ID token expires, then ends as id_token_expired without calling the provider', async () => {
+    const sessions = service();
+    const { cookie } = await sessions.create({ ...provider.tokens('unused'), refreshToken: undefined });
+    clock.advance(600_000 - 10_000); // inside the skew: nothing to refresh with
+    valid(await sessions.resolve(cookie));
+    clock.advance(11_000);
+    expect(await sessions.resolve(cookie)).toEqual({ kind: 'none', reason: 'id_token_expired' });
+    expect(provider.presented).toEqual([]);
+  });
+});
+
+describe('the provider-call budget', () => {
+  it('allows one session ten provider calls a minute, counts and logs the refusals, and renews each minute', async () => {
+    let throttled = 0;
+    const events: SessionEvents = {
+      refresh() {},
+      lockWait() {},
+      storeError() {},
+      degraded() {},
+      throttled: () => throttled++,
+    };
+    const logs = new LogCapture();
+    const sessions = service({ events, log: createLogger({ level: 'warn', destination: logs }) });
+    const { cookie } = await sessions.create(provider.tokens('rt-0'));
+    clock.advance(601_000);
+    provider.failWith = new RefreshError('transient', 'HTTP 503');
+    for (let i = 0; i < 15; i++) {
+      await expect(sessions.resolve(cookie)).rejects.toMatchObject({ status: 503 });
+    }
+    expect(provider.presented).toHaveLength(10);
+    expect(throttled).toBe(5);
+    expect(
+      logs.records().filter((r) => String(r['msg']).includes('provider calls for the minute')),
+    ).toHaveLength(1);
+    clock.advance(60_000);
+    provider.failWith = undefined;
+    valid(await sessions.resolve(cookie));
+    expect(provider.presented).toHaveLength(11);
   });
 });

@@ -33,6 +33,21 @@ describe('views', () => {
     expect(views.contentSecurityPolicy).toMatch(/^default-src 'none';/);
   });
 
+  it('names the provider as discovery knows it, Dex only for Dex, on the pages that mention it', async () => {
+    const { viewWords } = await import('../../src/oidc/profile.ts');
+    let isDex = false;
+    const named = new Views({ globals: () => viewWords({ isDex } as never) });
+    const unavailable = () => named.render('provider-unavailable', 't', { message: 'm' }, 'rid');
+    const signedOut = () => named.render('signed-out', 't', {}, 'rid');
+    expect(unavailable()).toContain('need the identity provider, and it did not answer');
+    expect(unavailable()).not.toContain('Dex');
+    expect(signedOut()).toContain('Still signed in at the identity provider');
+    isDex = true;
+    expect(unavailable()).toContain('need the identity provider (Dex), and it did not answer');
+    expect(signedOut()).toContain('Still signed in at Dex');
+    expect(named.render('signed-out', 't', { provider: HOSTILE }, 'rid')).toContain('&lt;script&gt;');
+  });
+
   it('an unreachable identity provider gets its own page with a retry link', () => {
     const reply = errorReply(new AppError('provider_unavailable', 'Dex is away.'), 'rid');
     expect(reply.status).toBe(503);

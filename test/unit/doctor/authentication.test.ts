@@ -3,8 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Check, doctorCommand, runDoctor } from '../../src/doctor.ts';
-import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
+import { type Check, doctorCommand, runDoctor } from '../../../src/doctor/index.ts';
+import { DEMO_USERS, type Dex, startDex } from '../../support/dex.ts';
 
 /**
  * `doctor` with an AuthenticationConfiguration, against the Dex stand-in: the file compiled as at

@@ -1,19 +1,21 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Config } from '../../src/config.ts';
+import type { Config } from '../../../src/config.ts';
 import {
   type Check,
   checkSettings,
   type DoctorReport,
   doctorCommand,
   estimatedBits,
+  loadChecks,
   runDoctor,
-} from '../../src/doctor.ts';
-import { type Dex, startDex } from '../support/dex.ts';
-import { freePort } from '../support/ports.ts';
-import { type RedisServer, startRedis } from '../support/redis.ts';
+} from '../../../src/doctor/index.ts';
+import { type Dex, PROFILES, startDex } from '../../support/dex.ts';
+import { freePort } from '../../support/ports.ts';
+import { type RedisServer, startRedis } from '../../support/redis.ts';
 
 /**
  * `doctor` against the Dex stand-in and a real Redis: a good configuration passes; each seeded
@@ -215,7 +217,7 @@ describe('doctor', () => {
   });
 
   it('`dex-forward-auth doctor` runs from source (npm run doctor) with the environment as its configuration', async () => {
-    const cli = fileURLToPath(new URL('../../src/cli.ts', import.meta.url));
+    const cli = fileURLToPath(new URL('../../../src/cli.ts', import.meta.url));
     const run = (env: Record<string, string>) =>
       new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
         const child = spawn(
@@ -235,5 +237,36 @@ describe('doctor', () => {
     expect(failing.code).toBe(1);
     expect(failing.stdout).toMatch(/FAIL +client credentials/);
     expect(failing.stdout + passing.stdout).not.toContain(COOKIE_SECRET);
+  });
+});
+
+describe('the runner', () => {
+  it('runs every check file in src/doctor/checks, in report order', async () => {
+    const files = readdirSync(new URL('../../../src/doctor/checks/', import.meta.url)).filter((f) =>
+      f.endsWith('.ts'),
+    );
+    const checks = await loadChecks();
+    expect(checks).toHaveLength(files.length);
+    expect(checks.map((c) => c.order)).toEqual([...checks.map((c) => c.order)].sort((a, b) => a - b));
+    expect(checks[0]?.topic).toBe('discovery');
+  });
+
+  it('speaks of the identity provider, never of Dex, when the provider is not Dex', async () => {
+    const generic = await startDex({
+      profile: PROFILES.minimalClaims,
+      clients: [{ clientId: CLIENT_ID, clientSecret: 'another-secret-entirely', redirectUris: [CALLBACK] }],
+    });
+    try {
+      const report = await runDoctor({
+        ...good,
+        OIDC_ISSUER_URL: generic.issuer,
+        REDIRECT_URL: 'http://other.apps.localhost:8080/oauth2/callback',
+      });
+      expect(problems(report).map((c) => c.topic)).toEqual(['client credentials', 'redirect URL']);
+      expect(JSON.stringify(report)).not.toContain('Dex');
+      expect(JSON.stringify(report)).toContain('the identity provider');
+    } finally {
+      await generic.close();
+    }
   });
 });
