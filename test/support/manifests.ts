@@ -38,9 +38,12 @@ export type Any = any;
 
 export const hasKubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
 
-/** Multi-document YAML as objects (empty documents dropped). */
-export function parseManifests(text: string): Obj[] {
-  return parseAllDocuments(text)
+/**
+ * Multi-document YAML as objects (empty documents dropped). `1.1` reads it as Helm and kubectl
+ * send it to the API server (sigs.k8s.io/yaml: `0440` is octal there).
+ */
+export function parseManifests(text: string, version: '1.1' | '1.2' = '1.2'): Obj[] {
+  return parseAllDocuments(text, { version })
     .map((d) => d.toJS() as Obj)
     .filter(Boolean);
 }
