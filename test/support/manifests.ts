@@ -289,8 +289,16 @@ export function podConfig(view: PodView, overrides: Record<string, string> = {})
  * environment and file contents with every mount path moved there: the pod on this machine.
  */
 export function materializePod(view: PodView, root: string): Record<string, string> {
+  // Mounts that hold files (not emptyDirs), longest first, replaced in one pass.
+  const mounts = view.mountPaths
+    .filter((m) => [...view.files.keys()].some((f) => f.startsWith(`${m}/`)))
+    .sort((a, b) => b.length - a.length);
+  const escaped = mounts.map((m) => m.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
+  const pattern = new RegExp(`(^|[^\\w/.-])(${escaped.join('|')})/`, 'g');
   const move = (text: string) =>
-    view.mountPaths.reduce((t, mount) => t.replaceAll(`${mount}/`, `${join(root, mount)}/`), text);
+    mounts.length === 0
+      ? text
+      : text.replace(pattern, (_, pre: string, m: string) => `${pre}${join(root, m)}/`);
   for (const [path, content] of view.files) {
     const target = join(root, path);
     mkdirSync(dirname(target), { recursive: true });

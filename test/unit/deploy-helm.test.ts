@@ -381,6 +381,25 @@ withHelm('the Helm chart, configured', () => {
     expect(selects(find(objs, 'Service', 'sso-dex-forward-auth').spec.selector, otherLabels)).toBe(false);
   });
 
+  it.skipIf(!hasKubectl)(
+    'installs, with the README’s values-mgmt.yaml, what the management overlay configures',
+    () => {
+      const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+      const values = /with a `values-mgmt\.yaml` such as:\n\n```yaml\n([\s\S]*?)```/.exec(readme)?.[1];
+      if (!values) throw new Error('README: no values-mgmt.yaml');
+      const objs = helmTemplate({ values });
+      expect(schemaProblems(objs)).toEqual([]);
+      const chart = chartConfig(objs);
+      const overlay = podConfig(
+        podView(renderKustomize(`${KUBERNETES_DIR}/overlays/management`), TEST_CLUSTER),
+      );
+      expect(chart).toEqual(overlay);
+      expect(find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec.containers[0].image).toBe(
+        'registry.example.com/platform/dex-forward-auth:0.1.0',
+      );
+    },
+  );
+
   it('leaves out the ServiceMonitor, Middleware, NetworkPolicies and HPA when they are turned off', () => {
     const objs = helmTemplate({
       setRaw: {

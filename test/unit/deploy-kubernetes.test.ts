@@ -574,3 +574,62 @@ describe('the strict field check', () => {
     ]);
   });
 });
+
+describe.skipIf(!hasKubectl)('the README walk-through "Deploy on Kubernetes behind Traefik"', () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(
+    readme.indexOf('## Deploy on Kubernetes behind Traefik'),
+    readme.indexOf('\n## ', readme.indexOf('## Deploy on Kubernetes behind Traefik') + 5),
+  );
+  const staticClients = (): Any[] => {
+    const block = /```yaml\n(staticClients:\n[\s\S]*?)```/.exec(section);
+    if (!block) throw new Error('no staticClients block');
+    return parseYaml(block[1] as string).staticClients;
+  };
+
+  it.each(OVERLAYS)(
+    'registers in Dex the %s overlay’s client with its callback, and the API server’s client trusts it and kubectl',
+    (overlay) => {
+      const config = podConfig(render(overlay));
+      const clients = staticClients();
+      const own = clients.find((c) => c.id === config.clientId);
+      expect(own?.redirectURIs).toContain(config.redirectUrl);
+      expect(own?.public).toBeUndefined();
+      const audience = config.scopes
+        .find((s) => s.startsWith('audience:server:client_id:'))
+        ?.split(':')
+        .at(-1);
+      const apiServer = clients.find((c) => c.id === audience);
+      expect(apiServer?.trustedPeers).toContain(config.clientId);
+      for (const cluster of config.kubeClusters) {
+        expect(cluster.audience).toBe(audience);
+        expect(apiServer?.trustedPeers).toContain(cluster.clientId);
+        const kubectl = clients.find((c) => c.id === cluster.clientId);
+        expect(kubectl).toMatchObject({ public: true });
+        expect(kubectl?.redirectURIs).toEqual(['http://localhost:8000', 'http://localhost:18000']);
+      }
+    },
+  );
+
+  it('creates the Secret with exactly the keys the example lists, and runs doctor the way the image starts the CLI', () => {
+    const example = parseYaml(readFileSync(`${kubernetesDir}/base/secret.example.yaml`, 'utf8')) as Any;
+    const created =
+      /kubectl -n auth create secret generic dex-forward-auth \\\n((?:\s+--from-literal=.*\n)+)/.exec(
+        section,
+      );
+    const keys = [...(created?.[1] ?? '').matchAll(/--from-literal=([\w-]+)=/g)].map((m) => m[1]);
+    expect(keys.sort()).toEqual(Object.keys(example.stringData).sort());
+    // Dockerfile: ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=8", "dist/src/cli.js"]
+    const dockerfile = readFileSync(`${kubernetesDir}/../Dockerfile`, 'utf8');
+    const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1] as string) as string[];
+    const doctor = /kubectl -n auth exec deploy\/dex-forward-auth -- (\S+) (\S+) doctor/.exec(section);
+    expect(doctor?.[1]).toBe(entrypoint[0]);
+    expect(doctor?.[2]).toBe(entrypoint.at(-1));
+    // --host names the management overlay's protected hosts.
+    const hosts = findAll(render('management'), 'IngressRoute')
+      .flatMap((ir) => ir.spec.routes as Any[])
+      .filter((r) => (r.middlewares ?? []).length > 0)
+      .map((r) => /Host\(`([^`]+)`\)/.exec(r.match)?.[1]);
+    for (const host of hosts) expect(section).toContain(`--host ${host}`);
+  });
+});
