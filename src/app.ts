@@ -25,7 +25,7 @@ import { CookieNames } from './session/cookieNames.ts';
 import { MemoryStore } from './session/memoryStore.ts';
 import { createRedisClient, RedisStore } from './session/redisStore.ts';
 import { Sealer } from './session/seal.ts';
-import { SessionService } from './session/sessions.ts';
+import { SessionService, type SessionServiceOptions } from './session/sessions.ts';
 import type { Store } from './session/store.ts';
 import { VERSION } from './version.ts';
 
@@ -37,6 +37,8 @@ export interface BuildOptions {
   /** Injected store (tests); otherwise Redis when configured, else memory. */
   readonly store?: Store;
   readonly oidc?: OidcProvider;
+  /** Session timings other than the defaults (tests: a short rotation grace). */
+  readonly sessionTimings?: Pick<SessionServiceOptions, 'graceMs' | 'hotCacheMs' | 'revokeWaitMs'>;
   /** AUTHENTICATION_CONFIG poll interval, ms (tests). */
   readonly authenticationPollMs?: number;
 }
@@ -111,6 +113,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     sealer,
     clock,
     log,
+    ...options.sessionTimings,
     ...(authentication ? { identities: authentication } : {}),
     events: {
       refresh: (result) => metrics.refresh(result),

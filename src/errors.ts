@@ -19,6 +19,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'redirect_loop'
   | 'header_too_large'
+  | 'cookie_conflict'
   | 'uri_too_long'
   | 'not_found'
   | 'method_not_allowed'
@@ -41,6 +42,7 @@ const STATUS: Record<ErrorCode, number> = {
   rate_limited: 429,
   redirect_loop: 508,
   header_too_large: 431,
+  cookie_conflict: 400,
   uri_too_long: 414,
   not_found: 404,
   method_not_allowed: 405,

@@ -71,6 +71,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       decision?.stopReloading();
       await Promise.all(servers.map((s) => drain(s, drainMs)));
       deps.oidc.close();
+      deps.sessions.close();
       deps.upstream.close();
       deps.authentication?.close();
       await deps.authorizer.close?.();

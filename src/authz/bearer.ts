@@ -11,6 +11,11 @@ import { type Identity, identityFromClaims } from './identity.ts';
  * issuer is checked as the API server checks it (spec C2) and, when valid, stands in for a session:
  * the same policy applies and the same token goes upstream unchanged.
  *
+ * It needs an audience of its own (BEARER_AUDIENCES; unset: pass-through off), and a token minted
+ * for this gateway (its client id in `aud`, or as `azp`) is never accepted: every dashboard gets
+ * its users' ID tokens upstream, and dashboard A must not act as them on dashboard B (issue 11
+ * item 7).
+ *
  * A header that is not a JWT, or is a JWT of another issuer, is none of our business (the API
  * server declines such tokens silently too): the cookie step runs as if there were no header.
  */
@@ -42,6 +47,19 @@ export function claimsOurIssuer(token: string, issuer: string): boolean {
   }
 }
 
+/** The gateway's own ID tokens (handed to every upstream) name its client in `aud` or `azp`. */
+function mintedForGateway(claims: Record<string, unknown>, clientId: string): boolean {
+  const aud = claims['aud'];
+  return claims['azp'] === clientId || aud === clientId || (Array.isArray(aud) && aud.includes(clientId));
+}
+
+function mintedForGatewayRefusal(): AppError {
+  return refuse(
+    "minted for this gateway's client (aud/azp)",
+    'A token issued to this sign-in gateway is not accepted as a bearer token.',
+  );
+}
+
 function refuse(detail: string, description: string): AppError {
   return new AppError('unauthenticated', 'The bearer token is not valid.', {
     detail: `bearer token refused: ${detail}`,
@@ -54,6 +72,7 @@ function refuse(detail: string, description: string): AppError {
 export type BearerConfig = Pick<
   Config,
   | 'issuerUrl'
+  | 'clientId'
   | 'bearerAudiences'
   | 'bearerAlgorithms'
   | 'usernameClaim'
@@ -74,8 +93,14 @@ export async function authenticateBearer(
   authentication?: Pick<AuthenticationService, 'authenticateBearer'>,
 ): Promise<BearerResult> {
   const token = bearerToken(header);
-  if (token !== undefined && authentication) return bearerByConfiguration(token, authentication);
+  if (token !== undefined && authentication) return bearerByConfiguration(token, config, authentication);
   if (token === undefined || !claimsOurIssuer(token, config.issuerUrl)) return NONE;
+  if (config.bearerAudiences.length === 0) {
+    return {
+      kind: 'invalid',
+      error: refuse('pass-through is off (BEARER_AUDIENCES unset)', 'Bearer tokens are not accepted here.'),
+    };
+  }
   let claims: Record<string, unknown>;
   try {
     claims = await oidc.verifyBearer(token, {
@@ -86,6 +111,7 @@ export async function authenticateBearer(
     if (error instanceof AppError && error.code === 'unauthenticated') return { kind: 'invalid', error };
     throw error;
   }
+  if (mintedForGateway(claims, config.clientId)) return { kind: 'invalid', error: mintedForGatewayRefusal() };
   // The API server's claim rules (spec C2 §4).
   const username = claims[config.usernameClaim];
   if (typeof username !== 'string' || username === '') {
@@ -110,6 +136,7 @@ export async function authenticateBearer(
 /** AUTHENTICATION_CONFIG (src/identity/): any issuer of the file, checked and mapped as the API server does. */
 async function bearerByConfiguration(
   token: string,
+  config: Pick<Config, 'issuerUrl' | 'clientId'>,
   authentication: Pick<AuthenticationService, 'authenticateBearer'>,
 ): Promise<BearerResult> {
   let result: Awaited<ReturnType<AuthenticationService['authenticateBearer']>>;
@@ -128,6 +155,12 @@ async function bearerByConfiguration(
     // A quoted-string: no quotes, backslashes or control characters (messages come from the file).
     const description = result.description.replace(/["\\\x00-\x1f\x7f]/g, "'").slice(0, 300);
     return { kind: 'invalid', error: refuse(result.detail, description) };
+  }
+  // The file may well accept our login issuer's tokens for `kubernetes`: still never the ID tokens
+  // this gateway was issued and hands to every upstream.
+  const claims = decodeJwt(token);
+  if (claims.iss === config.issuerUrl && mintedForGateway(claims, config.clientId)) {
+    return { kind: 'invalid', error: mintedForGatewayRefusal() };
   }
   return { kind: 'valid', token, identity: result.identity };
 }

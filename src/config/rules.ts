@@ -20,7 +20,7 @@ export interface DerivedFields {
   readonly loginRateLimit: { readonly burst: number; readonly intervalMs: number };
   /** Redirect-loop breaker: `limit` completed logins for one page, each within `windowMs` (0 = off). */
   readonly loginLoop: { readonly limit: number; readonly windowMs: number };
-  /** Bearer pass-through: `aud` must contain one of these (default: the client id). */
+  /** Bearer pass-through: `aud` must contain one of these (empty: pass-through off). */
   readonly bearerAudiences: readonly string[];
   readonly kubeClusters: readonly KubeCluster[];
   /** AUTH_PORT (and AUTH_TLS_*); undefined: PORT serves the decision endpoints too. */
@@ -51,10 +51,7 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
       intervalMs: v.LOGIN_RATE_LIMIT_INTERVAL ?? 0,
     }),
     loginLoop: Object.freeze({ limit: v.LOGIN_LOOP_LIMIT ?? 0, windowMs: v.LOGIN_LOOP_WINDOW ?? 0 }),
-    bearerAudiences:
-      input.raw.BEARER_AUDIENCES === undefined
-        ? Object.freeze([v.OIDC_CLIENT_ID ?? ''])
-        : (v.BEARER_AUDIENCES ?? []),
+    bearerAudiences: bearerAudiences(v, problems),
     kubeClusters: resolveKubeClusters(
       v.KUBE_CLUSTERS ?? [],
       { clientId: v.OIDC_CLIENT_ID ?? '', clientSecret: v.OIDC_CLIENT_SECRET, scopes: v.OIDC_SCOPES ?? [] },
@@ -63,6 +60,20 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
     ),
     decisionListener: decisionListener(v, input.readFile, problems),
   };
+}
+
+/**
+ * BEARER_AUDIENCES: unset = no bearer pass-through. The gateway's own client id is refused: its ID
+ * tokens go to every upstream, so accepting them would let one dashboard act as its users on all.
+ */
+function bearerAudiences(v: PartialValues, problems: string[]): readonly string[] {
+  const audiences = v.BEARER_AUDIENCES ?? [];
+  if (v.OIDC_CLIENT_ID !== undefined && audiences.includes(v.OIDC_CLIENT_ID)) {
+    problems.push(
+      'BEARER_AUDIENCES must not contain OIDC_CLIENT_ID: the gateway hands its ID tokens to every upstream, so any dashboard could replay them as bearer tokens on every other; use the audience of the tokens your API clients get (e.g. kubernetes)',
+    );
+  }
+  return audiences;
 }
 
 /** The settings AUTHENTICATION_CONFIG replaces (the API server refuses --oidc-* flags beside its file too). */

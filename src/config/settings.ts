@@ -157,6 +157,16 @@ export const SETTINGS = [
     schema: duration('168h'),
   },
   {
+    name: 'SESSION_IDLE_TIMEOUT',
+    default: '`12h`',
+    description:
+      'a session nobody used for this long ends (signed out everywhere, as by sign-out); `0` = never. Uses are noted in memory and written to Redis at most once per 1/8 of this (≤ 5 min)',
+    field: 'sessionIdleTimeoutMs',
+    schema: duration('12h', { zeroTurnsOff: true }).refine((ms) => ms === 0 || ms >= 1_000, {
+      error: 'must be at least 1s (or 0 for none)',
+    }),
+  },
+  {
     name: 'REFRESH_SKEW',
     default: '`30s`',
     description: "refresh the ID token this long before it expires (capped at half the token's lifetime)",
@@ -271,9 +281,9 @@ export const SETTINGS = [
   },
   {
     name: 'BEARER_AUDIENCES',
-    default: '`OIDC_CLIENT_ID`',
+    default: 'unset → bearer pass-through off',
     description:
-      "bearer pass-through: a token's `aud` must contain one of these (e.g. `kubernetes` for tokens minted for the API server)",
+      "bearer pass-through: a token's `aud` must contain one of these (e.g. `kubernetes` for tokens minted for the API server); never `OIDC_CLIENT_ID`, and tokens minted for it are refused",
     schema: entries({ fallback: [], atLeastOne: 'must name at least one audience' }),
   },
   {

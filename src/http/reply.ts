@@ -32,6 +32,11 @@ export interface Reply {
   readonly html?: { readonly title: string; readonly content: SafeHtml };
   readonly json?: unknown;
   readonly text?: string;
+  /**
+   * Origins a form on the page may lead to besides its own (CSP `form-action` also governs the
+   * redirect after a form's POST: a sign-out's `rd`, the provider's end-session endpoint).
+   */
+  readonly formAction?: readonly string[];
 }
 
 export interface ReplyContext {
@@ -92,6 +97,14 @@ export function writeReply(
   const browser = wantsHtml(requestHeaders);
   if ((reply.page || reply.html) && (browser || reply.json === undefined)) {
     for (const [name, value] of Object.entries(ctx.pageHeaders)) res.setHeader(name, value);
+    const csp = ctx.pageHeaders['Content-Security-Policy'];
+    if (reply.formAction && reply.formAction.length > 0 && csp) {
+      const extra = reply.formAction.filter((o) => /^https?:\/\/[\w.:[\]-]+$/.test(o)).join(' ');
+      res.setHeader(
+        'Content-Security-Policy',
+        csp.replace("form-action 'self'", `form-action 'self' ${extra}`),
+      );
+    }
     res.setHeader('Content-Type', 'text/html; charset=utf-8');
     body = reply.page
       ? ctx.views.render(reply.page.view, reply.page.title, reply.page.data, ctx.requestId)
@@ -127,6 +140,7 @@ const TITLES: Partial<Record<AppError['code'], string>> = {
   rate_limited: 'Too many sign-in attempts',
   redirect_loop: 'Sign-in keeps looping',
   header_too_large: 'Request headers too large',
+  cookie_conflict: 'Conflicting sign-in cookies',
   uri_too_long: 'Address too long',
   not_found: 'Not found',
   invalid_forwarded_request: 'Bad request',

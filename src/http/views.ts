@@ -19,6 +19,7 @@ export const VIEW_NAMES = [
   'error',
   'denied',
   'signed-out',
+  'sign-out',
   'provider-unavailable',
   'rate-limited',
   'redirect-loop',
@@ -86,6 +87,8 @@ const ERROR_HINTS: Readonly<Record<string, string>> = {
   bad_request: 'The request was not understood.',
   header_too_large:
     'Your browser sent more cookies or headers than this site accepts. Deleting the cookies of this site usually fixes it.',
+  cookie_conflict:
+    'This can happen when another site under the same parent domain sets cookies for it, on purpose or by mistake. Deleting the cookies of this site and signing in again fixes it.',
   not_found: 'Check the address, or go back to the dashboard you came from.',
   internal: 'Something failed on our side. It has been logged; please try again.',
 };

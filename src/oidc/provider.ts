@@ -66,6 +66,15 @@ export interface OidcProvider {
   authorizationUrl(request: AuthorizationRequest): Promise<string>;
   exchangeCode(callbackUrl: URL, request: AuthorizationRequest): Promise<TokenResult>;
   refresh(refreshToken: string): Promise<TokenResult>;
+  /**
+   * Ends a refresh token's usefulness (sign-out): RFC 7009 revocation when discovery offers a
+   * `revocation_endpoint`; otherwise (released Dex has none) the token is *spent* with a refresh
+   * grant whose result is thrown away, so that a later use of it is refused (Dex: outside its
+   * `reuseInterval`; oidc-provider: reuse revokes the whole grant). 'refused': the provider no
+   * longer took it (already spent or revoked). Throws RefreshError 'transient' when it cannot be
+   * reached.
+   */
+  revokeRefreshToken(refreshToken: string): Promise<'revoked' | 'spent' | 'refused'>;
   /** Verifies an ID token (signature via JWKS, iss, aud, exp) and returns its claims. */
   verifyIdToken(idToken: string, expectedNonce?: string): Promise<IdClaims>;
   /**
@@ -346,6 +355,16 @@ export function createOidcProvider(options: OidcProviderOptions): OidcProvider {
       }
     },
 
+    async revokeRefreshToken(refreshToken) {
+      let d: Discovered;
+      try {
+        d = await ready();
+      } catch {
+        throw new RefreshError('transient', 'provider not discovered');
+      }
+      return revokeOrSpend(d.configuration, refreshToken);
+    },
+
     async verifyIdToken(idToken, expectedNonce) {
       return verify(await ready(), idToken, expectedNonce);
     },
@@ -475,6 +494,34 @@ function translateBearerError(error: unknown): AppError {
 }
 
 /** Dex answers most refusals with 400 invalid_request (spec A9): any 4xx is terminal. */
+async function revokeOrSpend(
+  configuration: client.Configuration,
+  refreshToken: string,
+): Promise<'revoked' | 'spent' | 'refused'> {
+  if (configuration.serverMetadata().revocation_endpoint) {
+    try {
+      await client.tokenRevocation(configuration, refreshToken, { token_type_hint: 'refresh_token' });
+      return 'revoked';
+    } catch (error) {
+      const refused = classifyRefreshError(error);
+      if (refused.kind === 'terminal') return 'refused';
+      throw refused;
+    }
+  }
+  try {
+    await client.refreshTokenGrant(configuration, refreshToken);
+    return 'spent';
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    // The provider answered 200 but the answer did not validate: the token was spent all the same.
+    const unusable = code === 'OAUTH_RESPONSE_IS_NOT_CONFORM' || code === 'OAUTH_INVALID_RESPONSE';
+    if (typeof code === 'string' && code.startsWith('OAUTH_') && !unusable) return 'spent';
+    const refused = classifyRefreshError(error);
+    if (refused.kind === 'terminal') return 'refused';
+    throw refused;
+  }
+}
+
 export function classifyRefreshError(error: unknown): RefreshError {
   if (error instanceof client.ResponseBodyError) {
     const kind = error.status >= 400 && error.status < 500 ? 'terminal' : 'transient';

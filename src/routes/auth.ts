@@ -8,7 +8,7 @@ import { toAppError } from '../errors.ts';
 import { isNavigation } from '../forward/navigation.ts';
 import type { OriginalRequest } from '../forward/original.ts';
 import { readSubrequest } from '../forward/subrequest.ts';
-import { readCookie } from '../http/cookies.ts';
+import { CONFLICT } from '../http/cookies.ts';
 import { errorReply, type Reply, type ReplyContext, writeReply } from '../http/reply.ts';
 import { html, join } from '../http/views.ts';
 import { type RequestLogContext, requestContext } from '../log.ts';
@@ -50,6 +50,12 @@ const OUTCOME_BY_STATUS: Record<number, Outcome> = {
   403: 'forbidden',
   429: 'rate_limited',
 };
+
+/** The provider's end-session origin, for the CSP of pages with a sign-out form. */
+export function endSessionTarget(deps: Deps): { formAction?: string[] } {
+  const url = deps.oidc.endSessionEndpoint();
+  return url ? { formAction: [new URL(url).origin] } : {};
+}
 
 export function requestIdOf(req: IncomingMessage): string {
   const current = requestContext.getStore();
@@ -132,6 +138,8 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
           signOutUrl: `${original.proto}://${original.host}/oauth2/sign_out`,
         },
       },
+      // The page's sign-out form may end at the provider's end-session endpoint.
+      ...endSessionTarget(deps),
       json: {
         error: code,
         message: reason,
@@ -161,7 +169,7 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
       case '/oauth2/callback':
         return finishLogin(deps, original, cookieHeader);
       case '/oauth2/sign_out':
-        return signOut(deps, original, cookieHeader, { viaForwardAuth: true });
+        return signOut(deps, original, req.headers, { viaForwardAuth: true });
       default:
         return undefined;
     }
@@ -187,9 +195,10 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
     }
 
     const clear: string[] = [];
-    const cookie = readCookie(req.headers.cookie, deps.cookies.session);
+    const cookie = deps.cookies.readSession(req.headers.cookie);
+    if (cookie === CONFLICT) throw deps.cookies.conflict(original);
     if (cookie) {
-      const session = await deps.sessions.resolve(cookie);
+      const session = await deps.sessions.resolve(cookie, original.host);
       if (session.kind === 'valid') {
         const logContext = requestContext.getStore();
         if (logContext) logContext.user = session.record.identity.user;
@@ -285,14 +294,15 @@ export function createForwardAuthHandler(deps: Deps, mode: AuthMode) {
    */
   const tryHot = (req: IncomingMessage, res: ServerResponse, started: number): boolean => {
     if (req.headers.authorization !== undefined) return false;
-    const cookie = readCookie(req.headers.cookie, deps.cookies.session);
-    if (cookie === undefined) return false;
-    const session = deps.sessions.peekHot(cookie);
-    if (session === undefined) return false;
+    const cookie = deps.cookies.readSession(req.headers.cookie);
+    if (typeof cookie !== 'string') return false;
     let original: OriginalRequest;
+    let session: ResolvedSession | undefined;
     try {
       original = readSubrequest(req, deps.trust, subrequest);
       if (original.path.startsWith('/oauth2/')) return false;
+      session = deps.sessions.peekHot(cookie, original.host);
+      if (session === undefined) return false;
       if (!deps.authorizer.decide(session.record.identity, original).allowed) return false;
     } catch {
       return false;

@@ -1,7 +1,7 @@
 import type { Deps } from '../deps.ts';
 import { AppError, type ErrorCode } from '../errors.ts';
 import type { OriginalRequest } from '../forward/original.ts';
-import { readCookie } from '../http/cookies.ts';
+import { readUniqueCookie } from '../http/cookies.ts';
 import type { Reply } from '../http/reply.ts';
 import type { TokenResult } from '../oidc/provider.ts';
 import { LOGIN_TTL_SECONDS, type LoginTransaction, rateLimited } from './login.ts';
@@ -80,7 +80,7 @@ export async function finishLogin(
     if (error instanceof AppError) throw fail(error.code, error.publicMessage, error.detail ?? error.code);
     throw error;
   }
-  const session = await deps.sessions.create(tokens);
+  const session = await deps.sessions.create(tokens, original.host);
   const maxAge = (session.sessionEnd - deps.clock.now()) / 1000;
   deps.metrics.loginCompleted();
   deps.log.info({ user: session.record.identity.user, host: original.host }, 'login completed');
@@ -101,8 +101,9 @@ async function readTransaction(
   cookieHeader: string | undefined,
 ): Promise<LoginTransaction | 'missing' | 'invalid'> {
   if (!state || state.length > 512) return 'missing';
-  const sealed = readCookie(cookieHeader, deps.cookies.login(state));
-  if (!sealed) return 'missing';
+  const sealed = readUniqueCookie(cookieHeader, deps.cookies.login(state));
+  if (sealed === undefined || sealed === '') return 'missing';
+  if (typeof sealed !== 'string') return 'invalid'; // the same login cookie twice: planted
   const tx = await deps.sealer.unseal<LoginTransaction>(sealed);
   if (tx?.v !== 1 || tx.state !== state || deps.clock.now() - tx.iat > LOGIN_TTL_SECONDS * 1000)
     return 'invalid';

@@ -2,7 +2,7 @@ import express, { type NextFunction, type Request, type Response, type Router } 
 import type { Deps } from '../deps.ts';
 import { AppError, toAppError } from '../errors.ts';
 import { readOriginalRequest } from '../forward/original.ts';
-import { readCookie } from '../http/cookies.ts';
+import { CONFLICT } from '../http/cookies.ts';
 import { errorReply, type Reply } from '../http/reply.ts';
 import { requestIdOf } from './auth.ts';
 import { finishLogin } from './callback.ts';
@@ -46,7 +46,7 @@ export function directRoutes(deps: Deps): Router {
   );
 
   const signOutRoute = route((req) =>
-    signOut(deps, readOriginalRequest(req, deps.trust), req.headers.cookie, { viaForwardAuth: false }),
+    signOut(deps, readOriginalRequest(req, deps.trust), req.headers, { viaForwardAuth: false }),
   );
   router.get('/oauth2/sign_out', signOutRoute);
   router.post('/oauth2/sign_out', signOutRoute);
@@ -54,8 +54,10 @@ export function directRoutes(deps: Deps): Router {
   router.get(
     '/oauth2/userinfo',
     route(async (req) => {
-      const cookie = readCookie(req.headers.cookie, deps.cookies.session);
-      const session = cookie ? await deps.sessions.resolve(cookie) : undefined;
+      const original = readOriginalRequest(req, deps.trust);
+      const cookie = deps.cookies.readSession(req.headers.cookie);
+      if (cookie === CONFLICT) throw deps.cookies.conflict(original);
+      const session = cookie ? await deps.sessions.resolve(cookie, original.host) : undefined;
       if (session?.kind !== 'valid') {
         throw new AppError('unauthenticated', 'Sign-in required.', {
           headers: { 'WWW-Authenticate': 'Bearer realm="dex-forward-auth"' },

@@ -6,7 +6,7 @@ import type { Deps } from '../deps.ts';
 import { AppError } from '../errors.ts';
 import { isNavigation } from '../forward/navigation.ts';
 import { type OriginalRequest, readOriginalRequest } from '../forward/original.ts';
-import { readCookie } from '../http/cookies.ts';
+import { CONFLICT } from '../http/cookies.ts';
 import type { Reply } from '../http/reply.ts';
 import { html, join, type SafeHtml } from '../http/views.ts';
 import type { SessionRecord } from '../session/sessions.ts';
@@ -195,9 +195,10 @@ async function requireSession(
   returnTo: string,
 ): Promise<Access> {
   const clear: string[] = [];
-  const cookie = readCookie(req.headers.cookie, deps.cookies.session);
+  const cookie = deps.cookies.readSession(req.headers.cookie);
+  if (cookie === CONFLICT) throw deps.cookies.conflict(original);
   if (cookie) {
-    const session = await deps.sessions.resolve(cookie);
+    const session = await deps.sessions.resolve(cookie, original.host);
     if (session.kind === 'valid') {
       const cookies = session.setCookie
         ? [

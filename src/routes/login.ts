@@ -116,7 +116,7 @@ async function staleLoginCookies(deps: Deps, cookieHeader: string | undefined): 
   const live: { name: string; iat: number }[] = [];
   const out: string[] = [];
   for (const [name, value] of existing) {
-    const tx = await deps.sealer.unseal<LoginTransaction>(value);
+    const tx = typeof value === 'string' ? await deps.sealer.unseal<LoginTransaction>(value) : undefined;
     if (tx?.v === 1 && typeof tx.iat === 'number') live.push({ name, iat: tx.iat });
     else out.push(...deps.cookies.clear(name));
   }

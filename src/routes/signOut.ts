@@ -1,28 +1,133 @@
+import type { IncomingHttpHeaders } from 'node:http';
 import type { Deps } from '../deps.ts';
 import type { OriginalRequest } from '../forward/original.ts';
-import { readCookie, readCookiesWithPrefix } from '../http/cookies.ts';
+import { CONFLICT, readCookie, readCookiesWithPrefix } from '../http/cookies.ts';
 import type { Reply } from '../http/reply.ts';
+import { html } from '../http/views.ts';
 
 /**
- * Ends the local session: the store entry is deleted (with a tombstone), the session and login
- * cookies are cleared everywhere they were set. Then: the provider's end_session_endpoint when
- * discovery offers one (released Dex has none), else `rd` when allow-listed, else the signed-out
- * page. Sign-out only ever removes access, so a forged cross-site GET can do no more than log
- * the user out of this site (DESIGN §2, issue: CSRF-safe design).
+ * Sign-out (DESIGN §2, §10; issue 11 item 17). Only a POST from a page of the same origin signs
+ * out; a GET (a link, a bookmark, a cross-site `<img>` or navigation) only shows a page with the
+ * POST form (or, with no session, the signed-out page). Through ForwardAuth only non-2xx bodies
+ * reach the browser, so there the pages are answered with 401.
+ *
+ * Signing out ends the session for good (SessionService.destroy: refresh token revoked at the
+ * provider, tombstone, every replica told), clears the session and login cookies everywhere they
+ * were set, then goes to the provider's end_session_endpoint when discovery offers one (released
+ * Dex has none), else to `rd` when allow-listed, else shows the signed-out page.
  */
 export async function signOut(
   deps: Deps,
   original: OriginalRequest,
-  cookieHeader: string | undefined,
+  headers: IncomingHttpHeaders,
   options: { viaForwardAuth: boolean },
 ): Promise<Reply> {
-  const cookie = readCookie(cookieHeader, deps.cookies.session);
+  const pageStatus = options.viaForwardAuth ? 401 : 200;
+  const method = original.method;
+  if (method !== 'GET' && method !== 'HEAD' && method !== 'POST') {
+    return {
+      status: 405,
+      headers: { Allow: 'GET, POST' },
+      json: { error: 'method_not_allowed', message: 'Sign out with POST.' },
+    };
+  }
+  const cookie = deps.cookies.readSession(headers.cookie);
+  const hasSession = typeof cookie === 'string' || cookie === CONFLICT;
+  if (method !== 'POST') {
+    return hasSession
+      ? confirmPage(deps, original, cookie, pageStatus)
+      : signedOutPage(original, pageStatus, []);
+  }
+  if (!fromOwnOrigin(headers, original)) {
+    deps.log.info(
+      { host: original.host, origin: String(headers.origin ?? '') },
+      'sign-out from another origin refused',
+    );
+    return { ...(await confirmPage(deps, original, cookie, 403)), json: forbidden };
+  }
+  return endSession(deps, original, headers.cookie, cookie, pageStatus);
+}
+
+const forbidden = { error: 'forbidden', message: 'Sign-out must come from a page of this site.' };
+
+/**
+ * The POST came from a page of this very origin: its Origin says so; or it says `null` — as
+ * browsers send it from our own pages, whose Referrer-Policy is no-referrer — and the browser's
+ * own Sec-Fetch-Site (which no page can set) says same-origin; or it carries neither (no browser
+ * of the last years, so no forged cross-site form either: a script that holds the cookie).
+ */
+function fromOwnOrigin(headers: IncomingHttpHeaders, original: OriginalRequest): boolean {
+  const origin = headers.origin;
+  const site = headers['sec-fetch-site'];
+  if (origin === undefined) return site === undefined || site === 'same-origin';
+  if (origin === 'null') return site === 'same-origin';
+  try {
+    const url = new URL(String(origin));
+    return `${url.protocol}//${url.host}` === `${original.proto}://${original.host}` && site !== 'cross-site';
+  } catch {
+    return false;
+  }
+}
+
+function returnUrl(deps: Deps, original: OriginalRequest): string | undefined {
+  return deps.returnUrls.check(new URLSearchParams(original.query).get('rd'), original);
+}
+
+/**
+ * Where the POST may lead (CSP form-action governs every redirect after a form's POST): the
+ * provider's end-session endpoint, or `rd`'s origin — and the provider's origin, where a dashboard
+ * sends a signed-out user next.
+ */
+function formTargets(deps: Deps, rd: string | undefined): string[] {
+  const targets = [deps.oidc.endSessionEndpoint(), rd, rd ? deps.config.issuerUrl : undefined];
+  return [...new Set(targets.filter((url) => url !== undefined).map((url) => new URL(url).origin))];
+}
+
+async function confirmPage(
+  deps: Deps,
+  original: OriginalRequest,
+  cookie: string | typeof CONFLICT | undefined,
+  status: number,
+): Promise<Reply> {
+  const rd = returnUrl(deps, original);
+  const user = typeof cookie === 'string' ? (await deps.sessions.peekIdentity(cookie))?.user : undefined;
+  const shared = deps.cookies.hostOnly
+    ? 'This ends your session on this site.'
+    : `This ends your session on every site that shares this sign-in (${deps.config.cookieDomain}).`;
+  return {
+    status,
+    formAction: formTargets(deps, rd),
+    page: {
+      view: 'sign-out',
+      title: 'Sign out',
+      data: {
+        site: original.host,
+        who: user ? html`<p>You are signed in as <code>${user}</code>.</p>` : undefined,
+        scope: shared,
+        action: `/oauth2/sign_out${rd ? `?rd=${encodeURIComponent(rd)}` : ''}`,
+        cancelUrl: rd ?? `${original.proto}://${original.host}/`,
+      },
+    },
+    json: { signedOut: false, message: 'POST /oauth2/sign_out to sign out.' },
+  };
+}
+
+async function endSession(
+  deps: Deps,
+  original: OriginalRequest,
+  cookieHeader: string | undefined,
+  cookie: string | typeof CONFLICT | undefined,
+  pageStatus: number,
+): Promise<Reply> {
   let user: string | undefined;
-  if (cookie) {
+  if (typeof cookie === 'string') {
     user = (await deps.sessions.peekIdentity(cookie))?.user;
     await deps.sessions.destroy(cookie);
   }
-  const cookies = [...deps.cookies.clear(deps.cookies.session)];
+  const cookies =
+    cookie === CONFLICT
+      ? deps.cookies.clearEverywhere(original.host, original.path)
+      : [...deps.cookies.clear(deps.cookies.session)];
   for (const name of readCookiesWithPrefix(cookieHeader, deps.cookies.loginPrefix).keys()) {
     cookies.push(...deps.cookies.clear(name));
   }
@@ -31,23 +136,21 @@ export async function signOut(
   }
   deps.log.info({ user, host: original.host }, 'signed out');
 
-  const query = new URLSearchParams(
-    original.uri.includes('?') ? original.uri.slice(original.uri.indexOf('?')) : '',
-  );
-  const rd = deps.returnUrls.check(query.get('rd'), original);
-  const endSession = deps.oidc.endSessionEndpoint();
-  if (endSession) {
-    const url = new URL(endSession);
+  const rd = returnUrl(deps, original);
+  const endSessionUrl = deps.oidc.endSessionEndpoint();
+  if (endSessionUrl) {
+    const url = new URL(endSessionUrl);
     url.searchParams.set('client_id', deps.config.clientId);
     if (rd) url.searchParams.set('post_logout_redirect_uri', rd);
     return { status: 302, location: url.toString(), cookies };
   }
   if (rd) return { status: 302, location: rd, cookies };
+  return signedOutPage(original, pageStatus, cookies);
+}
 
-  // Through ForwardAuth a 2xx would be swallowed (the request would go on to the dashboard), so
-  // the page is sent as 401 there: the user is, after all, no longer authenticated.
+function signedOutPage(original: OriginalRequest, status: number, cookies: string[]): Reply {
   return {
-    status: options.viaForwardAuth ? 401 : 200,
+    status,
     cookies,
     page: {
       view: 'signed-out',

@@ -17,6 +17,7 @@ export class MemoryStore implements Store {
   readonly #clock: Clock;
   readonly #maxEntries: number;
   readonly #sweeper: NodeJS.Timeout;
+  readonly #channels = new Map<string, Set<(message: string) => void>>();
 
   constructor(options: { clock?: Clock; maxEntries?: number } = {}) {
     this.#clock = options.clock ?? systemClock;
@@ -92,6 +93,25 @@ export class MemoryStore implements Store {
     return entry ? entry.expiresAt - this.#clock.now() : -2;
   }
 
+  async publish(channel: string, message: string): Promise<void> {
+    const listeners = this.#channels.get(channel);
+    if (!listeners) return;
+    // Delivered after the publisher goes on, as Redis delivers it.
+    for (const listener of [...listeners]) queueMicrotask(() => listener(message));
+  }
+
+  subscribe(channel: string, listener: (message: string) => void): () => void {
+    let listeners = this.#channels.get(channel);
+    if (!listeners) {
+      listeners = new Set();
+      this.#channels.set(channel, listeners);
+    }
+    listeners.add(listener);
+    return () => {
+      listeners.delete(listener);
+    };
+  }
+
   async ping(): Promise<boolean> {
     return true;
   }
@@ -101,6 +121,11 @@ export class MemoryStore implements Store {
     for (const [key, entry] of this.#entries) if (entry.expiresAt <= now) this.#entries.delete(key);
   }
 
+  /** Drops every entry, as a Redis restarted without persistence would (tests). */
+  clear(): void {
+    this.#entries.clear();
+  }
+
   get size(): number {
     return this.#entries.size;
   }
@@ -108,5 +133,6 @@ export class MemoryStore implements Store {
   async close(): Promise<void> {
     clearInterval(this.#sweeper);
     this.#entries.clear();
+    this.#channels.clear();
   }
 }

@@ -60,6 +60,10 @@ export class RedisStore implements Store {
   readonly #client: Client & Scripts;
   readonly #prefix: string;
   readonly #observe: ((operation: string, seconds: number, ok: boolean) => void) | undefined;
+  /** A second connection for pub/sub (a subscribed connection can do nothing else), made on demand. */
+  #subscriber: Client | undefined;
+  readonly #listeners = new Map<string, Set<(message: string) => void>>();
+  readonly #gapListeners = new Set<() => void>();
 
   constructor(
     client: Client,
@@ -150,6 +154,51 @@ export class RedisStore implements Store {
     return this.#run('ttl', () => this.#client.pttl(this.#prefix + key));
   }
 
+  async publish(channel: string, message: string): Promise<void> {
+    await this.#run('publish', () => this.#client.publish(this.#prefix + channel, message));
+  }
+
+  subscribe(channel: string, listener: (message: string) => void, onGap?: () => void): () => void {
+    const subscriber = this.#subscriberConnection();
+    const name = this.#prefix + channel;
+    let listeners = this.#listeners.get(name);
+    if (!listeners) {
+      listeners = new Set();
+      this.#listeners.set(name, listeners);
+      // Queued until connected; ioredis subscribes again by itself after every reconnect.
+      subscriber.subscribe(name).catch(() => undefined);
+    }
+    listeners.add(listener);
+    if (onGap) this.#gapListeners.add(onGap);
+    return () => {
+      listeners.delete(listener);
+      if (onGap) this.#gapListeners.delete(onGap);
+    };
+  }
+
+  #subscriberConnection(): Client {
+    if (this.#subscriber) return this.#subscriber;
+    const client = this.#client;
+    const subscriber =
+      client instanceof Cluster
+        ? client.duplicate(undefined, { enableOfflineQueue: true })
+        : client.duplicate({
+            enableOfflineQueue: true,
+            maxRetriesPerRequest: null,
+            commandTimeout: undefined,
+          });
+    subscriber.on('error', () => undefined); // the command connection logs Redis outages
+    subscriber.on('message', (channel: string, message: string) => {
+      for (const listener of this.#listeners.get(channel) ?? []) listener(message);
+    });
+    // Every (re)connection may follow a time in which messages were lost.
+    subscriber.on('ready', () => {
+      for (const onGap of this.#gapListeners) onGap();
+    });
+    this.#subscriber = subscriber;
+    return subscriber;
+  }
+
   /** Resolves when connected, or after `timeoutMs` (start-up never waits on Redis for long). */
   async ready(timeoutMs = 2_000): Promise<boolean> {
     if (this.#client.status === 'ready') return true;
@@ -175,6 +224,7 @@ export class RedisStore implements Store {
   }
 
   async close(): Promise<void> {
+    this.#subscriber?.disconnect();
     try {
       await this.#client.quit();
     } catch {

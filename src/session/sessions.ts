@@ -7,6 +7,7 @@ import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Logger } from '../log.ts';
 import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
+import { Activity } from './activity.ts';
 import {
   decrypt,
   deriveSessionKeys,
@@ -15,9 +16,23 @@ import {
   newSessionId,
   type SessionKeys,
 } from './crypto.ts';
+import { Endings } from './endings.ts';
 import { Lru } from './lru.ts';
+import {
+  isNewer,
+  type Loaded,
+  NONE,
+  type Resolution,
+  type SessionCookieData,
+  type SessionRecord,
+  type SharedResult,
+  type Unsealed,
+  type Valid,
+} from './model.ts';
 import type { Sealer } from './seal.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
+
+export type { NoSessionReason, Resolution, SessionCookieData, SessionRecord } from './model.ts';
 
 /**
  * Sessions (DESIGN §5). The browser holds a sealed cookie {sid, refresh token, login time,
@@ -29,61 +44,17 @@ import { type Store, StoreUnavailableError } from './store.ts';
  * token call runs). Waiters re-read instead of calling Dex. The result — with the new sealed
  * cookie — is also kept for a grace period under a hash of the *old* refresh token, so every
  * request still carrying the old cookie, on any replica, is served and handed the same new
- * cookie. A browser that presents a cookie older than the session's current one is handed the
- * current one, and a refresh always uses the newest refresh token known: a stale cookie can never
- * replay a rotated refresh token (which Dex, and oidc-provider even more strictly, punish).
+ * cookie. A browser that presents the cookie just before the session's current one, within that
+ * grace period, is handed the current one; an older cookie, or one presented later, is refused
+ * (a copy taken before a rotation is not upgraded forever). A refresh always uses the newest
+ * refresh token known: a stale cookie can never replay a rotated refresh token (which Dex, and
+ * oidc-provider even more strictly, punish).
+ *
+ * A session ends at its absolute end (SESSION_TTL), after SESSION_IDLE_TIMEOUT without use
+ * (activity.ts), at sign-out, or when the provider refuses a refresh. Sign-out and the idle end
+ * hold even after Redis loses its data (endings.ts). A host-only session (no COOKIE_DOMAIN) is
+ * bound to the host it was created for: its cookie replayed on another host is no session there.
  */
-
-export interface SessionCookieData {
-  readonly v: 1;
-  readonly sid: string;
-  readonly rt: string;
-  /** Login time, ms. */
-  readonly iat: number;
-  /** Absolute session end, ms. */
-  readonly exp: number;
-  /** Generation: +1 at every refresh-token rotation, so older and newer cookies can be told apart. */
-  readonly g?: number;
-}
-
-export interface SessionRecord {
-  readonly idToken: string;
-  /** ID token expiry, ms. */
-  readonly tokenExp: number;
-  /** ID token issue time, ms. */
-  readonly tokenIat: number;
-  readonly identity: Identity;
-  /** The session's current sealed cookie and the hash of its refresh token. */
-  readonly cookie: string;
-  readonly rtHash: string;
-  /** The generation of that cookie. */
-  readonly gen: number;
-}
-
-export type Resolution =
-  | {
-      readonly kind: 'valid';
-      readonly record: SessionRecord;
-      /** A sealed cookie value to send (rotation, adoption of the current cookie, re-seal). */
-      readonly setCookie?: string;
-      /** Session end, ms (for the cookie's Max-Age). */
-      readonly sessionEnd: number;
-      readonly degraded: boolean;
-      readonly refreshed: boolean;
-    }
-  | { readonly kind: 'none'; readonly reason: 'invalid' | 'expired' | 'signed_out' | 'refresh_refused' };
-
-interface Unsealed {
-  readonly value: string;
-  readonly data: SessionCookieData;
-  readonly keys: SessionKeys;
-  readonly rtHash: string;
-}
-
-interface SharedResult {
-  readonly record?: SessionRecord;
-  readonly terminal?: boolean;
-}
 
 export interface SessionEvents {
   refresh(result: 'ok' | 'terminal' | 'transient' | 'coalesced'): void;
@@ -114,9 +85,13 @@ export interface SessionServiceOptions {
   readonly recordGraceMs?: number;
   /**
    * How long a resolved session is answered from memory without asking the store. A sign-out on
-   * another replica takes effect within this time; on this replica at once.
+   * another replica takes effect at once when its message arrives, and within this time anyway.
    */
   readonly hotCacheMs?: number;
+  /** How long sign-out waits for the provider's revocation before going on in the background. */
+  readonly revokeWaitMs?: number;
+  /** Delays between background retries of a revocation the provider could not take. */
+  readonly revokeRetryDelaysMs?: readonly number[];
   /**
    * AUTHENTICATION_CONFIG (src/identity/): claims → identity as the API server derives it, and
    * whether a stored identity was mapped with the file in force (else it is mapped again).
@@ -136,16 +111,10 @@ interface HotEntry {
 
 const KEY = {
   record: (lookup: string) => `s:${lookup}`,
-  signedOut: (lookup: string) => `so:${lookup}`,
   lock: (lookup: string) => `lk:${lookup}`,
   result: (rtHash: string) => `rr:${rtHash}`,
   once: (name: string) => `once:${name}`,
 };
-
-/** True when the record holds a newer cookie (a later rotation) than the one presented. */
-function isNewer(record: SessionRecord, presented: Unsealed): boolean {
-  return record.rtHash !== presented.rtHash && (record.gen ?? 0) > (presented.data.g ?? 0);
-}
 
 /** How many times a stale cookie may be followed to a newer one in one request. */
 const MAX_CHAIN = 3;
@@ -176,6 +145,9 @@ export class SessionService {
   /** cookie → its last resolution, for hotCacheMs. */
   readonly #hot = new Lru<HotEntry>(50_000);
   readonly #hotCacheMs: number;
+  /** Last use per session, when SESSION_IDLE_TIMEOUT is on. */
+  readonly #activity: Activity | undefined;
+  readonly #endings: Endings;
   readonly #identities: SessionIdentities | undefined;
   #degraded = false;
 
@@ -194,6 +166,17 @@ export class SessionService {
     this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
     this.#hotCacheMs = options.hotCacheMs ?? 1_000;
     this.#identities = options.identities;
+    const idleMs = this.#config.sessionIdleTimeoutMs;
+    this.#activity = idleMs > 0 ? new Activity({ store: this.#store, idleMs }) : undefined;
+    this.#endings = new Endings({
+      store: this.#store,
+      oidc: this.#oidc,
+      clock: this.#clock,
+      log: this.#log,
+      dropCaches: (lookup) => this.#dropCaches(lookup),
+      ...(options.revokeWaitMs !== undefined ? { revokeWaitMs: options.revokeWaitMs } : {}),
+      ...(options.revokeRetryDelaysMs ? { retryDelaysMs: options.revokeRetryDelaysMs } : {}),
+    });
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -201,8 +184,14 @@ export class SessionService {
     return this.#degraded;
   }
 
-  /** Creates a session from a fresh login; returns the sealed cookie value. */
-  async create(tokens: TokenResult): Promise<{ cookie: string; record: SessionRecord; sessionEnd: number }> {
+  /**
+   * Creates a session from a fresh login on `host`; returns the sealed cookie value. A host-only
+   * session (no COOKIE_DOMAIN) is bound to that host.
+   */
+  async create(
+    tokens: TokenResult,
+    host?: string,
+  ): Promise<{ cookie: string; record: SessionRecord; sessionEnd: number }> {
     const now = this.#clock.now();
     const data: SessionCookieData = {
       v: 1,
@@ -210,6 +199,8 @@ export class SessionService {
       rt: tokens.refreshToken ?? '',
       iat: now,
       exp: now + this.#config.sessionTtlMs,
+      r: now,
+      ...(host !== undefined && this.#config.cookieDomain === undefined ? { h: host } : {}),
     };
     const keys = deriveSessionKeys(data.sid);
     const cookie = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
@@ -217,105 +208,163 @@ export class SessionService {
     this.#unsealed.set(fingerprint(cookie), unsealed, data.exp);
     const record = this.#recordFrom(tokens, unsealed);
     await this.#saveRecord(keys, record, data.exp);
+    await this.#activity?.started(keys.lookup, data.exp, now);
     return { cookie, record, sessionEnd: data.exp };
   }
 
   /**
    * The hot path, synchronously: a session resolved less than hotCacheMs ago, still backed by the
-   * same record (sign-out and refresh on this replica replace or drop it), before its end and not
-   * yet due for refresh. Undefined when the full resolve() is needed.
+   * same record (sign-out and refresh, here or announced by another replica, replace or drop it),
+   * before its end, not yet due for refresh, and on its own host. Undefined when the full
+   * resolve() is needed.
    */
-  peekHot(cookie: string, now = this.#clock.now()): Extract<Resolution, { kind: 'valid' }> | undefined {
+  peekHot(cookie: string, host?: string, now = this.#clock.now()): Valid | undefined {
     const hot = this.#hot.peek(cookie, now);
+    if (hot === undefined) return undefined;
+    const resolution = hot.resolution;
     if (
-      hot !== undefined &&
-      hot.resolution.sessionEnd > now &&
-      this.#records.peek(hot.lookup, now) === hot.resolution.record &&
-      (this.#identities?.isCurrent(hot.resolution.record.identity) ?? true) &&
-      !this.#needsRefresh(hot.resolution.record, now)
+      resolution.sessionEnd <= now ||
+      this.#records.peek(hot.lookup, now) !== resolution.record ||
+      !(this.#identities?.isCurrent(resolution.record.identity) ?? true) ||
+      this.#needsRefresh(resolution.record, now) ||
+      (resolution.host !== undefined && host !== undefined && resolution.host !== host)
     ) {
-      return hot.resolution;
+      return undefined;
     }
-    return undefined;
+    this.#activity?.touch(hot.lookup, resolution.sessionEnd, now);
+    return resolution;
   }
 
-  /** Resolves a session cookie to a fresh ID token, refreshing when needed. */
-  async resolve(cookie: string): Promise<Resolution> {
+  /** Resolves a session cookie, presented on `host`, to a fresh ID token, refreshing when needed. */
+  async resolve(cookie: string, host?: string): Promise<Resolution> {
     const now = this.#clock.now();
-    const hot = this.peekHot(cookie, now);
+    const hot = this.peekHot(cookie, host, now);
     if (hot) return hot;
-    const resolution = await this.#resolveSlow(cookie, now);
-    if (resolution.kind === 'valid' && this.#hotCacheMs > 0) {
+    const resolution = await this.#resolveSlow(cookie, now, host);
+    if (resolution.kind === 'valid') {
       const lookup = (await this.#unseal(cookie, now))?.keys.lookup;
-      if (lookup) this.#hot.set(cookie, { resolution, lookup }, now + this.#hotCacheMs);
+      if (lookup) {
+        this.#activity?.touch(lookup, resolution.sessionEnd, now);
+        if (this.#hotCacheMs > 0) this.#hot.set(cookie, { resolution, lookup }, now + this.#hotCacheMs);
+      }
     }
     return resolution;
   }
 
-  async #resolveSlow(cookie: string, now: number): Promise<Resolution> {
+  async #resolveSlow(cookie: string, now: number, host: string | undefined): Promise<Resolution> {
     const presented = await this.#unseal(cookie, now);
-    if (!presented) return { kind: 'none', reason: 'invalid' };
-    if (presented.data.exp <= now) return { kind: 'none', reason: 'expired' };
-    const { keys } = presented;
+    if (!presented) return NONE.invalid;
+    if (presented.data.exp <= now) return NONE.expired;
+    if (presented.data.h !== undefined && host !== undefined && presented.data.h !== host) {
+      return NONE.otherHost;
+    }
+    const { lookup } = presented.keys;
+    if (this.#endings.endedHere(lookup, now)) {
+      // Also puts the tombstone back into a store that lost it (for replicas started later).
+      await this.#endings.endedInStore(lookup, now).catch(() => true);
+      return NONE.signedOut;
+    }
 
-    let record: SessionRecord | undefined;
-    let storeDown = false;
+    const loaded = await this.#load(presented, now);
+    if (loaded === undefined) return NONE.signedOut;
+    if (!loaded.storeDown && this.#activity && (await this.#activity.isIdle(lookup, now))) {
+      this.#log.info('session unused for SESSION_IDLE_TIMEOUT; ended');
+      await this.#endSession(presented, loaded.record ?? loaded.fallback);
+      return NONE.idle;
+    }
+    const current = await this.#currentCookie(presented, loaded.record ?? loaded.fallback, now);
+    if (current === undefined) {
+      this.#log.info(
+        'a cookie older than the session’s current one came after the rotation grace; refused (if this repeats for every user, the proxy does not pass Set-Cookie from 2xx auth answers: Traefik addAuthCookiesToResponse)',
+      );
+      return NONE.stale;
+    }
+    const fresh = await this.#fresh(current, loaded, now);
+    if (fresh === undefined) return NONE.refreshRefused;
+    return this.#valid(fresh.record, presented, cookie, fresh.refreshed, loaded.storeDown, now);
+  }
+
+  /**
+   * The record behind a session: from the store; while the store is down, what this replica last
+   * knew. Undefined when a tombstone says the session was ended.
+   */
+  async #load(presented: Unsealed, now: number): Promise<Loaded | undefined> {
+    const { keys } = presented;
     try {
-      record = await this.#loadRecord(keys);
+      const record = await this.#loadRecord(keys);
       this.#setDegraded(false);
+      if (record !== undefined) return { record, fallback: undefined, storeDown: false };
+      // Missing: expired, flushed or ended. A tombstone says which.
+      if (await this.#endings.endedInStore(keys.lookup, now)) return undefined;
+      // Flushed or restarted empty: not trusted as it stands (this replica may have missed a
+      // sign-out); the provider is asked again, and what we knew is served only if it cannot answer.
+      return { record: undefined, fallback: this.#records.get(keys.lookup, now), storeDown: false };
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
-      storeDown = true;
       this.#events.storeError();
       this.#setDegraded(true);
-      record = this.#records.get(keys.lookup, now);
+      return { record: this.#records.get(keys.lookup, now), fallback: undefined, storeDown: true };
     }
+  }
 
-    if (record === undefined && !storeDown) {
-      // Missing: expired, flushed or signed out. A tombstone says which.
-      if (await this.#signedOut(keys)) return { kind: 'none', reason: 'signed_out' };
-      const known = this.#records.get(keys.lookup, now);
-      if (known) {
-        record = known; // Redis came back empty: write what we know back.
-        await this.#saveRecord(keys, known, presented.data.exp);
+  /**
+   * The cookie to go on with: the presented one, or the session's current one when the presented
+   * one is its immediate predecessor and the rotation is within the grace period (concurrent
+   * requests that left before the new cookie arrived). Undefined: an older copy, refused.
+   */
+  async #currentCookie(
+    presented: Unsealed,
+    reference: SessionRecord | undefined,
+    now: number,
+  ): Promise<Unsealed | undefined> {
+    if (reference === undefined || !isNewer(reference, presented)) return presented;
+    const previous = reference.gen === (presented.data.g ?? 0) + 1;
+    if (!previous || now - (reference.rotatedAt ?? 0) > this.#graceMs) return undefined;
+    const adopted = await this.#unseal(reference.cookie, now);
+    return adopted && adopted.data.sid === presented.data.sid ? adopted : presented;
+  }
+
+  /** A record fresh enough to serve, refreshing when due; undefined when the provider refused. */
+  async #fresh(
+    current: Unsealed,
+    loaded: Loaded,
+    now: number,
+  ): Promise<{ record: SessionRecord; refreshed: boolean } | undefined> {
+    const { record } = loaded;
+    if (record !== undefined && !this.#needsRefresh(record, now)) return { record, refreshed: false };
+    const fallback = record ?? loaded.fallback;
+    try {
+      // While the current token is still valid, one attempt: a failure serves it as is. Once it
+      // has expired, retry a few times before answering 503.
+      const patient = fallback === undefined || fallback.tokenExp <= now;
+      const skipLocal = !loaded.storeDown && record === undefined;
+      return { record: await this.#refresh(current, 0, patient, skipLocal), refreshed: true };
+    } catch (error) {
+      if (error instanceof RefreshError && error.kind === 'terminal') return undefined;
+      // Transient: serve the current token while it is still valid (DESIGN §5).
+      if (fallback !== undefined && fallback.tokenExp > this.#clock.now()) {
+        this.#log.warn(
+          { reason: (error as Error).message },
+          'refresh failed transiently; serving current token',
+        );
+        return { record: fallback, refreshed: false };
       }
+      throw new AppError(
+        'session_unavailable',
+        'Your session could not be renewed right now. Please retry in a moment.',
+        { detail: (error as Error).message, headers: { 'Retry-After': '5' } },
+      );
     }
+  }
 
-    // A cookie older than the session's current one adopts the current one.
-    let current = presented;
-    if (record && isNewer(record, presented)) {
-      const adopted = await this.#unseal(record.cookie, now);
-      if (adopted && adopted.data.sid === presented.data.sid) current = adopted;
-    }
-
-    let refreshed = false;
-    if (record === undefined || this.#needsRefresh(record, now)) {
-      try {
-        // While the current token is still valid, one attempt: a failure serves it as is. Once it
-        // has expired, retry a few times before answering 503.
-        const patient = record === undefined || record.tokenExp <= now;
-        record = await this.#refresh(current, 0, patient);
-        refreshed = true;
-      } catch (error) {
-        if (error instanceof RefreshError && error.kind === 'terminal') {
-          return { kind: 'none', reason: 'refresh_refused' };
-        }
-        // Transient: serve the current token while it is still valid (DESIGN §5).
-        if (record !== undefined && record.tokenExp > this.#clock.now()) {
-          this.#log.warn(
-            { reason: (error as Error).message },
-            'refresh failed transiently; serving current token',
-          );
-        } else {
-          throw new AppError(
-            'session_unavailable',
-            'Your session could not be renewed right now. Please retry in a moment.',
-            { detail: (error as Error).message, headers: { 'Retry-After': '5' } },
-          );
-        }
-      }
-    }
-
+  async #valid(
+    record: SessionRecord,
+    presented: Unsealed,
+    cookie: string,
+    refreshed: boolean,
+    storeDown: boolean,
+    now: number,
+  ): Promise<Valid> {
     let setCookie: string | undefined = isNewer(record, presented) ? record.cookie : undefined;
     const held = setCookie ?? cookie;
     if (this.#sealer.isSealedWithOldSecret(held)) {
@@ -331,26 +380,27 @@ export class SessionService {
       degraded: storeDown,
       refreshed,
       ...(setCookie !== undefined ? { setCookie } : {}),
+      ...(presented.data.h !== undefined ? { host: presented.data.h } : {}),
     };
   }
 
-  /** Ends the session: store entry deleted, tombstone left so the old cookie cannot revive it. */
+  /**
+   * Signs out: the session ends everywhere and for good — its newest refresh token revoked at the
+   * provider, a tombstone in the store, every replica told to drop its caches (endings.ts).
+   */
   async destroy(cookie: string): Promise<void> {
     const now = this.#clock.now();
-    const unsealed = await this.#unseal(cookie, now);
-    if (!unsealed) return;
-    const { keys, data } = unsealed;
-    this.#records.delete(keys.lookup);
-    this.#blobs.delete(keys.lookup);
+    const presented = await this.#unseal(cookie, now);
+    if (!presented) return;
+    let record: SessionRecord | undefined;
+    try {
+      record = await this.#loadRecord(presented.keys);
+    } catch {
+      // store down: what this replica knows will do
+    }
+    await this.#endSession(presented, record ?? this.#records.get(presented.keys.lookup, now));
     this.#hot.delete(cookie);
     this.#unsealed.delete(fingerprint(cookie));
-    try {
-      await this.#store.del(KEY.record(keys.lookup));
-      await this.#store.set(KEY.signedOut(keys.lookup), '1', Math.max(1_000, data.exp - now));
-    } catch (error) {
-      if (!(error instanceof StoreUnavailableError)) throw error;
-      this.#log.warn('store unavailable during sign-out; the cookie was cleared');
-    }
   }
 
   /** The identity behind a cookie as last stored, without refreshing (for logs and pages). */
@@ -378,7 +428,40 @@ export class SessionService {
     }
   }
 
+  /** Stops background work (retries of revocations, the subscription). */
+  close(): void {
+    this.#endings.close();
+  }
+
   // ---- internals ------------------------------------------------------------------------------
+
+  /** Ends the session behind `presented`, revoking the newest refresh token known for it. */
+  async #endSession(presented: Unsealed, record: SessionRecord | undefined): Promise<void> {
+    let newest = presented;
+    if (record && isNewer(record, presented)) {
+      const adopted = await this.#unseal(record.cookie, this.#clock.now());
+      if (adopted?.data.sid === presented.data.sid) newest = adopted;
+    }
+    await this.#endings.end({
+      lookup: presented.keys.lookup,
+      until: presented.data.exp,
+      refreshToken: newest.data.rt,
+    });
+  }
+
+  /** Drops what this replica holds for a session (undefined: for every session). */
+  #dropCaches(lookup: string | undefined): void {
+    if (lookup === undefined) {
+      this.#records.clear();
+      this.#blobs.clear();
+      this.#hot.clear();
+      this.#results.clear();
+      return;
+    }
+    this.#records.delete(lookup);
+    this.#blobs.delete(lookup);
+    this.#activity?.forget(lookup);
+  }
 
   async #unseal(cookie: string, now: number): Promise<Unsealed | undefined> {
     const key = fingerprint(cookie);
@@ -390,7 +473,9 @@ export class SessionService {
       typeof data.sid !== 'string' ||
       typeof data.rt !== 'string' ||
       typeof data.exp !== 'number' ||
-      typeof data.iat !== 'number'
+      typeof data.iat !== 'number' ||
+      (data.h !== undefined && typeof data.h !== 'string') ||
+      (data.r !== undefined && typeof data.r !== 'number')
     ) {
       return undefined;
     }
@@ -424,6 +509,7 @@ export class SessionService {
       cookie: session.value,
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
+      rotatedAt: session.data.r ?? session.data.iat,
     };
   }
 
@@ -468,14 +554,6 @@ export class SessionService {
     }
   }
 
-  async #signedOut(keys: SessionKeys): Promise<boolean> {
-    try {
-      return (await this.#store.get(KEY.signedOut(keys.lookup))) !== null;
-    } catch {
-      return false;
-    }
-  }
-
   #setDegraded(value: boolean): void {
     if (this.#degraded === value) return;
     this.#degraded = value;
@@ -486,11 +564,12 @@ export class SessionService {
   }
 
   /** Single-flight in this process (per refresh token), then across replicas through the store. */
-  #refresh(session: Unsealed, depth = 0, patient = true): Promise<SessionRecord> {
+  #refresh(session: Unsealed, depth = 0, patient = true, skipLocal = false): Promise<SessionRecord> {
     if (session.data.rt === '')
       return Promise.reject(new RefreshError('terminal', 'no refresh token in session'));
     const now = this.#clock.now();
-    const local = this.#results.get(session.rtHash, now);
+    // skipLocal: the store lost the session, so what this replica remembers is not trusted.
+    const local = skipLocal ? undefined : this.#results.get(session.rtHash, now);
     if (local === 'terminal') return Promise.reject(new RefreshError('terminal', 'refresh already refused'));
     if (local) {
       const next = this.#follow(local, session, depth, now);
@@ -539,7 +618,8 @@ export class SessionService {
 
     // Lock, re-read, then decide (STYLE 8).
     for (;;) {
-      const newer = await this.#newerThan(session, depth).catch(() => {
+      const newer = await this.#newerThan(session, depth).catch((error: unknown) => {
+        if (error instanceof RefreshError) throw error; // a refusal stored by another request
         storeUp = false;
         return undefined;
       });
@@ -554,9 +634,12 @@ export class SessionService {
       }
       if (acquired) {
         // Re-read once more under the lock: the previous holder may have just finished.
-        const settled = await this.#newerThan(session, depth).catch(() => undefined);
+        const settled = await this.#newerThan(session, depth).catch((error: unknown) =>
+          error instanceof RefreshError ? error : undefined,
+        );
         if (settled) {
           await this.#store.deleteIfEquals(lockKey, owner).catch(() => undefined);
+          if (settled instanceof RefreshError) throw settled;
           return settled;
         }
         break;
@@ -586,13 +669,19 @@ export class SessionService {
       const newRt = tokens.refreshToken ?? session.data.rt;
       let next = session;
       if (newRt !== session.data.rt) {
-        const data: SessionCookieData = { ...session.data, rt: newRt, g: (session.data.g ?? 0) + 1 };
+        const data: SessionCookieData = {
+          ...session.data,
+          rt: newRt,
+          g: (session.data.g ?? 0) + 1,
+          r: now,
+        };
         const value = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
         next = { value, data, keys: session.keys, rtHash: fingerprint(newRt) };
         this.#unsealed.set(fingerprint(value), next, data.exp);
       }
       const record = this.#recordFrom(tokens, next);
       await this.#saveRecord(session.keys, record, session.data.exp);
+      await this.#unlessEndedMeanwhile(session, newRt);
       await this.#writeShared(session, { record });
       this.#results.set(session.rtHash, record, now + this.#graceMs);
       this.#events.refresh('ok');
@@ -614,6 +703,23 @@ export class SessionService {
       if (renew) clearInterval(renew);
       if (storeUp) await this.#store.deleteIfEquals(lockKey, owner).catch(() => undefined);
     }
+  }
+
+  /**
+   * Saved, then checked (a sign-out writes its tombstone before deleting the record): a session
+   * ended while its refresh was in flight stays ended, and the new refresh token is revoked too.
+   */
+  async #unlessEndedMeanwhile(session: Unsealed, newRt: string): Promise<void> {
+    const { lookup } = session.keys;
+    const now = this.#clock.now();
+    const ended =
+      this.#endings.endedHere(lookup, now) ||
+      (await this.#endings.endedInStore(lookup, now).catch(() => false));
+    if (!ended) return;
+    await this.#store.del(KEY.record(lookup)).catch(() => undefined);
+    this.#records.delete(lookup);
+    await this.#endings.end({ lookup, until: session.data.exp, refreshToken: newRt });
+    throw new RefreshError('terminal', 'the session was ended while it was being refreshed');
   }
 
   /**

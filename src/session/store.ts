@@ -19,6 +19,13 @@ export interface Store {
   increment(key: string, ttlMs: number): Promise<number>;
   /** Remaining TTL in ms, or -1 without one / -2 when absent. */
   ttl(key: string): Promise<number>;
+  /** Tells every replica listening on `channel` (at most once: Redis pub/sub; in-process in memory). */
+  publish(channel: string, message: string): Promise<void>;
+  /**
+   * Listens on `channel`. `onGap` runs whenever messages may have been missed (the subscription
+   * connected or reconnected), so that the listener can resynchronise. Returns an unsubscribe.
+   */
+  subscribe(channel: string, listener: (message: string) => void, onGap?: () => void): () => void;
   /** True when the backing store answers. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

@@ -14,9 +14,11 @@ import {
   isDexForm,
   launchChromium,
   refreshTokenOf,
+  type SiblingSite,
   screenshot,
   signInAtDex,
   startBrowserStack,
+  startSiblingSite,
   watchProblems,
 } from './support.ts';
 
@@ -47,15 +49,21 @@ describe.skipIf(!hasChromium())('in Chromium', () => {
   let context: BrowserContext;
   let page: Page;
   let problems: string[];
+  let sibling: SiblingSite;
 
   beforeAll(async () => {
-    [stack, browser] = await Promise.all([startBrowserStack(), launchChromium()]);
+    [stack, browser, sibling] = await Promise.all([
+      startBrowserStack(),
+      launchChromium(),
+      startSiblingSite(),
+    ]);
     context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
     page = await context.newPage();
     problems = watchProblems(page);
   });
   afterAll(async () => {
     await browser?.close();
+    await sibling?.close();
     await stack?.close();
   });
 
@@ -246,6 +254,13 @@ describe.skipIf(!hasChromium())('in Chromium', () => {
       for (const group of unverified.groups) expect(text).toContain(group);
       expect(text).toContain('not verified');
       await screenshot(p, 'denied');
+      // "Signed in with the wrong account? Sign out": the page's button posts the sign-out.
+      await Promise.all([
+        p.waitForURL(`${stack.appUrl}/oauth2/sign_out`),
+        p.getByRole('button', { name: 'Sign out' }).click(),
+      ]);
+      expect(await p.locator('main').textContent()).toContain('Signed out');
+      expect((await other.cookies()).find((c) => c.name === '_forward_auth')).toBeUndefined();
       expect(seen).toEqual([]);
     } finally {
       await other.close();
@@ -260,15 +275,50 @@ describe.skipIf(!hasChromium())('in Chromium', () => {
     await screenshot(page, 'error-login-state');
   });
 
-  it('signing out shows the signed-out page, which says the Dex login was not ended; the next visit goes to Dex', async () => {
+  it('another site can neither link nor post the user out: a sign-out needs a click on our own page', async () => {
     await page.goto(`${stack.appUrl}/dashboard/`);
     expect(page.url()).toBe(`${stack.appUrl}/dashboard/`);
+    const signOut = `${stack.appUrl}/oauth2/sign_out`;
+    // A forged GET (an image) and a forged cross-site POST (an auto-submitted form).
+    await page.goto(`${sibling.url}/img?src=${encodeURIComponent(signOut)}`);
+    await page.goto(`${sibling.url}/post?action=${encodeURIComponent(signOut)}`);
+    await page.waitForURL(signOut);
+    expect(await page.locator('main').textContent()).toContain('Sign out of');
+    expect((await context.cookies()).find((c) => c.name === '_forward_auth')).toBeDefined();
+    await page.goto(`${stack.otherUrl}/d/still-in`);
+    expect(page.url()).toBe(`${stack.otherUrl}/d/still-in`);
+    expect(problems).toEqual([]);
+  });
+
+  it('signing out asks first; the confirmed sign-out follows rd to another dashboard, which then goes to Dex', async () => {
+    const rd = `${stack.otherUrl}/d/bye`;
+    await page.goto(`${stack.appUrl}/oauth2/sign_out?rd=${encodeURIComponent(rd)}`);
+    const text = await page.locator('main').textContent();
+    expect(text).toContain('Sign out of');
+    expect(text).toContain(admin.email);
+    expect(text).toContain('every site that shares this sign-in');
+    await screenshot(page, 'sign-out-confirm');
+    await Promise.all([
+      page.waitForURL((url) => url.href.startsWith(stack.dex.issuer)),
+      page.getByRole('button', { name: 'Sign out' }).click(),
+    ]);
+    // The redirect after the POST went to rd (the page's CSP form-action allows rd's origin) …
+    expect(isDexForm(page, stack.dex)).toBe(true);
+    expect((await context.cookies()).find((c) => c.name === '_forward_auth')).toBeUndefined();
+    // … so signing in again lands there.
+    await signInAtDex(page, admin);
+    expect(page.url()).toBe(rd);
+    expect(problems).toEqual([]);
+  });
+
+  it('the signed-out page says the Dex login was not ended; the next visit goes to Dex', async () => {
     await page.goto(`${stack.appUrl}/oauth2/sign_out`);
+    await Promise.all([page.waitForLoadState(), page.getByRole('button', { name: 'Sign out' }).click()]);
+    await page.getByRole('heading', { name: 'Signed out' }).waitFor();
     const text = await page.locator('main').textContent();
     expect(text).toContain('Signed out');
     expect(text).toMatch(/Dex\)? was not ended/);
     await screenshot(page, 'signed-out');
-    expect((await context.cookies()).find((c) => c.name === '_forward_auth')).toBeUndefined();
     await page.goto(`${stack.otherUrl}/d/home`);
     expect(isDexForm(page, stack.dex)).toBe(true);
     expect(problems).toEqual([]);

@@ -214,7 +214,10 @@ describe.skipIf(!hasChromium() || !hasRedisServer())('npm run demo with Redis, i
       await screenshot(page, 'demo-kubeconfig');
 
       await page.goBack();
+      // A dashboard's sign-out link shows the confirmation; its button signs out.
       await page.getByRole('link', { name: 'Sign out' }).click();
+      await page.getByRole('heading', { name: 'Sign out' }).waitFor();
+      await page.getByRole('button', { name: 'Sign out' }).click();
       await page.getByRole('heading', { name: 'Signed out' }).waitFor();
       await screenshot(page, 'demo-signed-out');
       expect(problems).toEqual([]);

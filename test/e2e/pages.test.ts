@@ -44,6 +44,16 @@ const SAMPLE: Record<ViewName, { title: string; data: Record<string, ViewValue> 
         'Your sign-in at the identity provider (Dex) was not ended: released Dex offers no way to end it.',
     },
   },
+  'sign-out': {
+    title: 'Sign out',
+    data: {
+      site: `grafana.example.com${HOSTILE}`,
+      who: html`<p>You are signed in as <code>mallory${HOSTILE}@example.com</code>.</p>`,
+      scope: 'This ends your session on this site.',
+      action: `/oauth2/sign_out?rd=${encodeURIComponent(`https://grafana.example.com/${HOSTILE}`)}`,
+      cancelUrl: 'https://grafana.example.com/',
+    },
+  },
   'provider-unavailable': {
     title: 'Identity provider unavailable',
     data: {

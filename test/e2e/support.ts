@@ -4,6 +4,7 @@
  * Dex stand-in, Redis, an echoing upstream, and direct routes for the service's own pages.
  */
 import { existsSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
 import { type Dex, type DexUser, startDex } from '../support/dex.ts';
@@ -159,4 +160,49 @@ export async function refreshTokenOf(context: BrowserContext, service: TestServi
   const data = await service.deps.sealer.unseal<{ rt: string }>(cookie.value);
   if (!data?.rt) throw new Error('session cookie has no refresh token');
   return data.rt;
+}
+
+export interface SiblingSite {
+  /** http://127.0.0.1:<port>; any *.localhost host name reaches it too (Chromium maps them to loopback). */
+  readonly url: string;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A hostile site for browser tests, on its own port (cookies ignore ports, so under
+ * `evil.<domain>.localhost` it is a sibling subdomain of the dashboards):
+ * - `/plant?set=<Set-Cookie>…` answers with those Set-Cookie lines, as a sibling planting cookies;
+ * - `/post?action=<url>` submits a POST form to `url` at once (a cross-site forged request);
+ * - `/img?src=<url>` loads `url` as an image (a forged GET).
+ */
+export async function startSiblingSite(): Promise<SiblingSite> {
+  const attr = (s: string) => s.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://sibling');
+    let body = '<p>nothing here</p>';
+    const headers: Record<string, string | string[]> = { 'content-type': 'text/html; charset=utf-8' };
+    if (url.pathname === '/plant') {
+      headers['set-cookie'] = url.searchParams.getAll('set');
+      body = '<p id="planted">planted</p>';
+    } else if (url.pathname === '/post') {
+      const action = attr(url.searchParams.get('action') ?? '/');
+      body = `<form id="f" method="post" action="${action}"><input name="x" value="1"></form><script>document.getElementById('f').submit()</script>`;
+    } else if (url.pathname === '/img') {
+      body = `<img id="i" src="${attr(url.searchParams.get('src') ?? '/')}" alt="">`;
+    }
+    res.writeHead(200, headers);
+    res.end(`<!doctype html><html><head><title>sibling</title></head><body>${body}</body></html>`);
+  });
+  const port = await freePort();
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
+  };
 }

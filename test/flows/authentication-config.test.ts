@@ -217,8 +217,15 @@ describe('identity from an AuthenticationConfiguration, end to end', () => {
       },
       {
         name: 'several audiences of which one matches (MatchAny)',
-        claims: () => ({ aud: ['x', 'forward-auth'] }),
+        claims: () => ({ aud: ['x', 'kubernetes'] }),
         status: 200,
+      },
+      {
+        // What every upstream sees of the gateway's sessions; the file lists the audience, yet one
+        // dashboard must not replay it on another (issue 11 item 7).
+        name: "a token minted for the gateway's own client, though the file lists its audience",
+        claims: () => ({ aud: 'forward-auth' }),
+        status: 401,
       },
       { name: 'an expired token (no leeway)', claims: () => ({ exp: now() - 5 }), status: 401 },
       { name: 'a token without exp', claims: () => ({ exp: undefined }), status: 401 },
@@ -229,7 +236,7 @@ describe('identity from an AuthenticationConfiguration, end to end', () => {
       },
       {
         name: 'a token valid in thirty seconds (nbf within the minute of leeway)',
-        claims: () => ({ nbf: now() + 30 }),
+        claims: () => ({ aud: 'kubernetes', nbf: now() + 30 }),
         status: 200,
       },
     ];

@@ -100,7 +100,7 @@ describe('per-route rules, RBAC files and bearer tokens', () => {
     writeFileSync(policyPath, POLICY);
     stack = await startStack({
       redis: false,
-      env: { AUTHZ_CONFIG: policyPath, OIDC_GROUPS_PREFIX: 'oidc:' },
+      env: { AUTHZ_CONFIG: policyPath, OIDC_GROUPS_PREFIX: 'oidc:', BEARER_AUDIENCES: 'kubernetes' },
     });
   });
   afterAll(async () => {
@@ -135,8 +135,10 @@ describe('per-route rules, RBAC files and bearer tokens', () => {
     return new Browser().get(`${base}${path}`, { ...headers, authorization: `Bearer ${token}` });
   }
 
+  /** A token minted for the API server (BEARER_AUDIENCES=kubernetes), as kubectl gets one. */
   const claimsOf = (user: DexUser) => ({
     sub: stack.dex.subjectOf(user),
+    aud: 'kubernetes',
     email: user.email,
     email_verified: user.emailVerified,
     groups: user.groups,
@@ -255,11 +257,11 @@ describe('per-route rules, RBAC files and bearer tokens', () => {
       expect(headerValues(lastUpstream(), 'x-auth-request-user')).toEqual(['dev@example.com']);
     });
 
-    it('a cross-client token (aud array with azp) is accepted when it names our client', async () => {
+    it('a cross-client token (aud array with azp) is accepted when it names a bearer audience', async () => {
       const token = await stack.dex.mintIdToken({
         ...claimsOf(dev),
-        aud: ['kubernetes', CLIENT_ID],
-        azp: CLIENT_ID,
+        aud: ['kubernetes', 'kubectl'],
+        azp: 'kubectl',
       });
       expect((await bearer('/grafana/x', token)).status).toBe(200);
     });
@@ -287,7 +289,11 @@ describe('per-route rules, RBAC files and bearer tokens', () => {
     });
 
     const refused: [string, () => Promise<string>][] = [
-      ['another audience', () => stack.dex.mintIdToken({ ...claimsOf(dev), aud: 'kubernetes' })],
+      ['another audience', () => stack.dex.mintIdToken({ ...claimsOf(dev), aud: 'grafana' })],
+      [
+        "a token minted for the gateway's own client (what every upstream sees)",
+        () => stack.dex.mintIdToken({ ...claimsOf(dev), aud: ['kubernetes', CLIENT_ID], azp: CLIENT_ID }),
+      ],
       [
         'an expired token (no leeway)',
         () => stack.dex.mintIdToken({ ...claimsOf(dev), exp: Math.floor(Date.now() / 1000) - 2 }),
@@ -352,7 +358,7 @@ describe('per-route rules, RBAC files and bearer tokens', () => {
 
     it('a refused token does not spoil a valid session: the cookie decides and the session token goes up', async () => {
       const browser = await as(dev);
-      const token = await stack.dex.mintIdToken({ ...claimsOf(dev), aud: 'kubernetes' });
+      const token = await stack.dex.mintIdToken({ ...claimsOf(dev), aud: 'grafana' });
       stack.upstream.requests.length = 0;
       const reply = await browser.get(`${stack.appUrl}/grafana/x`, { authorization: `Bearer ${token}` });
       expect(reply.status).toBe(200);
@@ -506,7 +512,7 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
         TRUSTED_PROXIES: '127.0.0.1/32',
         SERVICE_ACCOUNT_TOKEN_PATH: tokenPath,
         OIDC_GROUPS_PREFIX: 'oidc:',
-        BEARER_AUDIENCES: `kubernetes,${CLIENT_ID}`,
+        BEARER_AUDIENCES: 'kubernetes',
         UPSTREAM_GROUPS_MAX_BYTES: '20',
       },
       // As the README documents: the regex strips every client-sent Impersonate-* header.

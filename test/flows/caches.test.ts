@@ -46,10 +46,11 @@ describe('in-process caches never outlive the session', () => {
     const cookie = await session();
     expect((await ask(stack.service, cookie)).status).toBe(200);
     expect((await ask(second, cookie)).status).toBe(200); // warms the second replica's cache
-    const out = await new Browser().get(`${stack.service.url}/oauth2/sign_out`, {
-      cookie: `_forward_auth=${cookie}`,
-      'x-forwarded-host': host(),
-    });
+    const out = await new Browser().post(
+      `${stack.service.url}/oauth2/sign_out`,
+      {},
+      { cookie: `_forward_auth=${cookie}`, 'x-forwarded-host': host(), origin: stack.appUrl },
+    );
     expect(out.status).toBe(200);
     expect((await ask(stack.service, cookie)).status).toBe(401);
     await new Promise((r) => setTimeout(r, 1100));

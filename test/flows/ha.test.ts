@@ -228,4 +228,59 @@ describe('three replicas, one Redis', () => {
     // Nothing was deleted: once Dex is back, the same session refreshes and continues.
     expect((await s.browser.get(`${appUrl}/dex-back`)).status).toBe(200);
   });
+
+  it('a sign-out outlives Redis restarted empty and every replica restarted; nobody else is logged out', async () => {
+    const [leaving, staying] = await Promise.all([login(users[0]), login(users[1])]);
+    const kept = cookieOf(leaving.browser);
+    const asJson = { accept: 'application/json' };
+    // Every replica has served (and cached) both sessions.
+    for (let i = 0; i < 6; i++) {
+      expect((await leaving.browser.get(`${appUrl}/warm/${i}`, asJson)).status).toBe(200);
+      expect((await staying.browser.get(`${appUrl}/warm/${i}`, asJson)).status).toBe(200);
+    }
+    const grants = dex.counts.refreshGrants;
+    const out = await leaving.browser.post(`${appUrl}/oauth2/sign_out`, {});
+    expect(out.status).toBe(401);
+    // Released Dex has no revocation endpoint: the refresh token was spent, its result discarded.
+    expect(dex.counts.refreshGrants).toBe(grants + 1);
+
+    /** The kept copy of the cookie, replayed six times (twice on each replica). */
+    const replay = async (label: string): Promise<number[]> => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++) {
+        const reply = await new Browser().get(`${appUrl}/${label}/${i}`, {
+          cookie: `_forward_auth=${kept}`,
+          ...asJson,
+        });
+        statuses.push(reply.status);
+      }
+      return statuses;
+    };
+    const stays = async (label: string): Promise<number[]> => {
+      const statuses: number[] = [];
+      for (let i = 0; i < 6; i++)
+        statuses.push((await staying.browser.get(`${appUrl}/${label}/${i}`, asJson)).status);
+      return statuses;
+    };
+    const refused = [401, 401, 401, 401, 401, 401];
+    const served = [200, 200, 200, 200, 200, 200];
+    expect(await replay('after-sign-out')).toEqual(refused);
+
+    // Redis loses everything: the replicas still remember the sign-out (and write it back).
+    await redis.kill('SIGKILL');
+    await redis.start();
+    expect(await replay('redis-empty')).toEqual(refused);
+    expect(await stays('redis-empty-others')).toEqual(served);
+
+    // Nothing of the sign-out is left in any replica or in Redis: Dex refuses the spent token.
+    await Promise.all(
+      replicas.map(async (r) => {
+        await r.stop('SIGKILL');
+        await r.start();
+      }),
+    );
+    await redis.flushAll();
+    expect(await replay('nothing-left')).toEqual(refused);
+    expect(await stays('nothing-left-others')).toEqual(served);
+  });
 });

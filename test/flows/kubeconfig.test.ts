@@ -27,7 +27,12 @@ describe('the kubeconfig endpoints', () => {
   let session: string;
   const direct = new Browser();
   const get = (path: string, headers: Record<string, string> = {}) =>
-    direct.get(`${stack.service.url}${path}`, { cookie: `_forward_auth=${session}`, ...headers });
+    direct.get(`${stack.service.url}${path}`, {
+      cookie: `_forward_auth=${session}`,
+      // The host the session was created for, as the route to /kubeconfig on it forwards.
+      'x-forwarded-host': new URL(stack.appUrl).host,
+      ...headers,
+    });
 
   beforeAll(async () => {
     stack = await startStack({ env: { KUBE_CLUSTERS } });
@@ -122,6 +127,7 @@ describe('the kubeconfig endpoints', () => {
     for (const path of ['/kubeconfig', '/kubeconfig/download?cluster=lab&variant=token']) {
       const reply = await direct.get(`${stack.service.url}${path}`, {
         cookie: `_forward_auth=${cookie}`,
+        'x-forwarded-host': new URL(stack.appUrl).host,
         ...NAVIGATION,
       });
       expect(reply.status).toBe(403);
@@ -157,14 +163,17 @@ describe('the kubeconfig endpoints', () => {
       LOG_LEVEL: 'silent',
     });
     try {
+      const host = new URL(stack.appUrl).host;
       const page = await direct.get(`${service.url}/kubeconfig`, {
         cookie: `_forward_auth=${session}`,
+        'x-forwarded-host': host,
         accept: 'text/html',
       });
       expect(page.status).toBe(200);
       expect(page.body).toContain('No clusters are configured');
       const file = await direct.get(`${service.url}/kubeconfig/download`, {
         cookie: `_forward_auth=${session}`,
+        'x-forwarded-host': host,
         accept: 'application/json',
       });
       expect(file.status).toBe(404);

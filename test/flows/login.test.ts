@@ -1,6 +1,6 @@
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { Browser, loginThroughDex } from '../support/browser.ts';
+import { Browser, dexLoginFormAction, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
 import { CLIENT_ID, type Stack, startStack } from '../support/stack.ts';
 import { headerValues, type RecordedRequest } from '../support/upstream.ts';
@@ -165,6 +165,37 @@ describe.each([
       expect(replay.headers.getSetCookie().some((c) => /^_forward_auth=[^;]+;/.test(c))).toBe(false);
     });
 
+    it('a callback carrying its login cookie twice (one planted) is refused; with it once, the login completes', async () => {
+      const browser = new Browser({ navigation: true });
+      const start = await browser.get(`${stack.appUrl}/twice`);
+      const loginCookie = start.headers
+        .getSetCookie()
+        .find((c) => c.startsWith('_forward_auth_login_'))!
+        .split(';')[0]!;
+      // Through Dex up to (not into) the callback.
+      let reply = await browser.get(start.location!);
+      for (
+        let step = 0;
+        step < 20 && !reply.location?.startsWith(`${stack.appUrl}/oauth2/callback`);
+        step++
+      ) {
+        const action = dexLoginFormAction(reply);
+        reply = action
+          ? await browser.post(action, { login: admin.login, password: admin.password })
+          : await browser.get(reply.location!);
+      }
+      const callback = reply.location!;
+      const name = loginCookie.slice(0, loginCookie.indexOf('='));
+      const twice = await new Browser({ navigation: true }).get(callback, {
+        cookie: `${loginCookie}; ${name}=planted-by-a-sibling`,
+      });
+      expect(twice.status).toBe(400);
+      expect(twice.headers.getSetCookie().some((c) => /^_forward_auth=[^;]+;/.test(c))).toBe(false);
+      const once = await new Browser({ navigation: true }).get(callback, { cookie: loginCookie });
+      expect(once.status).toBe(302);
+      expect(once.headers.getSetCookie().some((c) => /^_forward_auth=[^;]+;/.test(c))).toBe(true);
+    });
+
     it('a callback whose state does not match the login cookie is refused', async () => {
       const browser = new Browser({ navigation: true });
       await browser.get(`${stack.appUrl}/forged`);
@@ -198,6 +229,7 @@ describe.each([
       const direct = new Browser();
       const reply = await direct.get(`${stack.service.url}/oauth2/userinfo`, {
         cookie: `_forward_auth=${cookie.value}`,
+        'x-forwarded-host': new URL(stack.appUrl).host,
       });
       expect(reply.status).toBe(200);
       const body = reply.json<Record<string, unknown>>();
@@ -217,7 +249,7 @@ describe.each([
     it('ends the session: cookie cleared, and the old cookie no longer works anywhere', async () => {
       const { browser } = await loggedIn();
       const old = browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')!.value;
-      const out = await browser.get(`${stack.appUrl}/oauth2/sign_out`);
+      const out = await browser.post(`${stack.appUrl}/oauth2/sign_out`, {});
       expect(out.status).toBe(401);
       expect(out.body).toContain('signed out');
       expect(out.body).toContain('Dex');
@@ -234,14 +266,16 @@ describe.each([
 
     it('sends the browser to an allow-listed rd after sign-out, and ignores a foreign one', async () => {
       const { browser } = await loggedIn();
-      const ok = await browser.get(
+      const ok = await browser.post(
         `${stack.appUrl}/oauth2/sign_out?rd=${encodeURIComponent(`${stack.appUrl}/bye`)}`,
+        {},
       );
       expect(ok.status).toBe(302);
       expect(ok.location).toBe(`${stack.appUrl}/bye`);
       const { browser: b2 } = await loggedIn();
-      const evil = await b2.get(
+      const evil = await b2.post(
         `${stack.appUrl}/oauth2/sign_out?rd=${encodeURIComponent('https://evil.example/')}`,
+        {},
       );
       expect(evil.status).toBe(401);
       expect(evil.location).toBeUndefined();

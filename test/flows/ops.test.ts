@@ -211,7 +211,7 @@ describe('operations through the whole chain', () => {
   it('logs sign-out at info with the user', async () => {
     const b = new Browser({ navigation: true });
     await loginThroughDex(b, `${stack.appUrl}/ops/bye`, dev);
-    await b.get(`${stack.appUrl}/oauth2/sign_out`, { 'x-request-id': 'ops-signout-1' });
+    await b.post(`${stack.appUrl}/oauth2/sign_out`, {}, { 'x-request-id': 'ops-signout-1' });
     expect(
       records().find((r) => r['msg'] === 'signed out' && r['requestId'] === 'ops-signout-1'),
     ).toMatchObject({
@@ -644,6 +644,7 @@ describe.skipIf(!hasOpenssl())('mutual TLS between the shipped proxies and the d
       AUTH_TLS_CERT_FILE: pki.serverCert,
       AUTH_TLS_KEY_FILE: pki.serverKey,
       AUTH_TLS_CLIENT_CA_FILE: pki.caCert,
+      BEARER_AUDIENCES: 'kubernetes', // bearer pass-through needs an audience of its own
     });
   });
   afterAll(async () => {
@@ -751,7 +752,7 @@ describe.skipIf(!hasOpenssl())('mutual TLS between the shipped proxies and the d
           sub: 'mtls',
           email: dev.email,
           email_verified: true,
-          aud: CLIENT_ID,
+          aud: 'kubernetes',
         });
         const before = upstream.requests.length;
         const reply = await new Browser().get(`http://127.0.0.1:${port}/over-mtls`, {

@@ -267,11 +267,12 @@ describe('the redirect-loop breaker', () => {
     return { reply, rounds };
   }
 
-  it('stops a loop caused by a stale parent-domain cookie and names the likely causes', async () => {
+  it('stops a loop caused by a browser that drops the session cookie and names the likely causes', async () => {
     const browser = new Browser({ navigation: true });
-    // An older deployment set the cookie for the parent domain; it is sent first and hides every
-    // new host-only session cookie, so each completed login is followed by another.
-    browser.setCookie(stack.appUrl, '_forward_auth=stale-session; Domain=localhost; Path=/');
+    // Cookies blocked for this site (or a cookie domain the browser refuses): every completed
+    // login is followed by another.
+    const keep = browser.jar.set.bind(browser.jar);
+    browser.jar.set = (url, header) => (header.startsWith('_forward_auth=') ? false : keep(url, header));
     const target = `${stack.appUrl}/looping?x=1`;
     const { reply, rounds } = await loginRepeatedly(browser, target);
     expect(rounds).toBe(3);
@@ -283,13 +284,31 @@ describe('the redirect-loop breaker', () => {
     expect(reply.body).toContain('/looping?x=1');
     expectHelmetPage(reply);
 
-    // "Try again" (after the stale cookie is gone) starts afresh and succeeds.
+    // "Try again" (once cookies work) starts afresh and succeeds.
     const tryAgain = /<a class="button" href="([^"]+)">Try again<\/a>/.exec(reply.body)?.[1];
     expect(tryAgain).toBeDefined();
-    browser.setCookie(stack.appUrl, '_forward_auth=; Domain=localhost; Path=/; Max-Age=0');
+    browser.jar.set = keep;
     const { final } = await loginThroughDex(browser, tryAgain!.replaceAll('&amp;', '&'), admin);
     expect(final.status).toBe(200);
     expect(final.url).toBe(target);
+  });
+
+  it('a stale parent-domain cookie beside the new one is no loop: a conflict page deletes both, then signing in works', async () => {
+    const browser = new Browser({ navigation: true });
+    // An older deployment set the cookie for the parent domain; the browser sends it with every
+    // new host-only session cookie.
+    browser.setCookie(stack.appUrl, '_forward_auth=stale-session; Domain=localhost; Path=/');
+    const target = `${stack.appUrl}/conflicted`;
+    const { reply, rounds } = await loginRepeatedly(browser, target);
+    expect(rounds).toBe(1);
+    expect(reply.status).toBe(400);
+    expect(reply.body).toContain('more than once');
+    expectHelmetPage(reply);
+    expect(browser.cookies(stack.appUrl).filter((c) => c.name === '_forward_auth')).toEqual([]);
+    const tryAgain = /<a class="button" href="([^"]+)">Try again<\/a>/.exec(reply.body)?.[1];
+    expect(tryAgain).toBe(target);
+    const { final } = await loginThroughDex(browser, target, admin);
+    expect(final.status).toBe(200);
   });
 
   it('does not count logins that end in sign-out: signing in and out repeatedly is no loop', async () => {
@@ -297,7 +316,7 @@ describe('the redirect-loop breaker', () => {
     for (let i = 0; i < 5; i++) {
       const { final } = await loginThroughDex(browser, `${stack.appUrl}/in-and-out`, admin);
       expect(final.status).toBe(200);
-      expect((await browser.get(`${stack.appUrl}/oauth2/sign_out`)).status).toBe(401);
+      expect((await browser.post(`${stack.appUrl}/oauth2/sign_out`, {})).status).toBe(401);
     }
   });
 
@@ -522,35 +541,132 @@ describe('headers', () => {
 describe('sign-out', () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startStack({ redis: false });
+    stack = await startStack();
   });
   afterAll(async () => {
     await stack?.close();
   });
 
-  it('a cross-site sign-out link only ends the local session and shows a page; it redirects nowhere', async () => {
+  const stillIn = async (cookie: string) =>
+    (
+      await new Browser().get(`${stack.appUrl}/s/check`, {
+        cookie: `_forward_auth=${cookie}`,
+        accept: 'application/json',
+      })
+    ).status;
+
+  async function signedIn(): Promise<{ browser: Browser; cookie: string }> {
     const browser = new Browser({ navigation: true });
     await loginThroughDex(browser, `${stack.appUrl}/s`, admin);
+    return { browser, cookie: browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')!.value };
+  }
+
+  it('a cross-site GET (a link, an image, a navigation) only shows a confirmation page: nobody is signed out', async () => {
+    const { browser, cookie } = await signedIn();
     const reply = await browser.get(
       `${stack.appUrl}/oauth2/sign_out?rd=${encodeURIComponent('https://evil.example/phish')}`,
       { 'sec-fetch-site': 'cross-site', referer: 'https://evil.example/' },
     );
-    expect(reply.status).toBe(401);
+    expect(reply.status).toBe(401); // through ForwardAuth only a non-2xx body reaches the browser
     expect(reply.location).toBeUndefined();
-    expect(reply.body).toContain('signed out');
+    expect(reply.body).toContain('<form class="actions" method="post" action="/oauth2/sign_out">');
+    expect(reply.body).toContain(admin.email);
     expect(reply.body).not.toContain('evil.example');
+    expect(reply.headers.getSetCookie()).toEqual([]);
     expectHelmetPage(reply);
-    expect(browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')).toBeUndefined();
-    // Signing in again works at once: nothing else was touched.
-    const { final } = await loginThroughDex(browser, `${stack.appUrl}/s`, admin);
-    expect(final.status).toBe(200);
+    expect(await stillIn(cookie)).toBe(200);
+    const image = await new Browser().get(`${stack.appUrl}/oauth2/sign_out`, {
+      cookie: `_forward_auth=${cookie}`,
+      accept: 'image/avif,image/webp,*/*',
+      'sec-fetch-site': 'cross-site',
+      'sec-fetch-dest': 'image',
+    });
+    expect(image.headers.getSetCookie()).toEqual([]);
+    expect(await stillIn(cookie)).toBe(200);
   });
 
-  it('a POST sign-out on the direct route works the same way', async () => {
+  it.each([
+    ['another site', 'https://evil.example'],
+    ['a sibling subdomain', 'http://evil.localhost'],
+    ['an opaque origin', 'null'],
+  ])(
+    'a POST from %s is refused with 403 and the confirmation page; the session lives on',
+    async (_n, origin) => {
+      const { browser, cookie } = await signedIn();
+      const reply = await browser.post(
+        `${stack.appUrl}/oauth2/sign_out`,
+        {},
+        { origin, 'sec-fetch-site': 'cross-site' },
+      );
+      expect(reply.status).toBe(403);
+      expect(reply.body).toContain('method="post" action="/oauth2/sign_out"');
+      expect(reply.headers.getSetCookie()).toEqual([]);
+      expect(await stillIn(cookie)).toBe(200);
+      const json = await browser.post(
+        `${stack.appUrl}/oauth2/sign_out`,
+        {},
+        { origin, accept: 'application/json', 'sec-fetch-site': 'cross-site' },
+      );
+      expect(json.status).toBe(403);
+      expect(json.json()).toMatchObject({ error: 'forbidden' });
+      expect(await stillIn(cookie)).toBe(200);
+    },
+  );
+
+  it('the confirmation page’s form signs out (a same-origin POST) and keeps an allowed rd', async () => {
+    const { browser, cookie } = await signedIn();
+    const confirm = await browser.get(
+      `${stack.appUrl}/oauth2/sign_out?rd=${encodeURIComponent(`${stack.appUrl}/bye`)}`,
+    );
+    const action = /<form class="actions" method="post" action="([^"]+)">/.exec(confirm.body)?.[1];
+    expect(action).toBe(`/oauth2/sign_out?rd=${encodeURIComponent(`${stack.appUrl}/bye`)}`);
+    // The page's CSP lets its form lead to rd's origin (form-action also governs the redirect).
+    expect(confirm.headers.get('content-security-policy')).toContain(`form-action 'self' ${stack.appUrl}`);
+    const out = await browser.post(`${stack.appUrl}${action!.replaceAll('&amp;', '&')}`, {});
+    expect(out.status).toBe(302);
+    expect(out.location).toBe(`${stack.appUrl}/bye`);
+    expect(browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')).toBeUndefined();
+    expect(await stillIn(cookie)).toBe(401);
+  });
+
+  it('a POST without Origin or Sec-Fetch-Site (a script holding the cookie, not a browser) signs out', async () => {
+    const { cookie } = await signedIn();
+    const reply = await new Browser().get(`${stack.service.url}/auth`, {
+      cookie: `_forward_auth=${cookie}`,
+      'x-forwarded-host': new URL(stack.appUrl).host,
+      'x-forwarded-uri': '/oauth2/sign_out',
+      'x-forwarded-method': 'POST',
+      accept: 'application/json',
+    });
+    expect(reply.status).toBe(401);
+    expect(reply.json()).toEqual({ signedOut: true });
+    expect(await stillIn(cookie)).toBe(401);
+  });
+
+  it('a GET without a session shows the signed-out page, and other methods get 405', async () => {
+    const reply = await new Browser({ navigation: true }).get(`${stack.appUrl}/oauth2/sign_out`);
+    expect(reply.status).toBe(401);
+    expect(reply.body).toContain('signed out');
+    const put = await new Browser().get(`${stack.service.url}/auth`, {
+      'x-forwarded-host': new URL(stack.appUrl).host,
+      'x-forwarded-uri': '/oauth2/sign_out',
+      'x-forwarded-method': 'DELETE',
+    });
+    expect(put.status).toBe(405);
+    expect(put.headers.get('allow')).toBe('GET, POST');
+  });
+
+  it('on the direct route a GET asks (200) and a POST signs out, the same way', async () => {
     const browser = new Browser({ navigation: true });
     await loginThroughDex(browser, `${stack.appUrl}/s`, admin);
     const cookie = browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')!.value;
     const direct = new Browser({ navigation: true });
+    const confirm = await direct.get(`${stack.service.url}/oauth2/sign_out`, {
+      cookie: `_forward_auth=${cookie}`,
+    });
+    expect(confirm.status).toBe(200);
+    expect(confirm.body).toContain('method="post" action="/oauth2/sign_out"');
+    expect(confirm.headers.getSetCookie()).toEqual([]);
     const reply = await direct.post(
       `${stack.service.url}/oauth2/sign_out`,
       {},
@@ -625,7 +741,7 @@ describe('logs', () => {
     });
 
     // Sign-out.
-    expect((await browser.get(`${stack.appUrl}/oauth2/sign_out`)).status).toBe(401);
+    expect((await browser.post(`${stack.appUrl}/oauth2/sign_out`, {})).status).toBe(401);
 
     const text = stack.service.logs.text;
     expect(text).toContain('login completed');

@@ -92,7 +92,7 @@ beforeAll(async () => {
     env: {
       LOG_LEVEL: 'info',
       OIDC_GROUPS_PREFIX: PREFIX,
-      BEARER_AUDIENCES: `${CLIENT_ID},${BEARER_AUDIENCE}`,
+      BEARER_AUDIENCES: BEARER_AUDIENCE, // never the gateway's own client id (issue 11 item 7)
       UPSTREAM_HEADERS:
         'Authorization,X-Auth-Request-User,X-Auth-Request-Email,X-Auth-Request-Groups,X-Auth-Request-Preferred-Username,X-Forwarded-Groups',
     },

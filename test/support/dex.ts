@@ -166,6 +166,11 @@ export interface DexOptions {
   reuseInterval?: number;
   /** Default true (Dex): a new code exchange for the same user+client kills the previous grant. */
   oneRefreshTokenPerUserAndClient?: boolean;
+  /**
+   * Default false (released Dex has none): offer RFC 7009 token revocation (`revocation_endpoint`
+   * in discovery, at /token/revocation); revoking a refresh token revokes its whole grant.
+   */
+  revocation?: boolean;
 }
 
 export interface DexCounts {
@@ -175,6 +180,8 @@ export interface DexCounts {
   codeGrants: number;
   /** /token responses with a status >= 400. */
   tokenErrors: number;
+  /** Requests to the revocation endpoint (only with `revocation: true`). */
+  revocations: number;
 }
 
 export interface MintOptions {
@@ -558,7 +565,7 @@ class DexStandIn implements Dex {
   readonly port: number;
   readonly jwksUri: string;
   readonly users: DexUser[];
-  readonly counts: DexCounts = { refreshGrants: 0, codeGrants: 0, tokenErrors: 0 };
+  readonly counts: DexCounts = { refreshGrants: 0, codeGrants: 0, tokenErrors: 0, revocations: 0 };
 
   private readonly prefix: string;
   private readonly issuerHost: string;
@@ -566,6 +573,7 @@ class DexStandIn implements Dex {
   private readonly refreshMode: 'strict' | 'dex';
   private readonly reuseInterval: number;
   private readonly onePerUserClient: boolean;
+  private readonly revocation: boolean;
   private readonly showUsers: boolean;
   private readonly clients: DexClient[];
   private readonly store = new MapStore();
@@ -597,6 +605,7 @@ class DexStandIn implements Dex {
     this.refreshMode = opts.refreshMode ?? 'strict';
     this.reuseInterval = opts.reuseInterval ?? 0;
     this.onePerUserClient = opts.oneRefreshTokenPerUserAndClient ?? true;
+    this.revocation = opts.revocation ?? false;
     this.showUsers = opts.showUsers ?? false;
     this.clients = opts.clients.map((c) => ({ ...c, redirectUris: [...c.redirectUris] }));
     if (this.clients.length === 0) throw new Error('startDex: at least one client is required');
@@ -694,7 +703,7 @@ class DexStandIn implements Dex {
         devInteractions: { enabled: false },
         rpInitiatedLogout: { enabled: false },
         dPoP: { enabled: false },
-        revocation: { enabled: false },
+        revocation: { enabled: this.revocation },
         introspection: { enabled: false },
         userinfo: { enabled: true },
       },
@@ -1016,6 +1025,7 @@ class DexStandIn implements Dex {
       await this.onToken(req, res);
       return;
     }
+    if (req.method === 'POST' && path === '/token/revocation') this.counts.revocations++;
     await this.handler(req, res);
   }
 

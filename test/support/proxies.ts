@@ -379,10 +379,14 @@ export function shippedConfig(
       .replace(/^(\s*)#(?=\S)/gm, '$1')
       .replaceAll(`/etc/${kind}/dex-forward-auth/`, `${opts.mtls.dir}/`);
   }
-  text = text
-    .replaceAll('127.0.0.1:4180', loopbackOrigin('pagesUrl', opts.pagesUrl).hostPort)
-    .replaceAll('127.0.0.1:4181', new URL(opts.decisionUrl).host)
-    .replaceAll('127.0.0.1:3000', loopbackOrigin('upstreamUrl', opts.upstreamUrl).hostPort);
+  // One pass, whole port numbers only: a replaced address must never be matched again (a test
+  // port such as 41811 would otherwise turn into the decision listener's address plus a digit).
+  const addresses: Record<string, string> = {
+    '4180': loopbackOrigin('pagesUrl', opts.pagesUrl).hostPort,
+    '4181': new URL(opts.decisionUrl).host,
+    '3000': loopbackOrigin('upstreamUrl', opts.upstreamUrl).hostPort,
+  };
+  text = text.replace(/127\.0\.0\.1:(4180|4181|3000)(?!\d)/g, (_, port: string) => addresses[port] as string);
   if (kind === 'caddy') {
     return (
       caddyGlobals(join(opts.dir, 'storage')) +

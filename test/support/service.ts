@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+import type { BuildOptions } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
 import { createLogger } from '../../src/log.ts';
 import { type RunningService, startService } from '../../src/main.ts';
@@ -31,7 +32,7 @@ export interface TestService extends RunningService {
  */
 export async function startTestService(
   env: Record<string, string>,
-  options: { store?: Store; tlsReloadMs?: number } = {},
+  options: { store?: Store; tlsReloadMs?: number; sessionTimings?: BuildOptions['sessionTimings'] } = {},
 ): Promise<TestService> {
   const config = loadConfig({
     COOKIE_SECRET: TEST_COOKIE_SECRET,
@@ -50,6 +51,7 @@ export async function startTestService(
     host: '127.0.0.1',
     drainMs: 2_000,
     ...(options.store ? { store: options.store } : {}),
+    ...(options.sessionTimings ? { sessionTimings: options.sessionTimings } : {}),
     ...(options.tlsReloadMs ? { tlsReloadMs: options.tlsReloadMs } : {}),
   });
   return Object.assign(service, { logs });

@@ -1,3 +1,4 @@
+import type { BuildOptions } from '../../src/app.ts';
 import { type Dex, type DexOptions, startDex } from './dex.ts';
 import { freePort } from './ports.ts';
 import { type RedisServer, startRedis } from './redis.ts';
@@ -33,6 +34,7 @@ export interface StackOptions {
   readonly env?: Record<string, string>;
   readonly dex?: Partial<DexOptions>;
   readonly forwardAuth?: Partial<ForwardAuthOptions>;
+  readonly sessionTimings?: BuildOptions['sessionTimings'];
   /** Routes before the protected one, e.g. the service's pages (`pages` stands for its PORT). */
   readonly routes?: (pages: string) => Route[];
 }
@@ -57,13 +59,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     ...options.dex,
   });
   const upstream = await startUpstream();
-  const service = await startTestService({
-    OIDC_ISSUER_URL: dex.issuer,
-    OIDC_CLIENT_ID: CLIENT_ID,
-    OIDC_CLIENT_SECRET: CLIENT_SECRET,
-    ...(redis ? { REDIS_URL: redis.url } : {}),
-    ...options.env,
-  });
+  const service = await startTestService(
+    {
+      OIDC_ISSUER_URL: dex.issuer,
+      OIDC_CLIENT_ID: CLIENT_ID,
+      OIDC_CLIENT_SECRET: CLIENT_SECRET,
+      ...(redis ? { REDIS_URL: redis.url } : {}),
+      ...options.env,
+    },
+    options.sessionTimings ? { sessionTimings: options.sessionTimings } : {},
+  );
   const traefik = await startTraefik({
     port: traefikPort,
     routes: [

@@ -97,9 +97,9 @@ describe('settings', () => {
     COOKIE_SECRET: 'unit-test-cookie-secret-4f9a2c7e1b8d3056',
   };
 
-  it('defaults: audiences = the client id, RS256, id-token, 8000-byte groups', () => {
+  it('defaults: no bearer audience (pass-through off), RS256, id-token, 8000-byte groups', () => {
     const config = loadConfig(base);
-    expect(config.bearerAudiences).toEqual(['forward-auth']);
+    expect(config.bearerAudiences).toEqual([]);
     expect(config.bearerAlgorithms).toEqual(['RS256']);
     expect(config.upstreamAuth).toBe('id-token');
     expect(config.upstreamGroupsMaxBytes).toBe(8000);
@@ -134,12 +134,18 @@ describe('settings', () => {
         ...base,
         UPSTREAM_AUTH: 'impersonate',
         TRUSTED_PROXIES: '10.42.0.0/16',
-        BEARER_AUDIENCES: 'kubernetes, forward-auth',
+        BEARER_AUDIENCES: 'kubernetes, api-clients',
       },
       (p) => (p === '/var/run/secrets/kubernetes.io/serviceaccount/token' ? 'tok' : ''),
     );
     expect(config.upstreamAuth).toBe('impersonate');
-    expect(config.bearerAudiences).toEqual(['kubernetes', 'forward-auth']);
+    expect(config.bearerAudiences).toEqual(['kubernetes', 'api-clients']);
+  });
+
+  it("refuses the gateway's own client id as a bearer audience, saying why", () => {
+    expect(() => loadConfig({ ...base, BEARER_AUDIENCES: 'kubernetes,forward-auth' })).toThrow(
+      /BEARER_AUDIENCES must not contain OIDC_CLIENT_ID: the gateway hands its ID tokens to every upstream/,
+    );
   });
 });
 
@@ -168,7 +174,8 @@ describe('bearer tokens: which ones are ours', () => {
 
   const config = {
     issuerUrl: 'https://dex.example.com/',
-    bearerAudiences: ['forward-auth'],
+    clientId: 'forward-auth',
+    bearerAudiences: ['kubernetes'],
     bearerAlgorithms: ['RS256'],
     ...NAMING,
   };
@@ -215,6 +222,44 @@ describe('bearer tokens: which ones are ours', () => {
       kind: 'valid',
       identity: { user: 'a@example.com', groups: ['oidc:admins'] },
     });
+  });
+
+  it('with no BEARER_AUDIENCES, a token of our issuer is refused without asking the provider', async () => {
+    let asked = false;
+    const oidc = {
+      verifyBearer: async () => {
+        asked = true;
+        return {} as never;
+      },
+    };
+    const result = await authenticateBearer(ours, { ...config, bearerAudiences: [] }, oidc);
+    expect(result.kind).toBe('invalid');
+    if (result.kind === 'invalid') expect(result.error.detail).toContain('pass-through is off');
+    expect(asked).toBe(false);
+  });
+
+  it.each([
+    ['its client id as aud', { aud: 'forward-auth' }],
+    ['its client id among the audiences', { aud: ['kubernetes', 'forward-auth'] }],
+    ['its client id as azp', { aud: ['kubernetes'], azp: 'forward-auth' }],
+  ])(
+    'refuses a token minted for the gateway (%s): one dashboard cannot replay it on another',
+    async (_n, aud) => {
+      const claims = { email: 'a@example.com', email_verified: true, ...aud };
+      const result = await authenticateBearer(ours, config, verifying(claims));
+      expect(result.kind).toBe('invalid');
+      if (result.kind === 'invalid') expect(result.error.detail).toContain('minted for this gateway');
+    },
+  );
+
+  it('accepts a kubectl token for the API server (aud kubernetes, azp kubectl)', async () => {
+    const claims = {
+      email: 'a@example.com',
+      email_verified: true,
+      aud: ['kubernetes', 'kubectl'],
+      azp: 'kubectl',
+    };
+    expect((await authenticateBearer(ours, config, verifying(claims))).kind).toBe('valid');
   });
 
   it('a provider outage is a 503, not a refusal', async () => {

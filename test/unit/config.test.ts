@@ -179,6 +179,24 @@ describe('configuration', () => {
     }
   });
 
+  it('SESSION_IDLE_TIMEOUT: 12h by default, 0 turns it off, less than a second is refused', () => {
+    expect(loadConfig(base).sessionIdleTimeoutMs).toBe(12 * 3_600_000);
+    expect(loadConfig({ ...base, SESSION_IDLE_TIMEOUT: '0' }).sessionIdleTimeoutMs).toBe(0);
+    expect(loadConfig({ ...base, SESSION_IDLE_TIMEOUT: '30m' }).sessionIdleTimeoutMs).toBe(1_800_000);
+    expect(problems({ ...base, SESSION_IDLE_TIMEOUT: '500ms' }).join('\n')).toContain(
+      'SESSION_IDLE_TIMEOUT must be at least 1s',
+    );
+    expect(problems({ ...base, SESSION_IDLE_TIMEOUT: 'soon' }).join('\n')).toContain('SESSION_IDLE_TIMEOUT');
+  });
+
+  it("BEARER_AUDIENCES: unset is no bearer pass-through; the gateway's own client id is refused", () => {
+    expect(loadConfig(base).bearerAudiences).toEqual([]);
+    expect(loadConfig({ ...base, BEARER_AUDIENCES: 'kubernetes' }).bearerAudiences).toEqual(['kubernetes']);
+    expect(problems({ ...base, BEARER_AUDIENCES: 'kubernetes,fwd' }).join('\n')).toContain(
+      'BEARER_AUDIENCES must not contain OIDC_CLIENT_ID',
+    );
+  });
+
   it('parses Go-style durations', () => {
     expect(parseDuration('168h')).toBe(168 * 3600_000);
     expect(parseDuration('1h30m')).toBe(5400_000);

@@ -232,11 +232,12 @@ describe('every endpoint that takes a return URL', () => {
   it('/oauth2/sign_out never redirects to a bypass and never reflects it into the page', async () => {
     for (const candidate of BYPASSES) {
       for (const reply of [
-        await new Browser({ navigation: true }).get(`${own}/oauth2/sign_out?${rd(candidate)}`),
-        await new Browser({ navigation: true }).get(
-          `${service.url}/auth`,
-          forwarded(`/oauth2/sign_out?${rd(candidate)}`),
-        ),
+        await new Browser({ navigation: true }).post(`${own}/oauth2/sign_out?${rd(candidate)}`, {}),
+        await new Browser({ navigation: true }).get(`${service.url}/auth`, {
+          ...forwarded(`/oauth2/sign_out?${rd(candidate)}`),
+          'x-forwarded-method': 'POST',
+          origin: own,
+        }),
       ]) {
         expect(reply.location, JSON.stringify(candidate)).toBeUndefined();
         expect([200, 401]).toContain(reply.status);
@@ -247,7 +248,10 @@ describe('every endpoint that takes a return URL', () => {
   });
 
   it('/oauth2/sign_out follows an allowed rd', async () => {
-    const reply = await new Browser().get(`${own}/oauth2/sign_out?${rd('https://grafana.example.com/bye')}`);
+    const reply = await new Browser().post(
+      `${own}/oauth2/sign_out?${rd('https://grafana.example.com/bye')}`,
+      {},
+    );
     expect(reply.status).toBe(302);
     expect(reply.location).toBe('https://grafana.example.com/bye');
   });

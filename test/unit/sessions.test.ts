@@ -1,11 +1,12 @@
-import { beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
-import { loadConfig } from '../../src/config.ts';
+import { type Config, loadConfig } from '../../src/config.ts';
 import { silentLogger } from '../../src/log.ts';
 import { type OidcProvider, RefreshError, type TokenResult } from '../../src/oidc/provider.ts';
 import { MemoryStore } from '../../src/session/memoryStore.ts';
 import { Sealer } from '../../src/session/seal.ts';
-import { type Resolution, SessionService } from '../../src/session/sessions.ts';
+import { type Resolution, type SessionCookieData, SessionService } from '../../src/session/sessions.ts';
+import { type Store, StoreUnavailableError } from '../../src/session/store.ts';
 
 /**
  * SessionService with a fake clock and a fake provider (unit level): the caches, the refresh
@@ -22,11 +23,16 @@ class FakeClock implements Clock {
   }
 }
 
-/** Rotates on every refresh and records which refresh tokens were presented. */
+/**
+ * Rotates on every refresh and records which refresh tokens were presented. Like oidc-provider:
+ * a revoked (or spent) refresh token is refused for good.
+ */
 class FakeProvider {
   readonly presented: string[] = [];
+  readonly revoked: string[] = [];
   next = 1;
   failWith: RefreshError | undefined;
+  revokeFailures = 0;
   constructor(
     private readonly clock: FakeClock,
     private readonly ttlSeconds: number,
@@ -50,34 +56,62 @@ class FakeProvider {
     this.presented.push(rt);
     await new Promise((r) => setTimeout(r, 5));
     if (this.failWith) throw this.failWith;
+    if (this.revoked.includes(rt)) throw new RefreshError('terminal', 'revoked', 400, 'invalid_grant');
     return this.tokens(`rt-${this.next++}`);
+  }
+  async revokeRefreshToken(rt: string): Promise<'revoked'> {
+    if (this.revokeFailures > 0) {
+      this.revokeFailures--;
+      throw new RefreshError('transient', 'connect ECONNREFUSED');
+    }
+    this.revoked.push(rt);
+    return 'revoked';
   }
 }
 
-const config = loadConfig({
+const settings = {
   OIDC_ISSUER_URL: 'https://dex.example.com/',
   OIDC_CLIENT_ID: 'c',
   OIDC_CLIENT_SECRET: 's',
   COOKIE_SECRET: 'unit-test-cookie-secret-4f9a2c7e1b8d3056',
   SESSION_TTL: '1h',
   REFRESH_SKEW: '30s',
-});
+  SESSION_IDLE_TIMEOUT: '0',
+};
+const config = loadConfig(settings);
 
 let clock: FakeClock;
 let provider: FakeProvider;
 let store: MemoryStore;
 
-function service(): SessionService {
-  return new SessionService({
-    config,
-    store,
+const services: SessionService[] = [];
+
+/** A store's member, callable through a Proxy (MemoryStore has private fields). */
+function bound(target: Store, name: string | symbol): unknown {
+  const value: unknown = Reflect.get(target, name, target);
+  return typeof value === 'function' ? value.bind(target) : value;
+}
+
+function service(
+  options: { config?: Config; store?: Store; revokeRetryDelaysMs?: number[] } = {},
+): SessionService {
+  const created = new SessionService({
+    config: options.config ?? config,
+    store: options.store ?? store,
     oidc: provider as unknown as OidcProvider,
     sealer: new Sealer(config.cookieSecrets),
     clock,
     log: silentLogger(),
     retryDelaysMs: [],
+    ...(options.revokeRetryDelaysMs ? { revokeRetryDelaysMs: options.revokeRetryDelaysMs } : {}),
   });
+  services.push(created);
+  return created;
 }
+
+afterEach(() => {
+  for (const s of services.splice(0)) s.close();
+});
 
 function valid(r: Resolution): Extract<Resolution, { kind: 'valid' }> {
   if (r.kind !== 'valid') throw new Error(`expected a valid session, got ${r.reason}`);
@@ -141,23 +175,51 @@ describe('refresh', () => {
     expect(new Set(results.map((r) => valid(r).setCookie)).size).toBe(1);
   });
 
-  it('a stale cookie adopts the current one and never replays a rotated refresh token', async () => {
+  it('within the grace period, the cookie before a rotation adopts the current one and never replays its refresh token', async () => {
+    provider = new FakeProvider(clock, 40); // 40 s tokens: due after 20 s, inside the 60 s grace
     const a = service();
     const b = service(); // another replica sharing the store
     const { cookie: c0 } = await a.create(provider.tokens('rt-0'));
-    clock.advance(600_000);
+    clock.advance(21_000);
     const c1 = valid(await a.resolve(c0)).setCookie!;
     expect(provider.presented).toEqual(['rt-0']);
-    clock.advance(600_000);
-    // The browser missed c1 and still sends c0, to another replica, after c1's token expired too.
+    clock.advance(21_000);
+    // The browser missed c1 and still sends c0, to another replica, after c1's token is due too.
     const r = valid(await b.resolve(c0));
     expect(provider.presented).toEqual(['rt-0', 'rt-1']);
     expect(r.record.idToken).toBe('id-token-rt-2');
     expect(r.setCookie).toBeDefined();
     expect(r.setCookie).not.toBe(c1);
-    // c1 and c0 now both converge on the newest cookie without another refresh.
+    // c1 converges on the newest cookie without another refresh.
     expect(valid(await a.resolve(c1)).setCookie).toBe(r.setCookie);
     expect(provider.presented).toHaveLength(2);
+  });
+
+  it('after the grace period, a cookie from before the rotation is refused, not upgraded', async () => {
+    const a = service();
+    const b = service();
+    const { cookie: c0 } = await a.create(provider.tokens('rt-0'));
+    clock.advance(600_000);
+    const c1 = valid(await a.resolve(c0)).setCookie!;
+    clock.advance(59_000);
+    expect(valid(await b.resolve(c0)).setCookie).toBe(c1); // concurrent requests: still handed c1
+    clock.advance(2_000);
+    expect(await a.resolve(c0)).toEqual({ kind: 'none', reason: 'stale' });
+    expect(await b.resolve(c0)).toEqual({ kind: 'none', reason: 'stale' });
+    // The current cookie is untouched, and nothing was sent to the provider for the stale one.
+    expect(valid(await b.resolve(c1)).setCookie).toBeUndefined();
+    expect(provider.presented).toEqual(['rt-0']);
+  });
+
+  it('a cookie two rotations old is refused even inside the grace period', async () => {
+    provider = new FakeProvider(clock, 20);
+    const a = service();
+    const { cookie: c0 } = await a.create(provider.tokens('rt-0'));
+    clock.advance(11_000);
+    const c1 = valid(await a.resolve(c0)).setCookie!;
+    clock.advance(11_000);
+    valid(await a.resolve(c1));
+    expect(await a.resolve(c0)).toEqual({ kind: 'none', reason: 'stale' });
   });
 
   it('a refusal ends the session; the refusal is remembered, not retried', async () => {
@@ -181,5 +243,194 @@ describe('refresh', () => {
     });
     provider.failWith = undefined;
     expect(valid(await sessions.resolve(cookie)).record.idToken).toBe('id-token-rt-1');
+  });
+});
+
+describe('sign-out', () => {
+  it('takes effect on another replica at once: the replicas tell each other', async () => {
+    const a = service();
+    const b = service();
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    valid(await b.resolve(cookie)); // b's hot cache holds it now
+    await a.destroy(cookie);
+    await new Promise((r) => setImmediate(r)); // the message is delivered asynchronously
+    expect(b.peekHot(cookie)).toBeUndefined();
+    expect(await b.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+  });
+
+  it('revokes the newest refresh token of the session at the provider, not the stale one presented', async () => {
+    provider = new FakeProvider(clock, 40);
+    const sessions = service();
+    const { cookie: c0 } = await sessions.create(provider.tokens('rt-0'));
+    clock.advance(21_000);
+    valid(await sessions.resolve(c0)); // rotated to rt-1; the browser kept c0
+    await sessions.destroy(c0);
+    expect(provider.revoked).toEqual(['rt-1']);
+  });
+
+  it('survives Redis restarting empty: a kept cookie is not revived from its refresh token, on a replica that never saw it', async () => {
+    const a = service();
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    await a.destroy(cookie);
+    store.clear(); // Redis restarted without its data: record and tombstone are gone
+    const fresh = service(); // a replica started afterwards: no memory of anything
+    expect(await fresh.resolve(cookie)).toEqual({ kind: 'none', reason: 'refresh_refused' });
+    expect(provider.presented).toEqual(['rt-0']); // it asked, and the provider refused
+  });
+
+  it('survives Redis restarting empty on a replica that still remembers the session (tombstone kept in memory)', async () => {
+    const a = service();
+    const b = service();
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    valid(await b.resolve(cookie));
+    await a.destroy(cookie);
+    await new Promise((r) => setImmediate(r));
+    store.clear();
+    clock.advance(2_000);
+    expect(await b.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    expect(provider.presented).toEqual([]);
+    // … and b wrote its tombstone back into the empty store, for replicas that start later.
+    expect(await service().resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+  });
+
+  it('holds on a replica that missed the message: what it remembers is checked with the provider again', async () => {
+    const deaf: Store = new Proxy(store, {
+      get: (target, name) => (name === 'subscribe' ? () => () => undefined : bound(target, name)),
+    });
+    const a = service();
+    const b = service({ store: deaf });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    valid(await b.resolve(cookie));
+    await a.destroy(cookie);
+    store.clear();
+    clock.advance(2_000);
+    expect(await b.resolve(cookie)).toEqual({ kind: 'none', reason: 'refresh_refused' });
+  });
+
+  it('Redis restarting empty logs nobody out who did not sign out (one refresh per session)', async () => {
+    const a = service();
+    const b = service();
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    valid(await b.resolve(cookie));
+    store.clear();
+    clock.advance(2_000);
+    const results = await Promise.all([a.resolve(cookie), b.resolve(cookie), a.resolve(cookie)]);
+    for (const r of results) expect(r.kind).toBe('valid');
+    expect(provider.presented).toEqual(['rt-0']);
+  });
+
+  it('signing out while Redis is down ends the session here at once and in Redis once it is back', async () => {
+    let down = false;
+    const flaky: Store = new Proxy(store, {
+      get: (target, name) => {
+        const member = bound(target, name);
+        if (typeof member !== 'function' || !['get', 'set', 'del', 'publish'].includes(String(name)))
+          return member;
+        return (...args: unknown[]) =>
+          down
+            ? Promise.reject(new StoreUnavailableError('down'))
+            : (member as (...a: unknown[]) => unknown)(...args);
+      },
+    });
+    const a = service({ store: flaky, revokeRetryDelaysMs: [20] });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    down = true;
+    await a.destroy(cookie);
+    expect(await a.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    down = false;
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await service().resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    expect(provider.presented).toEqual([]); // the tombstone answered, not the provider
+  });
+
+  it('retries a revocation the provider could not take, in the background', async () => {
+    provider.revokeFailures = 1;
+    const sessions = service({ revokeRetryDelaysMs: [20] });
+    const { cookie } = await sessions.create(provider.tokens('rt-0'));
+    await sessions.destroy(cookie);
+    expect(provider.revoked).toEqual([]);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(provider.revoked).toEqual(['rt-0']);
+  });
+});
+
+describe('host binding', () => {
+  const sealer = new Sealer(config.cookieSecrets);
+
+  it('a host-only session answers on its own host only', async () => {
+    const sessions = service();
+    const { cookie } = await sessions.create(provider.tokens('rt-0'), 'grafana.example.com');
+    expect((await sealer.unseal<SessionCookieData>(cookie))?.h).toBe('grafana.example.com');
+    valid(await sessions.resolve(cookie, 'grafana.example.com'));
+    expect(sessions.peekHot(cookie, 'prometheus.example.com')).toBeUndefined();
+    expect(await sessions.resolve(cookie, 'prometheus.example.com')).toEqual({
+      kind: 'none',
+      reason: 'other_host',
+    });
+    valid(await sessions.resolve(cookie, 'grafana.example.com'));
+  });
+
+  it('with COOKIE_DOMAIN the session is shared by the hosts of the domain', async () => {
+    const shared = loadConfig({ ...settings, COOKIE_DOMAIN: '.example.com' });
+    const sessions = service({ config: shared });
+    const { cookie } = await sessions.create(provider.tokens('rt-0'), 'grafana.example.com');
+    valid(await sessions.resolve(cookie, 'prometheus.example.com'));
+  });
+});
+
+describe('SESSION_IDLE_TIMEOUT', () => {
+  const idle = loadConfig({ ...settings, SESSION_IDLE_TIMEOUT: '10m' });
+
+  /** Counts the writes of last-seen times that reach the store. */
+  function counting(): { store: Store; writes: () => number } {
+    let writes = 0;
+    const wrapped: Store = new Proxy(store, {
+      get: (target, name) =>
+        name === 'set'
+          ? (key: string, value: string, ttl: number) => {
+              if (key.startsWith('ls:')) writes++;
+              return target.set(key, value, ttl);
+            }
+          : bound(target, name),
+    });
+    return { store: wrapped, writes: () => writes };
+  }
+
+  it('ends a session nobody used for the idle timeout, for good', async () => {
+    const a = service({ config: idle });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    valid(await a.resolve(cookie));
+    clock.advance(10 * 60_000 + 1);
+    expect(await a.resolve(cookie)).toEqual({ kind: 'none', reason: 'idle' });
+    expect(provider.revoked).toEqual(['rt-0']);
+    expect(await a.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+  });
+
+  it('keeps a session used within the timeout on any replica, and writes its last use at most once per interval', async () => {
+    const counted = counting();
+    const a = service({ config: idle, store: counted.store });
+    const b = service({ config: idle, store: counted.store });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    const before = counted.writes();
+    // 40 minutes of use every 10 s, only ever on replica b (following rotations as a browser
+    // does); then a — which has not seen the session for 40 minutes — is asked.
+    let current = cookie;
+    for (let t = 0; t < 240; t++) {
+      clock.advance(10_000);
+      const r = b.peekHot(current) ?? valid(await b.resolve(current));
+      if (r.setCookie) current = r.setCookie;
+    }
+    valid(await a.resolve(current));
+    // One write per 75 s (an eighth of the timeout) at most, not one per request.
+    expect(counted.writes() - before).toBeLessThanOrEqual(Math.ceil((240 * 10_000) / 75_000) + 2);
+    expect(counted.writes() - before).toBeGreaterThan(10);
+  });
+
+  it('never calls a session idle because Redis lost its data', async () => {
+    const a = service({ config: idle });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    clock.advance(10 * 60_000 + 1);
+    store.clear();
+    expect((await a.resolve(cookie)).kind).toBe('valid');
   });
 });

@@ -79,6 +79,26 @@ function storeContract(name: string, make: () => Store, wait: (ms: number) => Pr
     it('answers ping', async () => {
       expect(await store.ping()).toBe(true);
     });
+
+    it('delivers a published message to every listener of its channel, none after unsubscribing', async () => {
+      const channel = key('channel');
+      const got: string[] = [];
+      const other: string[] = [];
+      const stop = store.subscribe(channel, (m) => got.push(m));
+      store.subscribe(`${channel}-other`, (m) => other.push(m));
+      // A subscription takes effect asynchronously on Redis: publish until it is heard.
+      for (let i = 0; i < 50 && got.length === 0; i++) {
+        await store.publish(channel, 'hello');
+        await wait(20);
+      }
+      expect(got[0]).toBe('hello');
+      expect(other).toEqual([]);
+      stop();
+      const before = got.length;
+      await store.publish(channel, 'after');
+      await wait(100);
+      expect(got.slice(before)).toEqual([]);
+    });
   });
 }
 
@@ -147,5 +167,41 @@ describe('redis store when Redis is down', () => {
     expect(value).toBeNull();
     await store.close();
     await down.close();
+  });
+});
+
+describe('redis store pub/sub across replicas', () => {
+  it('reaches another replica, and tells it after Redis restarted that it may have missed messages', async () => {
+    const server = await startRedis();
+    const a = new RedisStore(createRedisClient({ mode: 'single', url: server.url }));
+    const b = new RedisStore(createRedisClient({ mode: 'single', url: server.url }));
+    try {
+      expect(await a.ready()).toBe(true);
+      const heard: string[] = [];
+      let gaps = 0;
+      b.subscribe(
+        'ended',
+        (m) => heard.push(m),
+        () => gaps++,
+      );
+      const publishUntilHeard = async (message: string) => {
+        for (let i = 0; i < 100 && !heard.includes(message); i++) {
+          await a.publish('ended', message).catch(() => undefined);
+          await sleep(50);
+        }
+      };
+      await publishUntilHeard('one');
+      expect(heard).toContain('one');
+      const gapsBefore = gaps;
+      await server.kill('SIGKILL');
+      await server.start();
+      await publishUntilHeard('two'); // resubscribed by itself
+      expect(heard).toContain('two');
+      expect(gaps).toBeGreaterThan(gapsBefore);
+    } finally {
+      await a.close();
+      await b.close();
+      await server.close();
+    }
   });
 });

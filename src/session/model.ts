@@ -1,0 +1,104 @@
+import type { Identity } from '../authz/identity.ts';
+import type { SessionKeys } from './crypto.ts';
+
+/**
+ * What a session is made of (DESIGN §5): the sealed cookie the browser holds, the record the store
+ * holds, and what resolving a cookie can come to.
+ */
+
+export interface SessionCookieData {
+  readonly v: 1;
+  readonly sid: string;
+  readonly rt: string;
+  /** Login time, ms. */
+  readonly iat: number;
+  /** Absolute session end, ms. */
+  readonly exp: number;
+  /** Generation: +1 at every refresh-token rotation, so older and newer cookies can be told apart. */
+  readonly g?: number;
+  /** When this cookie's refresh token came (login or rotation), ms: starts the rotation grace. */
+  readonly r?: number;
+  /** The host a host-only session belongs to (absent with COOKIE_DOMAIN, and in older cookies). */
+  readonly h?: string;
+}
+
+export interface SessionRecord {
+  readonly idToken: string;
+  /** ID token expiry, ms. */
+  readonly tokenExp: number;
+  /** ID token issue time, ms. */
+  readonly tokenIat: number;
+  readonly identity: Identity;
+  /** The session's current sealed cookie and the hash of its refresh token. */
+  readonly cookie: string;
+  readonly rtHash: string;
+  /** The generation of that cookie. */
+  readonly gen: number;
+  /** When that cookie was minted, ms (older cookies are adopted only within the grace after it). */
+  readonly rotatedAt?: number;
+}
+
+export type Resolution =
+  | {
+      readonly kind: 'valid';
+      readonly record: SessionRecord;
+      /** A sealed cookie value to send (rotation, adoption of the current cookie, re-seal). */
+      readonly setCookie?: string;
+      /** Session end, ms (for the cookie's Max-Age). */
+      readonly sessionEnd: number;
+      readonly degraded: boolean;
+      readonly refreshed: boolean;
+      /** The host the session is bound to (host-only cookies), if any. */
+      readonly host?: string;
+    }
+  | { readonly kind: 'none'; readonly reason: NoSessionReason };
+
+export type NoSessionReason =
+  | 'invalid'
+  | 'expired'
+  | 'signed_out'
+  | 'refresh_refused'
+  /** A host-only session's cookie presented on another host. */
+  | 'other_host'
+  /** A cookie older than the session's current one, past the rotation grace. */
+  | 'stale'
+  /** Unused for SESSION_IDLE_TIMEOUT. */
+  | 'idle';
+
+const none = (reason: NoSessionReason): Resolution => Object.freeze({ kind: 'none', reason });
+export const NONE = {
+  invalid: none('invalid'),
+  expired: none('expired'),
+  signedOut: none('signed_out'),
+  refreshRefused: none('refresh_refused'),
+  otherHost: none('other_host'),
+  stale: none('stale'),
+  idle: none('idle'),
+};
+
+export type Valid = Extract<Resolution, { kind: 'valid' }>;
+
+/** What the store (or, while it is down, this replica) holds for a session. */
+export interface Loaded {
+  readonly record: SessionRecord | undefined;
+  /** Store up but the record gone (flushed, restarted empty): what this replica last knew. */
+  readonly fallback: SessionRecord | undefined;
+  readonly storeDown: boolean;
+}
+
+export interface Unsealed {
+  readonly value: string;
+  readonly data: SessionCookieData;
+  readonly keys: SessionKeys;
+  readonly rtHash: string;
+}
+
+export interface SharedResult {
+  readonly record?: SessionRecord;
+  readonly terminal?: boolean;
+}
+
+/** True when the record holds a newer cookie (a later rotation) than the one presented. */
+export function isNewer(record: SessionRecord, presented: Unsealed): boolean {
+  return record.rtHash !== presented.rtHash && (record.gen ?? 0) > (presented.data.g ?? 0);
+}
