@@ -305,5 +305,8 @@ describe.skipIf(!hs).each(OVERLAYS)('the %s overlay, deployed on this machine', 
       expect(paths, path).toContain(path);
     }
     expect(walk.links.filter((l) => l.problem !== undefined)).toEqual([]);
+    // The sign-out form's POST reaches the service and ends the session.
+    expect(['pages', 'check']).toContain(walk.signOut.route);
+    expect(walk.signOut.after).not.toBe(200);
   });
 });

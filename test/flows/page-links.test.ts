@@ -153,6 +153,9 @@ describe.each(CASES)('every link of the pages, through $name', (c) => {
     'routes every one of them to the service (or, for dashboard pages, the dashboard)',
     () => {
       expect(walk.links.filter((l) => l.problem !== undefined)).toEqual([]);
+      // The sign-out form's POST reaches the service and ends the session.
+      expect(['pages', 'check']).toContain(walk.signOut.route);
+      expect(walk.signOut.after).not.toBe(200);
       for (const link of walk.links.filter((l) => new URL(l.url).pathname === '/kubeconfig/download')) {
         expect(link.status, link.url).toBe(200);
       }

@@ -87,6 +87,8 @@ export interface WalkResult {
   readonly links: LinkVerdict[];
   /** Links to other sites (documentation), not walked. */
   readonly external: string[];
+  /** The sign-out form posted last: where it went, its status, and a dashboard's status after it. */
+  readonly signOut: { route: Route; status: number; after: number };
 }
 
 /** Fetches the pages, collects their links and walks each one. */
@@ -117,6 +119,13 @@ export async function walkPageLinks(
   for (const host of site.pageHosts) collect(await signedIn.get(`${origin(host)}/kubeconfig`));
   if (site.centralHost) collect(await signedIn.get(`${origin(site.centralHost)}/`));
   for (const host of site.protectedHosts) collect(await signedIn.get(`${origin(host)}/oauth2/callback`));
+  // A GET of sign-out shows the page with the POST form (sign-out happens only on the POST).
+  const confirm = new Map<string, Reply>();
+  for (const host of hosts) {
+    const reply = await signedIn.get(`${origin(host)}/oauth2/sign_out`);
+    confirm.set(host, reply);
+    collect(reply);
+  }
 
   const anonymous = new Browser({ navigation: true });
   for (const host of hosts) collect(await anonymous.get(`${origin(host)}/oauth2/sign_out`));
@@ -149,5 +158,22 @@ export async function walkPageLinks(
     const { route, status } = await routeOf(site, signedIn, url);
     links.push({ url, from, route, status, problem: expected(site, new URL(url), route) });
   }
-  return { pages, links, external };
+  // Last, sign out with the confirmation page's form, as a user would.
+  const form = confirm.get(site.protectedHosts[0] as string) as Reply;
+  const action = /<form[^>]*\baction="([^"]*)"/.exec(form.body)?.[1]?.replaceAll('&amp;', '&');
+  if (!action) throw new Error(`no sign-out form on ${form.url}`);
+  const before = [site.pages.requests.length, site.dashboard.requests.length, site.decision.requests.length];
+  const posted = await signedIn.post(new URL(action, form.url).href, {});
+  const signOut = {
+    route: (site.pages.requests.length > (before[0] as number)
+      ? 'pages'
+      : site.dashboard.requests.length > (before[1] as number)
+        ? 'dashboard'
+        : site.decision.requests.length > (before[2] as number)
+          ? 'check'
+          : 'none') as Route,
+    status: posted.status,
+    after: (await signedIn.get(`${origin(site.protectedHosts[0] as string)}/after-sign-out`)).status,
+  };
+  return { pages, links, external, signOut };
 }
