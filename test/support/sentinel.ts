@@ -45,7 +45,7 @@ export interface SentinelSet {
 }
 
 const REDIS_BIN = process.env['REDIS_SERVER_BIN'] ?? '/usr/bin/redis-server';
-const MASTER_NAME = 'mymaster';
+const DEFAULT_MASTER_NAME = 'mymaster';
 const FAST_REPL = ['--repl-diskless-sync', 'yes', '--repl-diskless-sync-delay', '0'];
 
 type Fields = Record<string, string>;
@@ -57,24 +57,36 @@ function toFields(reply: unknown): Fields {
   return out;
 }
 
-async function sentinelCall(port: number, ...args: string[]): Promise<unknown> {
-  return await withRedisClient(port, (c) => c.call('SENTINEL', ...args));
+async function sentinelCall(port: number, password: string | undefined, ...args: string[]): Promise<unknown> {
+  return await withRedisClient(port, (c) => c.call('SENTINEL', ...args), password);
 }
 
-async function masterAddr(port: number): Promise<number | undefined> {
-  const reply = await sentinelCall(port, 'get-master-addr-by-name', MASTER_NAME);
+async function masterAddr(port: number, name: string, password?: string): Promise<number | undefined> {
+  const reply = await sentinelCall(port, password, 'get-master-addr-by-name', name);
   if (!Array.isArray(reply) || reply.length < 2) return undefined;
   const n = Number(reply[1]);
   return Number.isInteger(n) ? n : undefined;
 }
 
-async function roleOf(port: number): Promise<string | undefined> {
-  const reply = await withRedisClient(port, (c) => c.call('ROLE'));
+async function roleOf(port: number, password?: string): Promise<string | undefined> {
+  const reply = await withRedisClient(port, (c) => c.call('ROLE'), password);
   return Array.isArray(reply) ? String(reply[0]) : undefined;
 }
 
-export async function startSentinelSet(opts: { sentinels?: number } = {}): Promise<SentinelSet> {
+export interface SentinelSetOptions {
+  /** Default 3. */
+  sentinels?: number;
+  /** Default 'mymaster'. */
+  masterName?: string;
+  /** One password for the nodes (requirepass, masterauth) and the sentinels, as the shipped Redis has. */
+  password?: string;
+}
+
+export async function startSentinelSet(opts: SentinelSetOptions = {}): Promise<SentinelSet> {
   const count = opts.sentinels ?? 3;
+  const MASTER_NAME = opts.masterName ?? DEFAULT_MASTER_NAME;
+  const password = opts.password;
+  const auth = password === undefined ? [] : ['--masterauth', password];
   if (count < 1) throw new Error('need at least one sentinel');
   const quorum = Math.floor(count / 2) + 1;
   const dir = await makeTempDir('sentinel');
@@ -91,15 +103,20 @@ export async function startSentinelSet(opts: { sentinels?: number } = {}): Promi
   };
 
   try {
-    const primary = await startRedis({ args: FAST_REPL });
+    const primary = await startRedis({ args: [...FAST_REPL, ...auth], password });
     servers.push(primary);
-    const replica = await startRedis({ args: [...FAST_REPL, '--replicaof', LOOPBACK, String(primary.port)] });
+    const replica = await startRedis({
+      args: [...FAST_REPL, ...auth, '--replicaof', LOOPBACK, String(primary.port)],
+      password,
+    });
     servers.push(replica);
     await waitUntil(
       'replica to sync with primary',
       async () =>
-        withRedisClient(replica.port, async (c) =>
-          (await c.info('replication')).includes('master_link_status:up'),
+        withRedisClient(
+          replica.port,
+          async (c) => (await c.info('replication')).includes('master_link_status:up'),
+          password,
         ),
       { timeoutMs: 10_000 },
     );
@@ -127,6 +144,9 @@ export async function startSentinelSet(opts: { sentinels?: number } = {}): Promi
         `sentinel down-after-milliseconds ${MASTER_NAME} 1000`,
         `sentinel failover-timeout ${MASTER_NAME} 3000`,
         `sentinel parallel-syncs ${MASTER_NAME} 1`,
+        ...(password === undefined
+          ? []
+          : [`requirepass ${password}`, `sentinel auth-pass ${MASTER_NAME} ${password}`]),
         `sentinel known-replica ${MASTER_NAME} ${LOOPBACK} ${replica.port}`,
         ...nodes
           .filter((other) => other !== node)
@@ -141,7 +161,7 @@ export async function startSentinelSet(opts: { sentinels?: number } = {}): Promi
     }
     await Promise.all(
       nodes.map((node, i) =>
-        waitUntil(`sentinel on port ${node.port}`, () => redisPing(node.port, undefined, 500), {
+        waitUntil(`sentinel on port ${node.port}`, () => redisPing(node.port, password, 500), {
           proc: sentinelProcs[i],
           timeoutMs: 10_000,
         }),
@@ -153,14 +173,14 @@ export async function startSentinelSet(opts: { sentinels?: number } = {}): Promi
         waitUntil(
           `sentinel ${node.port} to see the topology`,
           async () => {
-            const master = toFields(await sentinelCall(node.port, 'master', MASTER_NAME));
+            const master = toFields(await sentinelCall(node.port, password, 'master', MASTER_NAME));
             if (master['flags'] !== 'master' || master['num-slaves'] !== '1') return false;
-            const replicas = (await sentinelCall(node.port, 'replicas', MASTER_NAME)) as unknown[];
+            const replicas = (await sentinelCall(node.port, password, 'replicas', MASTER_NAME)) as unknown[];
             const r = toFields(replicas[0]);
             if (r['flags'] !== 'slave' || r['master-link-status'] !== 'ok') return false;
-            const peers = ((await sentinelCall(node.port, 'sentinels', MASTER_NAME)) as unknown[]).map(
-              toFields,
-            );
+            const peers = (
+              (await sentinelCall(node.port, password, 'sentinels', MASTER_NAME)) as unknown[]
+            ).map(toFields);
             return peers.length === count - 1 && peers.every((p) => p['flags'] === 'sentinel');
           },
           { proc: sentinelProcs[i], timeoutMs: 15_000, intervalMs: 100 },
@@ -174,7 +194,7 @@ export async function startSentinelSet(opts: { sentinels?: number } = {}): Promi
     const currentPrimaryPort = async (): Promise<number> => {
       for (const s of sentinels) {
         try {
-          const port = await masterAddr(s.port);
+          const port = await masterAddr(s.port, MASTER_NAME, password);
           if (port !== undefined) return port;
         } catch {
           // try the next sentinel
@@ -201,11 +221,11 @@ export async function startSentinelSet(opts: { sentinels?: number } = {}): Promi
         return await waitUntil(
           `sentinel failover away from port ${previousPrimaryPort}`,
           async () => {
-            const ports = await Promise.all(live.map((s) => masterAddr(s.port)));
+            const ports = await Promise.all(live.map((s) => masterAddr(s.port, MASTER_NAME, password)));
             const first = ports[0];
             if (first === undefined || first === previousPrimaryPort) return undefined;
             if (!ports.every((p) => p === first)) return undefined;
-            return (await roleOf(first)) === 'master' ? first : undefined;
+            return (await roleOf(first, password)) === 'master' ? first : undefined;
           },
           { timeoutMs, intervalMs: 100 },
         );

@@ -29,20 +29,27 @@ export const RUNTIME_FLAGS = '--max-semi-space-size=8';
 export async function startServiceProcess(
   env: Record<string, string>,
   port?: number,
-  options: { fromDist?: boolean } = {},
+  options: { fromDist?: boolean; testDefaults?: boolean } = {},
 ): Promise<ServiceProcess> {
   // The built service (`npm run build`) is what production runs; tests run the sources directly.
   const fromDist = options.fromDist ?? false;
   const listenPort = port ?? (await freePort());
+  // testDefaults: false runs exactly the given settings (a deployment's), nothing of the tests'.
+  const defaults =
+    options.testDefaults === false
+      ? {}
+      : {
+          COOKIE_SECRET: TEST_COOKIE_SECRET,
+          OIDC_ALLOW_INSECURE_HTTP: 'true',
+          COOKIE_SECURE: 'false',
+          LOG_LEVEL: 'info',
+          // Every test logs in from 127.0.0.1: the login rate limit is tested on its own (security.test.ts).
+          LOGIN_RATE_LIMIT_BURST: '1000',
+        };
   const fullEnv: NodeJS.ProcessEnv = {
     PATH: process.env['PATH'],
     HOME: process.env['HOME'],
-    COOKIE_SECRET: TEST_COOKIE_SECRET,
-    OIDC_ALLOW_INSECURE_HTTP: 'true',
-    COOKIE_SECURE: 'false',
-    LOG_LEVEL: 'info',
-    // Every test logs in from 127.0.0.1: the login rate limit is tested on its own (security.test.ts).
-    LOGIN_RATE_LIMIT_BURST: '1000',
+    ...defaults,
     ...env,
     PORT: String(listenPort),
   };

@@ -1,22 +1,32 @@
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import * as k8s from '@kubernetes/client-node';
-import { Certificate, Issuer } from '@kubernetes-models/cert-manager/cert-manager.io/v1';
-import { ServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1';
-import { IngressRoute, Middleware, ServersTransport } from '@kubernetes-models/traefik/traefik.io/v1alpha1';
-import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
-import { HorizontalPodAutoscaler } from 'kubernetes-models/autoscaling/v2';
-import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
-import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
-import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
+import { join } from 'node:path';
+import { Deployment } from 'kubernetes-models/apps/v1';
+import { Secret } from 'kubernetes-models/v1';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { parseAllDocuments, parse as parseYaml } from 'yaml';
+import { parse as parseYaml } from 'yaml';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { checkSettings } from '../../src/doctor/index.ts';
 import { CookieNames } from '../../src/session/cookieNames.ts';
+import {
+  type Any,
+  type ClusterData,
+  find,
+  findAll,
+  hasKubectl,
+  KUBERNETES_DIR as kubernetesDir,
+  podConfig as loadPodConfig,
+  type Obj,
+  OVERLAYS,
+  podView,
+  renderOverlay as render,
+  renderWith,
+  schemaProblems,
+  TEST_CLUSTER,
+  TEST_CLUSTER_CA,
+  unknownFields,
+} from '../support/manifests.ts';
 import { hasOpenssl, makeTestPki } from '../support/tls.ts';
 import { parseRule } from '../support/traefik.ts';
 
@@ -28,134 +38,19 @@ import { parseRule } from '../support/traefik.ts';
  * properties DESIGN §8 and the issue ask for are asserted on the rendered objects.
  */
 
-const root = fileURLToPath(new URL('../../', import.meta.url));
-const kubernetesDir = `${root}deploy/kubernetes`;
-const OVERLAYS = ['management', 'attached'] as const;
-
-type Obj = {
-  apiVersion: string;
-  kind: string;
-  metadata: { name: string; namespace?: string };
-  [k: string]: unknown;
-};
-// biome-ignore lint/suspicious/noExplicitAny: rendered YAML is walked dynamically
-type Any = any;
-
-const hasKubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
 if (!hasKubectl) {
   console.warn(
     'kubectl not found: skipping the kustomize build tests (Debian: apt-get install kubernetes-client)',
   );
 }
 
-function render(overlay: string): Obj[] {
-  return renderDir(`${kubernetesDir}/overlays/${overlay}`);
-}
-
 /** An overlay with the decision-mtls component added, as an operator opting in would write it. */
-function renderWithMtls(overlay: string): Obj[] {
-  const dir = mkdtempSync(join(tmpdir(), 'kustomize-mtls-'));
-  try {
-    const to = (path: string) => relative(dir, `${kubernetesDir}/${path}`);
-    writeFileSync(
-      join(dir, 'kustomization.yaml'),
-      `apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [${to(`overlays/${overlay}`)}]\ncomponents: [${to('components/decision-mtls')}]\n`,
-    );
-    return renderDir(dir);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
-}
+const renderWithMtls = (overlay: string): Obj[] =>
+  renderWith([`overlays/${overlay}`], ['components/decision-mtls']);
 
-function renderDir(dir: string): Obj[] {
-  const out = execFileSync('kubectl', ['kustomize', dir], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  return parseAllDocuments(out)
-    .map((d) => d.toJS() as Obj)
-    .filter(Boolean);
-}
-
-/** Schema classes by apiVersion/kind: every kind the manifests may contain must be listed here. */
-const MODELS: Record<string, new (data: Any) => { validate(): void }> = {
-  'v1/Namespace': Namespace,
-  'v1/ServiceAccount': ServiceAccount,
-  'v1/ConfigMap': ConfigMap,
-  'v1/Secret': Secret,
-  'v1/Service': Service,
-  'apps/v1/Deployment': Deployment,
-  'apps/v1/StatefulSet': StatefulSet,
-  'policy/v1/PodDisruptionBudget': PodDisruptionBudget,
-  'autoscaling/v2/HorizontalPodAutoscaler': HorizontalPodAutoscaler,
-  'networking.k8s.io/v1/NetworkPolicy': NetworkPolicy,
-  'monitoring.coreos.com/v1/ServiceMonitor': ServiceMonitor,
-  'traefik.io/v1alpha1/Middleware': Middleware,
-  'traefik.io/v1alpha1/IngressRoute': IngressRoute,
-  'traefik.io/v1alpha1/ServersTransport': ServersTransport,
-  'cert-manager.io/v1/Certificate': Certificate,
-  'cert-manager.io/v1/Issuer': Issuer,
-};
-
-/** client-node model names of the core kinds, for the unknown-field check. */
-const CORE_MODELS: Record<string, string> = {
-  'v1/Namespace': 'V1Namespace',
-  'v1/ServiceAccount': 'V1ServiceAccount',
-  'v1/ConfigMap': 'V1ConfigMap',
-  'v1/Secret': 'V1Secret',
-  'v1/Service': 'V1Service',
-  'apps/v1/Deployment': 'V1Deployment',
-  'apps/v1/StatefulSet': 'V1StatefulSet',
-  'policy/v1/PodDisruptionBudget': 'V1PodDisruptionBudget',
-  'autoscaling/v2/HorizontalPodAutoscaler': 'V2HorizontalPodAutoscaler',
-  'networking.k8s.io/v1/NetworkPolicy': 'V1NetworkPolicy',
-};
-
-/** Field names that are not part of the object's schema, as "path.field". */
-function unknownFields(value: unknown, type: string, path = ''): string[] {
-  if (value === null || value === undefined) return [];
-  const array = /^Array<(.+)>$/.exec(type);
-  if (array) {
-    return Array.isArray(value)
-      ? value.flatMap((v, i) => unknownFields(v, array[1] as string, `${path}[${i}]`))
-      : [];
-  }
-  const map = /^\{ \[key: string\]: (.+); \}$/.exec(type);
-  if (map) {
-    return typeof value === 'object'
-      ? Object.entries(value as object).flatMap(([k, v]) =>
-          unknownFields(v, map[1] as string, `${path}.${k}`),
-        )
-      : [];
-  }
-  const model = (
-    k8s as unknown as Record<string, { getAttributeTypeMap?: () => { baseName: string; type: string }[] }>
-  )[type];
-  if (!model?.getAttributeTypeMap || typeof value !== 'object') return [];
-  const fields = new Map(model.getAttributeTypeMap().map((a) => [a.baseName, a.type]));
-  return Object.entries(value as object).flatMap(([k, v]) => {
-    const t = fields.get(k);
-    return t === undefined ? [`${path}.${k}`] : unknownFields(v, t, `${path}.${k}`);
-  });
-}
-
-/** Traefik v3 ForwardAuth options (spec/traefik-forwardauth.md §2): anything else is a typo Traefik ignores. */
-const FORWARD_AUTH_OPTIONS = new Set([
-  'address',
-  'tls',
-  'trustForwardHeader',
-  'authResponseHeaders',
-  'authResponseHeadersRegex',
-  'authRequestHeaders',
-  'addAuthCookiesToResponse',
-  'headerField',
-  'forwardBody',
-  'maxBodySize',
-  'preserveLocationHeader',
-  'preserveRequestMethod',
-  'maxResponseBodySize',
-  'authSigninURL',
-]);
+/** The service's configuration as the pod would load it: ConfigMap env, mounted Secret and ConfigMap files. */
+const podConfig = (objs: Obj[], cluster: ClusterData = TEST_CLUSTER): Config =>
+  loadPodConfig(podView(objs, cluster));
 
 /** Identity headers beyond UPSTREAM_HEADERS that the regex strips (README: "Headers upstreams trust"). */
 const IDENTITY_HEADERS = [
@@ -183,39 +78,50 @@ const BROWSER_PATHS = [
   '/kubeconfig/download',
 ];
 
-const key = (o: Obj) => `${o.apiVersion}/${o.kind}`;
-const find = (objs: Obj[], kind: string, name?: string): Any =>
-  objs.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
-const findAll = (objs: Obj[], kind: string): Any[] => objs.filter((o) => o.kind === kind);
-
-/** Secrets as an operator would create them (secret.example.yaml lists the keys). */
-const SECRET_FILES: Record<string, string> = {
-  'client-secret': 'dex-client-secret-0123456789',
-  'cookie-secrets': `v1:${'k3Q9xP2mV7bN4wL8zR1tY6uJ0hG5fD3s'}`,
-  'redis-password': 'redis-password-0123456789',
-};
-
-/** The service's configuration as the pod would load it: ConfigMap env + *_FILE secrets. */
-function podConfig(objs: Obj[], mounted: Record<string, string> = {}): Config {
-  const deployment = find(objs, 'Deployment', 'dex-forward-auth');
-  const container = deployment.spec.template.spec.containers[0];
-  const configMapName = container.envFrom[0].configMapRef.name;
-  const data = find(objs, 'ConfigMap', configMapName).data as Record<string, string>;
-  const env: Record<string, string> = { ...data };
-  const files: Record<string, string> = {};
-  const mount = container.volumeMounts.find((m: Any) => m.name === 'secrets').mountPath;
-  for (const e of container.env as { name: string; value?: string }[]) {
-    if (e.value !== undefined) env[e.name] = e.value;
-    if (e.name.endsWith('_FILE')) {
-      const file = e.value as string;
-      files[file] = mounted[file] ?? (SECRET_FILES[file.slice(mount.length + 1)] as string);
+/**
+ * Runs the Redis StatefulSet's configure.sh as its init container would, for pod `hostname`, with
+ * redis-cli replaced by a stub whose answer to `sentinel get-master-addr-by-name` is `master`
+ * ('' when no sentinel answers): the redis.conf and sentinel.conf it writes.
+ */
+function runConfigureScript(
+  objs: Obj[],
+  hostname: string,
+  master: string,
+): { redis: string; sentinel: string } {
+  const sts = find(objs, 'StatefulSet', 'dex-forward-auth-redis');
+  const init = sts.spec.template.spec.initContainers[0];
+  const script = find(
+    objs,
+    'ConfigMap',
+    sts.spec.template.spec.volumes.find((v: Any) => v.name === 'scripts').configMap.name,
+  ).data['configure.sh'] as string;
+  const dir = mkdtempSync(join(tmpdir(), 'redis-configure-'));
+  try {
+    writeFileSync(join(dir, 'configure.sh'), script);
+    writeFileSync(join(dir, 'redis-cli'), `#!/bin/sh\nprintf '%s\\n' '${master}'\n`, { mode: 0o755 });
+    const env: Record<string, string> = {
+      PATH: `${dir}:${process.env['PATH']}`,
+      HOSTNAME: hostname,
+      CONF_DIR: dir,
+    };
+    for (const e of init.env as Any[]) {
+      if (e.value !== undefined) env[e.name] = e.value;
+      else if (e.valueFrom?.fieldRef?.fieldPath === 'metadata.namespace')
+        env[e.name] = sts.metadata.namespace;
+      else if (e.valueFrom?.secretKeyRef) {
+        const ref = e.valueFrom.secretKeyRef;
+        env[e.name] = TEST_CLUSTER.secrets?.[ref.name]?.[ref.key] as string;
+      }
     }
+    const run = spawnSync('sh', [join(dir, 'configure.sh')], { env, encoding: 'utf8', timeout: 20_000 });
+    if (run.status !== 0) throw new Error(`configure.sh failed: ${run.stderr}`);
+    return {
+      redis: readFileSync(join(dir, 'redis.conf'), 'utf8'),
+      sentinel: readFileSync(join(dir, 'sentinel.conf'), 'utf8'),
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
   }
-  return loadConfig(env, (path) => {
-    const content = files[path];
-    if (content === undefined) throw Object.assign(new Error('ENOENT'), { code: 'ENOENT' });
-    return content;
-  });
 }
 
 describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
@@ -246,31 +152,7 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
   });
 
   it('every object validates against its Kubernetes, Traefik or Prometheus Operator schema, without unknown fields', () => {
-    const problems: string[] = [];
-    for (const o of objs) {
-      const Model = MODELS[key(o)];
-      if (!Model) {
-        problems.push(`${key(o)} ${o.metadata.name}: no schema known`);
-        continue;
-      }
-      try {
-        new Model(o).validate();
-      } catch (error) {
-        problems.push(`${key(o)} ${o.metadata.name}: ${(error as Error).message}`);
-      }
-      const core = CORE_MODELS[key(o)];
-      if (core) {
-        for (const field of unknownFields(o, core))
-          problems.push(`${key(o)} ${o.metadata.name}: unknown field ${field}`);
-      }
-    }
-    for (const mw of findAll(objs, 'Middleware')) {
-      for (const option of Object.keys(mw.spec.forwardAuth ?? {})) {
-        if (!FORWARD_AUTH_OPTIONS.has(option))
-          problems.push(`Middleware ${mw.metadata.name}: unknown forwardAuth.${option}`);
-      }
-    }
-    expect(problems).toEqual([]);
+    expect(schemaProblems(objs)).toEqual([]);
   });
 
   it('its settings, with the secrets mounted as files, are a valid configuration without problems doctor would report', () => {
@@ -332,7 +214,9 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(volume.secret.secretName).toBe(example.metadata.name);
     for (const e of c.env as { name: string; value?: string; valueFrom?: unknown }[]) {
       expect(e.name).not.toMatch(/SECRET$|PASSWORD$|SECRETS$/);
-      if (!e.name.endsWith('_FILE')) continue;
+      // Every secret is a file of the secrets mount (CONFIG_FILE names a ConfigMap's file instead).
+      if (/(SECRET|SECRETS|PASSWORD)_FILE$/.test(e.name)) expect(e.value).toMatch(`${mount.mountPath}/`);
+      if (!e.name.endsWith('_FILE') || !e.value?.startsWith(`${mount.mountPath}/`)) continue;
       const file = (e.value as string).slice(mount.mountPath.length + 1);
       expect(
         volume.secret.items.map((i: Any) => i.path),
@@ -481,6 +365,52 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(podConfig(objs).scopes).toContain('audience:server:client_id:kubernetes');
   });
 
+  it('ships Headlamp beside the Dashboard: its chart Service behind the middleware, with the token the API server accepts', () => {
+    const route = find(objs, 'IngressRoute', 'headlamp');
+    expect(route.metadata.namespace).toBe('headlamp');
+    expect(route.spec.routes).toHaveLength(1);
+    const r = route.spec.routes[0];
+    expect(
+      parseRule(r.match)(
+        `headlamp.${overlay === 'management' ? 'mgmt' : 'cluster-a'}.example.com`,
+        '/c/main',
+      ),
+    ).toBe(true);
+    expect(r.middlewares).toEqual([{ name: 'dex-forward-auth', namespace: 'auth' }]);
+    expect(r.services).toEqual([{ name: 'headlamp', port: 80 }]);
+    const config = podConfig(objs);
+    expect(config.upstreamHeaders).toContain('Authorization');
+    expect(config.scopes).toContain('audience:server:client_id:kubernetes');
+  });
+
+  it('gives the central auth host its root page as well as the browser endpoints', () => {
+    const route = find(objs, 'IngressRoute', 'dex-forward-auth').spec.routes[0];
+    const host = /Host\(`([^`]+)`\)/.exec(route.match)?.[1] as string;
+    expect(podConfig(objs).redirectUrl).toBe(`https://${host}/oauth2/callback`);
+    expect(parseRule(route.match)(host, '/')).toBe(true);
+    expect(parseRule(route.match)(host, '/metrics')).toBe(false);
+  });
+
+  it('offers a kubeconfig for the cluster it runs in (KUBE_CLUSTERS), with the CA Kubernetes publishes as kube-root-ca.crt', () => {
+    const clusters = podConfig(objs).kubeClusters;
+    expect(clusters).toHaveLength(1);
+    expect(clusters[0]).toMatchObject({
+      name: overlay === 'management' ? 'mgmt' : 'cluster-a',
+      server: expect.stringMatching(/^https:\/\/k8s\.[\w.-]+:6443$/),
+      clientId: 'kubectl',
+      audience: 'kubernetes',
+      caData: Buffer.from(TEST_CLUSTER_CA).toString('base64'),
+    });
+    expect(clusters[0]?.clientSecret).toBeUndefined();
+  });
+
+  it('mounts only ConfigMaps and Secrets that exist beside the Deployment or that the cluster provides', () => {
+    // kube-root-ca.crt is in every namespace; the Secret is created first (README). A generated
+    // ConfigMap in another namespace than the Deployment would leave the pod waiting for it.
+    expect(() => podView(objs, TEST_CLUSTER)).not.toThrow();
+    expect(() => podView(objs, { secrets: TEST_CLUSTER.secrets })).toThrow(/kube-root-ca\.crt/);
+  });
+
   it('lets only Traefik reach the decisions, Traefik and Prometheus the pages, and only the service reach Redis', () => {
     const np = find(objs, 'NetworkPolicy', 'dex-forward-auth');
     const d = find(objs, 'Deployment', 'dex-forward-auth');
@@ -524,16 +454,24 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay', (overlay) => {
     const headless = find(objs, 'Service', sts.spec.serviceName);
     expect(headless.spec).toMatchObject({ clusterIP: 'None', publishNotReadyAddresses: true });
     expect(sts.spec.template.spec.containers.map((c: Any) => c.name).sort()).toEqual(['redis', 'sentinel']);
-    const scriptMap = find(
-      objs,
-      'ConfigMap',
-      sts.spec.template.spec.volumes.find((v: Any) => v.name === 'scripts').configMap.name,
-    );
-    const script = scriptMap.data['configure.sh'] as string;
     const config = podConfig(objs);
     if (config.redis?.mode !== 'sentinel') throw new Error('sentinel mode expected');
-    expect(script).toMatch(/sentinel monitor \$\{NAME\} \$\{MASTER\} 6379 2/);
-    expect(script).toContain(`NAME=${config.redis.name}`);
+    // The init container's script, run as on pod 0's first start: it monitors the master the
+    // service asks for (REDIS_SENTINEL_NAME) with quorum 2, and pod 0 starts as the master.
+    const first = runConfigureScript(objs, 'dex-forward-auth-redis-0', '');
+    expect(first.sentinel).toContain(
+      `sentinel monitor ${config.redis.name} dex-forward-auth-redis-0.dex-forward-auth-redis.auth.svc.cluster.local 6379 2`,
+    );
+    expect(first.redis).not.toContain('replicaof');
+    expect(first.redis).toContain(
+      `requirepass ${TEST_CLUSTER.secrets?.['dex-forward-auth']?.['redis-password']}`,
+    );
+    // A pod restarting while the sentinels name another master replicates from it.
+    const later = runConfigureScript(objs, 'dex-forward-auth-redis-2', 'dex-forward-auth-redis-1.x');
+    expect(later.redis).toContain('replicaof dex-forward-auth-redis-1.x 6379');
+    expect(later.sentinel).toContain(
+      `sentinel monitor ${config.redis.name} dex-forward-auth-redis-1.x 6379 2`,
+    );
     const ns = sts.metadata.namespace;
     expect(config.redis.sentinels).toEqual(
       [0, 1, 2].map((i) => ({
@@ -552,19 +490,7 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay with the decision-mt
   });
 
   it('validates against the Kubernetes, Traefik and cert-manager schemas', () => {
-    const problems: string[] = [];
-    for (const o of objs) {
-      const Model = MODELS[key(o)];
-      if (!Model) problems.push(`${key(o)} ${o.metadata.name}: no schema known`);
-      else {
-        try {
-          new Model(o).validate();
-        } catch (error) {
-          problems.push(`${key(o)} ${o.metadata.name}: ${(error as Error).message}`);
-        }
-      }
-    }
-    expect(problems).toEqual([]);
+    expect(schemaProblems(objs)).toEqual([]);
   });
 
   it('makes Traefik ask the decision port over mutual TLS with certificates of one private CA', () => {
@@ -598,18 +524,19 @@ describe.skipIf(!hasKubectl).each(OVERLAYS)('the %s overlay with the decision-mt
       const dir = mkdtempSync(join(tmpdir(), 'mtls-pki-'));
       try {
         const pki = makeTestPki(dir);
-        const mounted = {
-          [envOf('AUTH_TLS_CERT_FILE')]: readFileSync(pki.serverCert, 'utf8'),
-          [envOf('AUTH_TLS_KEY_FILE')]: readFileSync(pki.serverKey, 'utf8'),
-          [envOf('AUTH_TLS_CLIENT_CA_FILE')]: readFileSync(pki.caCert, 'utf8'),
+        // The Secret cert-manager writes for the server Certificate: tls.crt, tls.key, ca.crt.
+        const issued = {
+          'tls.crt': readFileSync(pki.serverCert, 'utf8'),
+          'tls.key': readFileSync(pki.serverKey, 'utf8'),
+          'ca.crt': readFileSync(pki.caCert, 'utf8'),
         };
-        for (const file of Object.keys(mounted)) {
-          expect(file.startsWith(`${mount.mountPath}/`)).toBe(true);
-          expect(['tls.crt', 'tls.key', 'ca.crt']).toContain(file.slice(mount.mountPath.length + 1));
+        const cluster = { ...TEST_CLUSTER, secrets: { ...TEST_CLUSTER.secrets, [fa.tls.caSecret]: issued } };
+        for (const name of ['AUTH_TLS_CERT_FILE', 'AUTH_TLS_KEY_FILE', 'AUTH_TLS_CLIENT_CA_FILE']) {
+          expect(envOf(name).startsWith(`${mount.mountPath}/`)).toBe(true);
         }
-        expect(podConfig(objs, mounted).decisionListener?.tls?.clientCaFile).toBe(
-          envOf('AUTH_TLS_CLIENT_CA_FILE'),
-        );
+        const config = podConfig(objs, cluster);
+        expect(config.decisionListener?.tls?.clientCaFile).toBe(envOf('AUTH_TLS_CLIENT_CA_FILE'));
+        expect(podView(objs, cluster).files.get(envOf('AUTH_TLS_CLIENT_CA_FILE'))).toBe(issued['ca.crt']);
       } finally {
         rmSync(dir, { recursive: true, force: true });
       }
@@ -645,5 +572,64 @@ describe('the strict field check', () => {
     expect(unknownFields(deployment, 'V1Deployment')).toEqual([
       '.spec.template.spec.containers[0].securityContext.readOnlyRootFileSystem',
     ]);
+  });
+});
+
+describe.skipIf(!hasKubectl)('the README walk-through "Deploy on Kubernetes behind Traefik"', () => {
+  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const section = readme.slice(
+    readme.indexOf('## Deploy on Kubernetes behind Traefik'),
+    readme.indexOf('\n## ', readme.indexOf('## Deploy on Kubernetes behind Traefik') + 5),
+  );
+  const staticClients = (): Any[] => {
+    const block = /```yaml\n(staticClients:\n[\s\S]*?)```/.exec(section);
+    if (!block) throw new Error('no staticClients block');
+    return parseYaml(block[1] as string).staticClients;
+  };
+
+  it.each(OVERLAYS)(
+    'registers in Dex the %s overlay’s client with its callback, and the API server’s client trusts it and kubectl',
+    (overlay) => {
+      const config = podConfig(render(overlay));
+      const clients = staticClients();
+      const own = clients.find((c) => c.id === config.clientId);
+      expect(own?.redirectURIs).toContain(config.redirectUrl);
+      expect(own?.public).toBeUndefined();
+      const audience = config.scopes
+        .find((s) => s.startsWith('audience:server:client_id:'))
+        ?.split(':')
+        .at(-1);
+      const apiServer = clients.find((c) => c.id === audience);
+      expect(apiServer?.trustedPeers).toContain(config.clientId);
+      for (const cluster of config.kubeClusters) {
+        expect(cluster.audience).toBe(audience);
+        expect(apiServer?.trustedPeers).toContain(cluster.clientId);
+        const kubectl = clients.find((c) => c.id === cluster.clientId);
+        expect(kubectl).toMatchObject({ public: true });
+        expect(kubectl?.redirectURIs).toEqual(['http://localhost:8000', 'http://localhost:18000']);
+      }
+    },
+  );
+
+  it('creates the Secret with exactly the keys the example lists, and runs doctor the way the image starts the CLI', () => {
+    const example = parseYaml(readFileSync(`${kubernetesDir}/base/secret.example.yaml`, 'utf8')) as Any;
+    const created =
+      /kubectl -n auth create secret generic dex-forward-auth \\\n((?:\s+--from-literal=.*\n)+)/.exec(
+        section,
+      );
+    const keys = [...(created?.[1] ?? '').matchAll(/--from-literal=([\w-]+)=/g)].map((m) => m[1]);
+    expect(keys.sort()).toEqual(Object.keys(example.stringData).sort());
+    // Dockerfile: ENTRYPOINT ["/nodejs/bin/node", "--max-semi-space-size=8", "dist/src/cli.js"]
+    const dockerfile = readFileSync(`${kubernetesDir}/../Dockerfile`, 'utf8');
+    const entrypoint = JSON.parse(/^ENTRYPOINT (\[.*\])$/m.exec(dockerfile)?.[1] as string) as string[];
+    const doctor = /kubectl -n auth exec deploy\/dex-forward-auth -- (\S+) (\S+) doctor/.exec(section);
+    expect(doctor?.[1]).toBe(entrypoint[0]);
+    expect(doctor?.[2]).toBe(entrypoint.at(-1));
+    // --host names the management overlay's protected hosts.
+    const hosts = findAll(render('management'), 'IngressRoute')
+      .flatMap((ir) => ir.spec.routes as Any[])
+      .filter((r) => (r.middlewares ?? []).length > 0)
+      .map((r) => /Host\(`([^`]+)`\)/.exec(r.match)?.[1]);
+    for (const host of hosts) expect(section).toContain(`--host ${host}`);
   });
 });
