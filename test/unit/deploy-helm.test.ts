@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { checkSettings } from '../../src/doctor.ts';
+import { checkSettings } from '../../src/doctor/index.ts';
 import { CHART_DIR, helm, helmLint, helmTemplate, helmTemplateError } from '../support/helm.ts';
 import {
   type Any,
