@@ -1,7 +1,5 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { authenticateBearer } from '../authz/bearer.ts';
-import type { Identity } from '../authz/identity.ts';
 import type { Decision, WouldAllow } from '../authz/policy.ts';
 import type { Deps } from '../deps.ts';
 import { toAppError } from '../errors.ts';
@@ -11,6 +9,8 @@ import { readSubrequest } from '../forward/subrequest.ts';
 import { CONFLICT } from '../http/cookies.ts';
 import { errorReply, type Reply, type ReplyContext, writeReply } from '../http/reply.ts';
 import { html, join } from '../http/views.ts';
+import { authenticateBearer } from '../identity/bearer.ts';
+import type { Identity } from '../identity/identity.ts';
 import { type RequestLogContext, requestContext } from '../log.ts';
 import type { Outcome } from '../metrics.ts';
 import type { Resolution } from '../session/sessions.ts';

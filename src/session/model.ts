@@ -1,4 +1,4 @@
-import type { Identity } from '../authz/identity.ts';
+import type { Identity } from '../identity/identity.ts';
 import type { SessionKeys } from './crypto.ts';
 
 /**

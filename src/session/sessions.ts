@@ -1,10 +1,11 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt } from 'jose';
-import { type Identity, identityFromClaims } from '../authz/identity.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
+import { identityFromClaims } from '../identity/claims.ts';
+import type { Identity } from '../identity/identity.ts';
 import type { Logger } from '../log.ts';
 import { type OidcProvider, RefreshError, type RefreshResult, type TokenResult } from '../oidc/provider.ts';
 import { Activity } from './activity.ts';
