@@ -4,7 +4,7 @@ import { AppError, toAppError } from '../errors.ts';
 import { readOriginalRequest } from '../forward/original.ts';
 import { CONFLICT } from '../http/cookies.ts';
 import { errorReply, type Reply } from '../http/reply.ts';
-import { requestIdOf } from './auth.ts';
+import { requestIdOf } from '../http/requestId.ts';
 import { finishLogin } from './callback.ts';
 import { homeReply } from './home.ts';
 import { kubeconfigRoutes } from './kubeconfig.ts';

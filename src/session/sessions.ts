@@ -34,7 +34,7 @@ import {
 import type { Sealer } from './seal.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
 
-export type { NoSessionReason, Resolution, SessionCookieData, SessionRecord } from './model.ts';
+export type { NoSessionReason, Resolution, SessionCookieData, SessionRecord, Valid } from './model.ts';
 
 /**
  * Sessions (DESIGN §5). The browser holds a sealed cookie {sid, refresh token, login time,
@@ -116,6 +116,9 @@ export interface SessionIdentities {
   isCurrent(identity: Identity): boolean;
 }
 
+/** A 200's headers as Node's writeHead takes them: name, value, name, value… */
+export type ReplyHeaders = readonly (string | readonly string[])[];
+
 interface HotEntry {
   readonly resolution: Extract<Resolution, { kind: 'valid' }>;
   readonly lookup: string;
@@ -157,6 +160,7 @@ export class SessionService {
   /** cookie → its last resolution, for hotCacheMs. */
   readonly #hot = new Lru<HotEntry>(50_000);
   readonly #hotCacheMs: number;
+  readonly #replyHeaders = new WeakMap<Valid, ReplyHeaders>();
   readonly #budget: CallBudget;
   /** Last use per session, when SESSION_IDLE_TIMEOUT is on. */
   readonly #activity: Activity | undefined;
@@ -247,6 +251,19 @@ export class SessionService {
     }
     this.#activity?.touch(hot.lookup, resolution.sessionEnd, now);
     return resolution;
+  }
+
+  /**
+   * The answer headers of a resolved session, built once by `build` and kept with the session's
+   * cached resolution (the hot path's 200).
+   */
+  replyHeaders(session: Valid, build: () => ReplyHeaders): ReplyHeaders {
+    let headers = this.#replyHeaders.get(session);
+    if (headers === undefined) {
+      headers = build();
+      this.#replyHeaders.set(session, headers);
+    }
+    return headers;
   }
 
   /** Resolves a session cookie, presented on `host`, to a fresh ID token, refreshing when needed. */
