@@ -1,4 +1,4 @@
-import { Lru } from './lru.ts';
+import type { BoundedCache } from '../memory/budget.ts';
 import type { Store } from './store.ts';
 
 /**
@@ -11,7 +11,7 @@ import type { Store } from './store.ts';
  * (flushed, restarted empty) or cannot be read (Redis down) is never called idle.
  */
 
-interface Seen {
+export interface Seen {
   /** Last use seen by this replica, ms. */
   at: number;
   /** When this replica last wrote the time to the store, ms. */
@@ -24,14 +24,15 @@ export class Activity {
   readonly #store: Store;
   readonly #idleMs: number;
   readonly #intervalMs: number;
-  readonly #seen: Lru<Seen>;
+  readonly #seen: BoundedCache<Seen>;
 
-  constructor(options: { store: Store; idleMs: number; intervalMs?: number; maxEntries?: number }) {
+  /** `seen`: the cache of last uses (lookup → times), charged to the memory budget. */
+  constructor(options: { store: Store; idleMs: number; seen: BoundedCache<Seen>; intervalMs?: number }) {
     this.#store = options.store;
     this.#idleMs = options.idleMs;
     // Precision of the timeout: an eighth of it, between 250 ms and 5 minutes.
     this.#intervalMs = options.intervalMs ?? Math.min(300_000, Math.max(250, options.idleMs / 8));
-    this.#seen = new Lru<Seen>(options.maxEntries ?? 100_000);
+    this.#seen = options.seen;
   }
 
   get idleMs(): number {

@@ -1,7 +1,8 @@
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
+import type { BoundedCache } from '../memory/budget.ts';
 import type { OidcProvider } from '../oidc/provider.ts';
-import { Lru } from './lru.ts';
+import type { RecordStore } from './recordStore.ts';
 import type { Store } from './store.ts';
 
 /**
@@ -20,10 +21,6 @@ import type { Store } from './store.ts';
  */
 
 export const ENDED_CHANNEL = 'session-ended';
-const KEY = {
-  tombstone: (lookup: string) => `so:${lookup}`,
-  record: (lookup: string) => `s:${lookup}`,
-};
 
 export interface Ending {
   readonly lookup: string;
@@ -44,7 +41,12 @@ interface Pending extends Ending {
 }
 
 export interface EndingsOptions {
-  readonly store: Store;
+  /** The pub/sub channel between replicas. */
+  readonly store: Pick<Store, 'publish' | 'subscribe'>;
+  /** Tombstones and records in the store. */
+  readonly records: Pick<RecordStore, 'isEnded' | 'markEnded' | 'restoreTombstone'>;
+  /** lookup → the session's end, for sessions ended here or announced: this replica's tombstones. */
+  readonly local: BoundedCache<number>;
   readonly oidc: Pick<OidcProvider, 'revokeRefreshToken'>;
   readonly clock: Clock;
   readonly log: Logger;
@@ -57,7 +59,8 @@ export interface EndingsOptions {
 }
 
 export class Endings {
-  readonly #store: Store;
+  readonly #store: Pick<Store, 'publish' | 'subscribe'>;
+  readonly #records: Pick<RecordStore, 'isEnded' | 'markEnded' | 'restoreTombstone'>;
   readonly #oidc: Pick<OidcProvider, 'revokeRefreshToken'>;
   readonly #clock: Clock;
   readonly #log: Logger;
@@ -65,13 +68,15 @@ export class Endings {
   readonly #revokeWaitMs: number;
   readonly #retryDelays: readonly number[];
   /** lookup → the session's end: sessions ended here or announced by another replica. */
-  readonly #local = new Lru<number>(200_000);
+  readonly #local: BoundedCache<number>;
   readonly #pending = new Set<Pending>();
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #unsubscribe: () => void;
 
   constructor(options: EndingsOptions) {
     this.#store = options.store;
+    this.#records = options.records;
+    this.#local = options.local;
     this.#oidc = options.oidc;
     this.#clock = options.clock;
     this.#log = options.log;
@@ -95,16 +100,15 @@ export class Endings {
    * restarted empty) is written back. Throws StoreUnavailableError when the store is down.
    */
   async endedInStore(lookup: string, now: number): Promise<boolean> {
-    if ((await this.#store.get(KEY.tombstone(lookup))) !== null) return true;
+    if (await this.#records.isEnded(lookup)) return true;
     const until = this.#local.peek(lookup, now);
     if (until === undefined) return false;
-    await this.#store.set(KEY.tombstone(lookup), '1', Math.max(1, until - now));
+    await this.#records.restoreTombstone(lookup, until);
     return true;
   }
 
   /** Ends a session everywhere (see the class comment). Never throws. */
   async end(ending: Ending): Promise<void> {
-    const now = this.#clock.now();
     this.#local.set(ending.lookup, ending.until, ending.until);
     this.#dropCaches(ending.lookup);
     const pending: Pending = {
@@ -115,7 +119,7 @@ export class Endings {
       attempts: 0,
       revoking: undefined,
     };
-    await this.#storeIt(pending, now);
+    await this.#storeIt(pending);
     await this.#revokeWithin(pending);
     if (!this.#done(pending)) this.#retryLater(pending);
   }
@@ -139,11 +143,10 @@ export class Endings {
   }
 
   /** Tombstone first, then the record (a refresher saving a record checks the tombstone after). */
-  async #storeIt(pending: Pending, now: number): Promise<void> {
+  async #storeIt(pending: Pending): Promise<void> {
     try {
       if (!pending.stored) {
-        await this.#store.set(KEY.tombstone(pending.lookup), '1', Math.max(1, pending.until - now));
-        await this.#store.del(KEY.record(pending.lookup));
+        await this.#records.markEnded(pending.lookup, pending.until);
         pending.stored = true;
       }
       if (!pending.announced) {
@@ -211,7 +214,7 @@ export class Endings {
   }
 
   async #retry(pending: Pending): Promise<void> {
-    await this.#storeIt(pending, this.#clock.now());
+    await this.#storeIt(pending);
     await this.#revokeWithin(pending);
     if (this.#done(pending)) this.#pending.delete(pending);
     else this.#retryLater(pending);

@@ -46,6 +46,8 @@ export interface SessionRecord {
 export type Resolution =
   | {
       readonly kind: 'valid';
+      /** The session's reference (its store lookup): what end() takes, how a list marks this one. */
+      readonly ref: string;
       readonly record: SessionRecord;
       /** A sealed cookie value to send (rotation, adoption of the current cookie, re-seal). */
       readonly setCookie?: string;
@@ -104,6 +106,17 @@ export interface Unsealed {
 export interface SharedResult {
   readonly record?: SessionRecord;
   readonly terminal?: boolean;
+}
+
+/**
+ * Whether a record's ID token is due for refresh: REFRESH_SKEW before it expires, never more than
+ * half its lifetime (or short-lived tokens would refresh on every request); a final record only
+ * at its expiry.
+ */
+export function needsRefresh(record: SessionRecord, now: number, skewMs: number): boolean {
+  if (record.final) return record.tokenExp <= now;
+  const lifetime = Math.max(0, record.tokenExp - record.tokenIat);
+  return record.tokenExp - Math.min(skewMs, lifetime / 2) <= now;
 }
 
 /** True when the record holds a newer cookie (a later rotation) than the one presented. */

@@ -26,6 +26,7 @@ const config = loadConfig({
 function hotSession(setCookie?: string): Valid {
   return {
     kind: 'valid',
+    ref: 'lookup',
     record: {
       idToken: 'id.token.value',
       tokenExp: Date.now() + 600_000,

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { createLogger, type Logger, silentLogger } from '../../src/log.ts';
+import { MemoryBudget } from '../../src/memory/budget.ts';
 import {
   type OidcProvider,
   RefreshError,
@@ -114,6 +115,7 @@ function service(
     revokeRetryDelaysMs?: number[];
     events?: SessionEvents;
     log?: Logger;
+    memory?: MemoryBudget;
   } = {},
 ): SessionService {
   const created = new SessionService({
@@ -125,6 +127,7 @@ function service(
     log: options.log ?? silentLogger(),
     retryDelaysMs: [],
     ...(options.events ? { events: options.events } : {}),
+    ...(options.memory ? { memory: options.memory } : {}),
     ...(options.revokeRetryDelaysMs ? { revokeRetryDelaysMs: options.revokeRetryDelaysMs } : {}),
   });
   services.push(created);
@@ -527,5 +530,52 @@ describe('the provider-call budget', () => {
     provider.failWith = undefined;
     valid(await sessions.resolve(cookie));
     expect(provider.presented).toHaveLength(11);
+  });
+});
+
+describe('the memory budget', () => {
+  const groups = Array.from({ length: 150 }, (_, i) => `platform-team-${String(i).padStart(26, '0')}`);
+  const bigTokens = (rt: string) => {
+    const tokens = provider.tokens(rt);
+    return {
+      ...tokens,
+      idToken: `${tokens.idToken}.${'x'.repeat(8000)}`,
+      claims: { ...tokens.claims, groups },
+    };
+  };
+  const bytesOf = (memory: MemoryBudget, name: string) => memory.stats().find((s) => s.name === name)!;
+
+  it('holds no more than its bytes however many sessions there are; an evicted session is read from the store again, not lost', async () => {
+    const memory = new MemoryBudget(512 * 1024);
+    const sessions = service({ memory });
+    const cookies: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      cookies.push((await sessions.create(bigTokens(`rt-big-${i}`))).cookie);
+      expect(memory.usedBytes).toBeLessThanOrEqual(memory.maxBytes);
+    }
+    expect(bytesOf(memory, 'sessions').evictions).toBeGreaterThan(100);
+    for (const cookie of cookies) {
+      const r = valid(await sessions.resolve(cookie));
+      expect(r.record.identity.groups).toHaveLength(150);
+      expect(memory.usedBytes).toBeLessThanOrEqual(memory.maxBytes);
+    }
+    expect(provider.presented).toEqual([]); // re-read from the store, never refreshed for it
+  });
+
+  it('keeps each session once: one entry holding its record, hot resolution and answer headers', async () => {
+    const memory = new MemoryBudget(64 * 1024 * 1024);
+    const sessions = service({ memory });
+    const { cookie } = await sessions.create(bigTokens('rt-0'));
+    const r = valid(await sessions.resolve(cookie));
+    const before = bytesOf(memory, 'sessions').bytes;
+    const headers = sessions.replyHeaders(r, () => ['Authorization', `Bearer ${r.record.idToken}`]);
+    expect(sessions.replyHeaders(r, () => ['built again'])).toBe(headers);
+    const stats = bytesOf(memory, 'sessions');
+    expect(stats.entries).toBe(1);
+    // The headers are charged to the session's entry…
+    expect(stats.bytes - before).toBeGreaterThan(8000);
+    // … and the whole session (ID token, 150 groups, headers) is charged about once: not five copies.
+    expect(memory.usedBytes).toBeLessThan(3 * (8000 + 150 * 40) + 4000);
+    expect(bytesOf(memory, 'cookies').entries).toBe(1);
   });
 });
