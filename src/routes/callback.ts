@@ -24,6 +24,7 @@ export async function finishLogin(
   deps: Deps,
   original: OriginalRequest,
   cookieHeader: string | undefined,
+  userAgent?: string,
 ): Promise<Reply> {
   const query = original.uri.includes('?') ? original.uri.slice(original.uri.indexOf('?')) : '';
   const params = new URLSearchParams(query);
@@ -94,7 +95,11 @@ export async function finishLogin(
     if (error instanceof AppError) throw fail(error.code, error.publicMessage, error.detail ?? error.code);
     throw error;
   }
-  const session = await deps.sessions.create(tokens, original.host);
+  const session = await deps.sessions.create(tokens, {
+    host: original.host,
+    clientAddress: original.clientIp,
+    ...(userAgent ? { userAgent } : {}),
+  });
   const maxAge = (session.sessionEnd - deps.clock.now()) / 1000;
   deps.metrics.loginCompleted();
   deps.log.info({ user: session.record.identity.user, host: original.host }, 'login completed');

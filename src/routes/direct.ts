@@ -42,7 +42,9 @@ export function directRoutes(deps: Deps): Router {
 
   router.get(
     '/oauth2/callback',
-    route((req) => finishLogin(deps, readOriginalRequest(req, deps.trust), req.headers.cookie)),
+    route((req) =>
+      finishLogin(deps, readOriginalRequest(req, deps.trust), req.headers.cookie, req.headers['user-agent']),
+    ),
   );
 
   const signOutRoute = route((req) =>

@@ -24,7 +24,7 @@ export function serveOAuth2OnHost(
       return startLogin(deps, original, target, cookieHeader);
     }
     case '/oauth2/callback':
-      return finishLogin(deps, original, cookieHeader);
+      return finishLogin(deps, original, cookieHeader, req.headers['user-agent']);
     case '/oauth2/sign_out':
       return signOut(deps, original, req.headers, { viaForwardAuth: true });
     default:

@@ -20,6 +20,8 @@ export interface SessionCookieData {
   readonly r?: number;
   /** The host a host-only session belongs to (absent with COOKIE_DOMAIN, and in older cookies). */
   readonly h?: string;
+  /** The user (`sub` of the login's ID token): finds the user's token chain when the record is lost. */
+  readonly u?: string;
 }
 
 export interface SessionRecord {
@@ -41,6 +43,10 @@ export interface SessionRecord {
    * (OpenID Connect Core §12.2): the session ends cleanly when this ID token expires.
    */
   readonly final?: boolean;
+  /** The user (`sub`); absent in records from before the token chain. */
+  readonly u?: string;
+  /** When the user's token chain was in the state this record reflects, ms (users.ts `at`). */
+  readonly ca?: number;
 }
 
 export type Resolution =
@@ -101,11 +107,6 @@ export interface Unsealed {
   readonly data: SessionCookieData;
   readonly keys: SessionKeys;
   readonly rtHash: string;
-}
-
-export interface SharedResult {
-  readonly record?: SessionRecord;
-  readonly terminal?: boolean;
 }
 
 /**

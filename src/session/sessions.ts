@@ -29,20 +29,27 @@ import { type IdentityMapper, RecordStore } from './recordStore.ts';
 import { RefreshCoordinator, type RefreshEvents } from './refresh.ts';
 import type { Sealer } from './seal.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
+import { type EndedSession, UserEndings } from './userEndings.ts';
+import { UserKeyring } from './userKeys.ts';
+import { type Chain, type SessionSummary, UserStore } from './users.ts';
 
 export type { ReplyHeaders } from './entries.ts';
 export type { NoSessionReason, Resolution, SessionCookieData, SessionRecord, Valid } from './model.ts';
+export type { SessionSummary } from './users.ts';
 
 /**
  * Sessions (DESIGN §5). The browser holds a sealed cookie {sid, refresh token, login time,
- * session end}; the store holds the ID token, the identity and the session's *current* sealed
- * cookie under HMAC(sid), encrypted with a key derived from sid.
+ * session end, user}; the store holds the ID token, the identity and the session's *current*
+ * sealed cookie under HMAC(sid), encrypted with a key derived from sid — and, per user, the token
+ * chain all the user's sessions share (Dex keeps one refresh token per user and client) and the
+ * list of the user's sessions (users.ts).
  *
  * The service composes the parts, each with one job: the cookie codec (codec.ts), the record
- * store (recordStore.ts), the refresh coordinator (refresh.ts: single-flight, store lock, shared
- * results, retries, the per-session call budget), the hot cache (hotCache.ts), last uses for
- * SESSION_IDLE_TIMEOUT (activity.ts) and ended sessions (endings.ts). Every in-process cache they
- * hold is charged to one MemoryBudget, in bytes; each session is kept once (entries.ts).
+ * store (recordStore.ts), the user store (users.ts), the refresh coordinator (refresh.ts:
+ * single-flight, the chain's store lock, retries, the per-session call budget), the hot cache
+ * (hotCache.ts), last uses (activity.ts), ended sessions (endings.ts) and what ending them asks of
+ * the provider (userEndings.ts). Every in-process cache they hold is charged to one MemoryBudget,
+ * in bytes; each session is kept once (entries.ts).
  *
  * A browser that presents the cookie just before the session's current one, within the rotation
  * grace period, is handed the current one; an older cookie, or one presented later, is refused
@@ -75,9 +82,9 @@ export interface SessionServiceOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly events?: SessionEvents;
-  /** The budget every cache is charged to (default: one of CACHE_MAX_BYTES or a quarter of the heap). */
+  /** The budget every cache is charged to (default: a quarter of the heap limit). */
   readonly memory?: MemoryBudget;
-  /** How long a refresh result stays available to requests carrying the old cookie. */
+  /** How long the cookie before a rotation is still handed the current one. */
   readonly graceMs?: number;
   /** Lock lease, renewed while the token call is in flight. */
   readonly lockLeaseMs?: number;
@@ -107,6 +114,22 @@ export interface SessionServiceOptions {
 
 export type SessionIdentities = IdentityMapper;
 
+/** Where a login came from, for the user's list of sessions. */
+export interface LoginContext {
+  readonly host?: string;
+  readonly userAgent?: string;
+  /** The client address as the trusted proxy saw it. */
+  readonly clientAddress?: string;
+}
+
+/** One session of one user, for "end this one" (the admin API, the sessions page). */
+export interface SessionRef {
+  /** The user: the `sub` of the login issuer's ID tokens. */
+  readonly sub: string;
+  /** The session (SessionSummary.ref, Valid.ref). */
+  readonly session: string;
+}
+
 const ONCE = (name: string) => `once:${name}`;
 
 /** The caches of one service and their shares of the budget under pressure. */
@@ -114,14 +137,23 @@ function caches(memory: MemoryBudget) {
   return {
     entries: memory.cache<SessionEntry>('sessions', { share: 0.55, sizeOf: entryBytes }),
     cookies: memory.cache<Unsealed>('cookies', { share: 0.15, sizeOf: CookieCodec.sizeOf }),
-    results: memory.cache<SessionRecord | 'terminal'>('refresh-results', {
-      share: 0.05,
-      sizeOf: (r) => (r === 'terminal' ? 0 : estimateBytes(r)),
-    }),
+    chains: memory.cache<Chain>('chains', { share: 0.05, sizeOf: (c) => estimateBytes(c) }),
     seen: memory.cache<Seen>('activity', { share: 0.05, sizeOf: () => 40 }),
     endings: memory.cache<number>('endings', { share: 0.1, sizeOf: () => 16 }),
     windows: memory.cache<Window>('call-budget', { share: 0.02, sizeOf: () => 32 }),
   };
+}
+
+interface Parts {
+  readonly entries: SessionEntries;
+  readonly codec: CookieCodec;
+  readonly records: RecordStore;
+  readonly users: UserStore;
+  readonly hot: HotCache;
+  readonly activity: Activity;
+  readonly endings: Endings;
+  readonly refresher: RefreshCoordinator;
+  readonly userEndings: UserEndings;
 }
 
 export class SessionService {
@@ -132,14 +164,8 @@ export class SessionService {
   readonly #events: SessionEvents;
   readonly #graceMs: number;
   readonly #identities: SessionIdentities | undefined;
-  readonly #entries: SessionEntries;
-  readonly #codec: CookieCodec;
-  readonly #records: RecordStore;
-  readonly #hot: HotCache;
-  readonly #refresher: RefreshCoordinator;
-  /** Last use per session, when SESSION_IDLE_TIMEOUT is on. */
-  readonly #activity: Activity | undefined;
-  readonly #endings: Endings;
+  readonly #oidc: Pick<OidcProvider, 'revokeRefreshToken'>;
+  readonly #p: Parts;
   #degraded = false;
 
   constructor(options: SessionServiceOptions) {
@@ -150,57 +176,69 @@ export class SessionService {
     this.#events = options.events ?? noEvents;
     this.#graceMs = options.graceMs ?? 60_000;
     this.#identities = options.identities;
-    const memory = options.memory ?? new MemoryBudget();
-    const cache = caches(memory);
-    this.#entries = cache.entries;
-    this.#codec = new CookieCodec(options.sealer, cache.cookies);
-    const now = () => this.#clock.now();
-    this.#records = new RecordStore({
+    this.#oidc = options.oidc;
+    this.#p = this.#parts(options);
+  }
+
+  #parts(options: SessionServiceOptions): Parts {
+    const cache = caches(options.memory ?? new MemoryBudget());
+    const clock = this.#clock;
+    const codec = new CookieCodec(options.sealer, cache.cookies);
+    const records = new RecordStore({
       store: this.#store,
-      entries: this.#entries,
+      entries: cache.entries,
       recordGraceMs: options.recordGraceMs ?? 15 * 60_000,
       identities: this.#identities,
       onStoreDown: () => this.#storeDown(),
-      now,
+      now: () => clock.now(),
     });
-    this.#hot = new HotCache({
-      entries: this.#entries,
-      codec: this.#codec,
+    const keys = new UserKeyring(this.#config.cookieSecrets, this.#config.issuerUrl);
+    const users = new UserStore({ store: this.#store, keys, clock, sessionTtlMs: this.#config.sessionTtlMs });
+    const hot = new HotCache({
+      entries: cache.entries,
+      codec,
       hotCacheMs: options.hotCacheMs ?? 1_000,
       usable: (record, at) =>
         (this.#identities?.isCurrent(record.identity) ?? true) && !this.#needsRefresh(record, at),
     });
-    const idleMs = this.#config.sessionIdleTimeoutMs;
-    this.#activity = idleMs > 0 ? new Activity({ store: this.#store, idleMs, seen: cache.seen }) : undefined;
-    this.#endings = new Endings({
+    const activity = new Activity({
       store: this.#store,
-      records: this.#records,
+      users,
+      idleMs: this.#config.sessionIdleTimeoutMs,
+      seen: cache.seen,
+    });
+    const endings = new Endings({
+      store: this.#store,
+      records,
       local: cache.endings,
-      oidc: options.oidc,
-      clock: this.#clock,
+      clock,
       log: this.#log,
       dropCaches: (lookup) => this.#dropCaches(lookup),
       ...(options.revokeWaitMs !== undefined ? { revokeWaitMs: options.revokeWaitMs } : {}),
       ...(options.revokeRetryDelaysMs ? { retryDelaysMs: options.revokeRetryDelaysMs } : {}),
     });
-    this.#refresher = new RefreshCoordinator({
+    const refresher = new RefreshCoordinator({
       store: this.#store,
+      users,
       oidc: options.oidc,
-      codec: this.#codec,
-      records: this.#records,
-      endings: this.#endings,
+      codec,
+      records,
+      endings,
       budget: new CallBudget(options.providerCallsPerMinute ?? 10, cache.windows),
-      results: cache.results,
+      chains: cache.chains,
       events: this.#events,
       log: this.#log,
-      clock: this.#clock,
-      graceMs: this.#graceMs,
+      clock,
       leaseMs: options.lockLeaseMs ?? 5_000,
       lockWaitMs: options.lockWaitMs ?? 8_000,
       retryDelaysMs: options.retryDelaysMs ?? [200, 600],
-      recordFrom: (tokens, session) => this.#recordFrom(tokens, session),
+      identify: (claims) => this.#identify(claims),
       needsRefresh: (record, at) => this.#needsRefresh(record, at),
+      endedMeanwhile: (sub, lookup) => this.#endedMeanwhile(sub, lookup),
+      joined: (sub, session) => this.#list(sub, session, {}),
     });
+    const userEndings = new UserEndings({ endings, users, refresher, oidc: options.oidc, log: this.#log });
+    return { entries: cache.entries, codec, records, users, hot, activity, endings, refresher, userEndings };
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -209,14 +247,18 @@ export class SessionService {
   }
 
   /**
-   * Creates a session from a fresh login on `host`; returns the sealed cookie value. A host-only
-   * session (no COOKIE_DOMAIN) is bound to that host.
+   * Creates a session from a fresh login; returns the sealed cookie value. A host-only session (no
+   * COOKIE_DOMAIN) is bound to `login.host`. The login's refresh token becomes the user's token
+   * chain: the user's other sessions go on with it, and the one it replaces is ended at the provider.
    */
   async create(
     tokens: TokenResult,
-    host?: string,
+    login: LoginContext | string = {},
   ): Promise<{ cookie: string; record: SessionRecord; sessionEnd: number }> {
+    const context = typeof login === 'string' ? { host: login } : login;
     const now = this.#clock.now();
+    const sub =
+      typeof tokens.claims.sub === 'string' && tokens.claims.sub !== '' ? tokens.claims.sub : undefined;
     const data: SessionCookieData = {
       v: 1,
       sid: newSessionId(),
@@ -224,13 +266,66 @@ export class SessionService {
       iat: now,
       exp: now + this.#config.sessionTtlMs,
       r: now,
-      ...(host !== undefined && this.#config.cookieDomain === undefined ? { h: host } : {}),
+      ...(context.host !== undefined && this.#config.cookieDomain === undefined ? { h: context.host } : {}),
+      ...(sub !== undefined ? { u: sub } : {}),
     };
-    const session = await this.#codec.seal(data, now);
-    const record = this.#recordFrom(tokens, session);
-    await this.#records.save(session.keys, record, data.exp);
-    await this.#activity?.started(session.keys.lookup, data.exp, now);
+    const session = await this.#p.codec.seal(data, now);
+    const record: SessionRecord = { ...this.#recordFrom(tokens, session), ca: now };
+    await this.#p.records.save(session.keys, record, data.exp);
+    if (sub !== undefined) {
+      await this.#joinChain(sub, tokens, now, data.exp);
+      await this.#list(sub, session, { ...context, providerSid: tokens.claims['sid'] });
+    }
+    await this.#p.activity.started(session.keys.lookup, sub, data.exp, now);
     return { cookie: session.value, record, sessionEnd: data.exp };
+  }
+
+  /** A login's tokens become the user's chain; the refresh token they replace is ended at the provider. */
+  async #joinChain(sub: string, tokens: TokenResult, now: number, sessionEnd: number): Promise<void> {
+    if (tokens.refreshToken === undefined) return;
+    const chain: Chain = {
+      rt: tokens.refreshToken,
+      idToken: tokens.idToken,
+      claims: tokens.claims,
+      tokenExp: tokens.claims.exp * 1000,
+      tokenIat: typeof tokens.claims.iat === 'number' ? tokens.claims.iat * 1000 : now,
+      at: now,
+    };
+    const { users, endings } = this.#p;
+    const replaced = (await users.chain(sub).catch(() => undefined))?.chain;
+    try {
+      await users.writeChain(sub, chain, 'any');
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      this.#storeDown();
+    }
+    if (replaced && !replaced.terminal && replaced.rt !== chain.rt) {
+      const old = replaced.rt;
+      await endings.act(() => this.#oidcRevoke(old), sessionEnd);
+    }
+  }
+
+  /** Lists a session among its user's (created, user agent, client address, host, provider sid). */
+  async #list(
+    sub: string,
+    session: Unsealed,
+    context: LoginContext & { providerSid?: unknown },
+  ): Promise<void> {
+    const meta = {
+      c: session.data.iat,
+      ...(context.userAgent ? { ua: context.userAgent.slice(0, 512) } : {}),
+      ...(context.clientAddress ? { ip: context.clientAddress } : {}),
+      ...(context.host ? { h: context.host } : {}),
+      ...(typeof context.providerSid === 'string' && context.providerSid !== ''
+        ? { sid: context.providerSid }
+        : {}),
+    };
+    await this.#p.users
+      .addSession(sub, session.keys.lookup, session.data.exp, meta)
+      .catch((error: unknown) => {
+        if (!(error instanceof StoreUnavailableError)) throw error;
+        this.#storeDown();
+      });
   }
 
   /**
@@ -238,15 +333,16 @@ export class SessionService {
    * undefined when the full resolve() is needed.
    */
   peekHot(cookie: string, host?: string, now = this.#clock.now()): Valid | undefined {
-    const hot = this.#hot.peek(cookie, host, now);
+    const hot = this.#p.hot.peek(cookie, host, now);
     if (hot === undefined) return undefined;
-    this.#activity?.touch(hot.lookup, hot.resolution.sessionEnd, now);
-    return hot.resolution;
+    const { resolution } = hot;
+    this.#p.activity.touch(hot.lookup, resolution.record.u, resolution.sessionEnd, now);
+    return resolution;
   }
 
   /** The answer headers of a resolved session, built once by `build` and kept with it while it is hot. */
   replyHeaders(session: Valid, build: () => ReplyHeaders): ReplyHeaders {
-    return this.#hot.headers(session, build, this.#clock.now());
+    return this.#p.hot.headers(session, build, this.#clock.now());
   }
 
   /** Resolves a session cookie, presented on `host`, to a fresh ID token, refreshing when needed. */
@@ -256,32 +352,33 @@ export class SessionService {
     if (hot) return hot;
     const resolution = await this.#resolveSlow(cookie, now, host);
     if (resolution.kind === 'valid') {
-      const presented = this.#codec.peek(cookie, now);
+      const presented = this.#p.codec.peek(cookie, now);
       if (presented) {
-        this.#activity?.touch(presented.keys.lookup, resolution.sessionEnd, now);
-        this.#hot.remember(presented.keys.lookup, presented.value, resolution, now);
+        this.#p.activity.touch(presented.keys.lookup, resolution.record.u, resolution.sessionEnd, now);
+        this.#p.hot.remember(presented.keys.lookup, presented.value, resolution, now);
       }
     }
     return resolution;
   }
 
   async #resolveSlow(cookie: string, now: number, host: string | undefined): Promise<Resolution> {
-    const presented = await this.#codec.unseal(cookie, now);
+    const presented = await this.#p.codec.unseal(cookie, now);
     if (!presented) return NONE.invalid;
     if (presented.data.exp <= now) return NONE.expired;
     if (presented.data.h !== undefined && host !== undefined && presented.data.h !== host) {
       return NONE.otherHost;
     }
     const { lookup } = presented.keys;
-    if (this.#endings.endedHere(lookup, now)) {
+    if (this.#p.endings.endedHere(lookup, now)) {
       // Also puts the tombstone back into a store that lost it (for replicas started later).
-      await this.#endings.endedInStore(lookup, now).catch(() => true);
+      await this.#p.endings.endedInStore(lookup, now).catch(() => true);
       return NONE.signedOut;
     }
     const loaded = await this.#load(presented, now);
     if (loaded === undefined) return NONE.signedOut;
     const known = loaded.record ?? loaded.fallback;
-    if (!loaded.storeDown && this.#activity && (await this.#activity.isIdle(lookup, now))) {
+    const sub = RefreshCoordinator.subOf(known, presented);
+    if (!loaded.storeDown && (await this.#p.activity.isIdle(lookup, sub, now))) {
       this.#log.info('session unused for SESSION_IDLE_TIMEOUT; ended');
       await this.#endSession(presented, known);
       return NONE.idle;
@@ -306,19 +403,20 @@ export class SessionService {
    */
   async #load(presented: Unsealed, now: number): Promise<Loaded | undefined> {
     const { keys } = presented;
+    const { records, endings } = this.#p;
     try {
-      const record = await this.#records.load(keys);
+      const record = await records.load(keys);
       this.#setDegraded(false);
       if (record !== undefined) return { record, fallback: undefined, storeDown: false };
       // Missing: expired, flushed or ended. A tombstone says which.
-      if (await this.#endings.endedInStore(keys.lookup, now)) return undefined;
+      if (await endings.endedInStore(keys.lookup, now)) return undefined;
       // Flushed or restarted empty: not trusted as it stands (this replica may have missed a
       // sign-out); the provider is asked again, and what we knew is served only if it cannot answer.
-      return { record: undefined, fallback: this.#records.known(keys.lookup, now), storeDown: false };
+      return { record: undefined, fallback: records.known(keys.lookup, now), storeDown: false };
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
       this.#storeDown();
-      return { record: this.#records.known(keys.lookup, now), fallback: undefined, storeDown: true };
+      return { record: records.known(keys.lookup, now), fallback: undefined, storeDown: true };
     }
   }
 
@@ -335,7 +433,7 @@ export class SessionService {
     if (reference === undefined || !isNewer(reference, presented)) return presented;
     const previous = reference.gen === (presented.data.g ?? 0) + 1;
     if (!previous || now - (reference.rotatedAt ?? 0) > this.#graceMs) return undefined;
-    const adopted = await this.#codec.unseal(reference.cookie, now);
+    const adopted = await this.#p.codec.unseal(reference.cookie, now);
     return adopted && adopted.data.sid === presented.data.sid ? adopted : presented;
   }
 
@@ -352,8 +450,14 @@ export class SessionService {
       // While the current token is still valid, one attempt: a failure serves it as is. Once it
       // has expired, retry a few times before answering 503.
       const patient = fallback === undefined || fallback.tokenExp <= now;
-      const skipLocal = !loaded.storeDown && record === undefined;
-      return { record: await this.#refresher.refresh(current, 0, patient, skipLocal), refreshed: true };
+      const refreshed = await this.#p.refresher.refresh({
+        session: current,
+        known: fallback,
+        trusted: record !== undefined,
+        storeDown: loaded.storeDown,
+        patient,
+      });
+      return { record: refreshed, refreshed: true };
     } catch (error) {
       if (error instanceof RefreshError && error.kind === 'terminal') return undefined;
       // Transient: serve the current token while it is still valid (DESIGN §5).
@@ -383,13 +487,14 @@ export class SessionService {
     storeDown: boolean,
     now: number,
   ): Promise<Valid> {
+    const { codec } = this.#p;
     let setCookie: string | undefined = isNewer(record, presented) ? record.cookie : undefined;
     const held = setCookie ?? cookie;
-    if (this.#codec.isSealedWithOldSecret(held)) {
+    if (codec.isSealedWithOldSecret(held)) {
       const data = setCookie
-        ? ((await this.#codec.unseal(setCookie, now))?.data ?? presented.data)
+        ? ((await codec.unseal(setCookie, now))?.data ?? presented.data)
         : presented.data;
-      setCookie = await this.#codec.reseal(data, now);
+      setCookie = await codec.reseal(data, now);
     }
     return {
       kind: 'valid',
@@ -404,38 +509,81 @@ export class SessionService {
   }
 
   /**
-   * Signs out: the session ends everywhere and for good — its newest refresh token revoked at the
-   * provider, a tombstone in the store, every replica told to drop its caches (endings.ts).
+   * Signs out: the session ends everywhere and for good — tombstoned, every replica told to drop
+   * its caches (endings.ts) — and its refresh token is spent: the user's chain revoked when this
+   * was the user's last session, moved on otherwise (userEndings.ts).
    */
   async destroy(cookie: string): Promise<void> {
     const now = this.#clock.now();
-    const presented = await this.#codec.unseal(cookie, now);
+    const presented = await this.#p.codec.unseal(cookie, now);
     if (!presented) return;
     let record: SessionRecord | undefined;
     try {
-      record = await this.#records.load(presented.keys);
+      record = await this.#p.records.load(presented.keys);
     } catch {
       // store down: what this replica knows will do
     }
-    await this.#endSession(presented, record ?? this.#records.known(presented.keys.lookup, now));
-    this.#codec.forget(cookie);
+    await this.#endSession(presented, record ?? this.#p.records.known(presented.keys.lookup, now));
+    this.#p.codec.forget(cookie);
   }
 
   /** The record behind a cookie as last stored, without refreshing (sign-out's id_token_hint). */
   async peekRecord(cookie: string): Promise<SessionRecord | undefined> {
     const now = this.#clock.now();
-    const unsealed = await this.#codec.unseal(cookie, now);
+    const { codec, records } = this.#p;
+    const unsealed = await codec.unseal(cookie, now);
     if (!unsealed) return undefined;
     try {
-      return (await this.#records.load(unsealed.keys)) ?? this.#records.known(unsealed.keys.lookup, now);
+      return (await records.load(unsealed.keys)) ?? records.known(unsealed.keys.lookup, now);
     } catch {
-      return this.#records.known(unsealed.keys.lookup, now);
+      return records.known(unsealed.keys.lookup, now);
     }
   }
 
   /** The identity behind a cookie as last stored, without refreshing (for logs and pages). */
   async peekIdentity(cookie: string): Promise<Identity | undefined> {
     return (await this.peekRecord(cookie))?.identity;
+  }
+
+  // ---- a user's sessions (issue 16 items 2-3: the sessions page, the admin API, back-channel logout)
+
+  /** The user's sessions that have not ended, most recently seen first; `current` marks one. */
+  async listForUser(sub: string, current?: string): Promise<(SessionSummary & { current: boolean })[]> {
+    return (await this.#p.users.sessions(sub)).map((s) => ({ ...s, current: s.ref === current }));
+  }
+
+  /** Ends one session of a user; false when the user has no such session. */
+  async end(ref: SessionRef): Promise<boolean> {
+    const summary = (await this.#p.users.sessions(ref.sub)).find((s) => s.ref === ref.session);
+    if (!summary) return false;
+    await this.#p.userEndings.end(ref.sub, [ended(summary)]);
+    return true;
+  }
+
+  /** Ends every session of a user ("sign out everywhere"); their refresh token is revoked. */
+  async endAllForUser(sub: string): Promise<number> {
+    const sessions = await this.#p.users.sessions(sub);
+    await this.#p.userEndings.end(sub, sessions.map(ended), { everywhere: true });
+    await this.#p.users.dropUser(sub).catch(() => undefined);
+    return sessions.length;
+  }
+
+  /** Ends every session of every user. */
+  async endAll(): Promise<number> {
+    let count = 0;
+    for (const sub of await this.#p.users.users()) count += await this.endAllForUser(sub);
+    return count;
+  }
+
+  /** Ends the sessions of one provider session (back-channel logout's `sid`). */
+  async endBySid(providerSid: string): Promise<number> {
+    const found = await this.#p.users.sessionsBySid(providerSid);
+    const bySub = new Map<string, EndedSession[]>();
+    for (const s of found) {
+      bySub.set(s.sub, [...(bySub.get(s.sub) ?? []), { ref: s.ref, until: s.sessionEnd, providerSid }]);
+    }
+    for (const [sub, sessions] of bySub) await this.#p.userEndings.end(sub, sessions);
+    return found.length;
   }
 
   /** Marks a one-time value used (login state); false when it was already used. */
@@ -450,34 +598,61 @@ export class SessionService {
 
   /** Stops background work (retries of revocations, the subscription). */
   close(): void {
-    this.#endings.close();
+    this.#p.endings.close();
   }
 
   // ---- internals ------------------------------------------------------------------------------
 
-  /** Ends the session behind `presented`, revoking the newest refresh token known for it. */
+  /** Ends the session behind `presented` (sign-out, idle); the provider step per userEndings.ts. */
   async #endSession(presented: Unsealed, record: SessionRecord | undefined): Promise<void> {
     let newest = presented;
     if (record && isNewer(record, presented)) {
-      const adopted = await this.#codec.unseal(record.cookie, this.#clock.now());
+      const adopted = await this.#p.codec.unseal(record.cookie, this.#clock.now());
       if (adopted?.data.sid === presented.data.sid) newest = adopted;
     }
-    await this.#endings.end({
-      lookup: presented.keys.lookup,
-      until: presented.data.exp,
-      refreshToken: newest.data.rt,
-    });
+    const sub = RefreshCoordinator.subOf(record, presented);
+    const providerSid = sub ? await this.#providerSid(sub, presented.keys.lookup) : undefined;
+    await this.#p.userEndings.end(
+      sub,
+      [{ ref: presented.keys.lookup, until: presented.data.exp, providerSid }],
+      {
+        newestRt: newest.data.rt,
+      },
+    );
+  }
+
+  async #providerSid(sub: string, lookup: string): Promise<string | undefined> {
+    const listed = await this.#p.users.sessions(sub).catch(() => []);
+    return listed.find((s) => s.ref === lookup)?.providerSid;
+  }
+
+  /** A session was ended while it was being refreshed: its user's chain is ended or moved on as for a sign-out. */
+  async #endedMeanwhile(sub: string | undefined, lookup: string): Promise<void> {
+    if (sub === undefined) return;
+    const left = await this.#p.users.sessions(sub).catch(() => undefined);
+    if (left?.some((s) => s.ref !== lookup)) return; // the sign-out moved the chain on
+    await this.#p.endings.act(async () => {
+      const stored = await this.#p.users.chain(sub);
+      return stored && !stored.chain.terminal ? this.#oidcRevoke(stored.chain.rt) : 'no refresh token';
+    }, this.#clock.now() + this.#config.sessionTtlMs);
+  }
+
+  #oidcRevoke(rt: string): Promise<string> {
+    return this.#oidc.revokeRefreshToken(rt);
   }
 
   /** Drops what this replica holds for a session (undefined: for every session). */
   #dropCaches(lookup: string | undefined): void {
-    this.#records.drop(lookup);
-    if (lookup === undefined) this.#refresher.forgetResults();
-    else this.#activity?.forget(lookup);
+    this.#p.records.drop(lookup);
+    if (lookup !== undefined) this.#p.activity.forget(lookup);
   }
 
   #needsRefresh(record: SessionRecord, now: number): boolean {
     return needsRefresh(record, now, this.#config.refreshSkewMs);
+  }
+
+  #identify(claims: Readonly<Record<string, unknown>>): Identity {
+    return this.#identities ? this.#identities.identify(claims) : identityFromClaims(claims, this.#config);
   }
 
   #recordFrom(tokens: TokenResult, session: Unsealed): SessionRecord {
@@ -486,14 +661,13 @@ export class SessionService {
       idToken: tokens.idToken,
       tokenExp: claims.exp * 1000,
       tokenIat: typeof claims.iat === 'number' ? claims.iat * 1000 : this.#clock.now(),
-      identity: this.#identities
-        ? this.#identities.identify(claims)
-        : identityFromClaims(claims, this.#config),
+      identity: this.#identify(claims),
       cookie: session.value,
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
       rotatedAt: session.data.r ?? session.data.iat,
       ...(session.data.rt === '' ? { final: true } : {}),
+      ...(session.data.u !== undefined ? { u: session.data.u } : {}),
     };
   }
 
@@ -510,4 +684,8 @@ export class SessionService {
       this.#log.warn('session store unavailable: degraded mode, serving from cookies and local cache');
     else this.#log.info('session store available again');
   }
+}
+
+function ended(summary: SessionSummary): EndedSession {
+  return { ref: summary.ref, until: summary.sessionEnd, providerSid: summary.providerSid };
 }

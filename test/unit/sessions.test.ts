@@ -9,6 +9,7 @@ import {
   type RefreshResult,
   type TokenResult,
 } from '../../src/oidc/provider.ts';
+import { deriveSessionKeys } from '../../src/session/crypto.ts';
 import { MemoryStore } from '../../src/session/memoryStore.ts';
 import { Sealer } from '../../src/session/seal.ts';
 import {
@@ -409,6 +410,7 @@ describe('SESSION_IDLE_TIMEOUT', () => {
   /** Counts the writes of last-seen times that reach the store. */
   function counting(): { store: Store; writes: () => number } {
     let writes = 0;
+    // Last uses go into the user's session list (`t:<session>` fields), or `ls:<session>`.
     const wrapped: Store = new Proxy(store, {
       get: (target, name) =>
         name === 'set'
@@ -416,7 +418,12 @@ describe('SESSION_IDLE_TIMEOUT', () => {
               if (key.startsWith('ls:')) writes++;
               return target.set(key, value, ttl);
             }
-          : bound(target, name),
+          : name === 'hashSet'
+            ? (key: string, field: string, value: string, ttl: number) => {
+                if (field.startsWith('t:')) writes++;
+                return target.hashSet(key, field, value, ttl);
+              }
+            : bound(target, name),
     });
     return { store: wrapped, writes: () => writes };
   }
@@ -577,5 +584,93 @@ describe('the memory budget', () => {
     // … and the whole session (ID token, 150 groups, headers) is charged about once: not five copies.
     expect(memory.usedBytes).toBeLessThan(3 * (8000 + 150 * 40) + 4000);
     expect(bytesOf(memory, 'cookies').entries).toBe(1);
+  });
+});
+
+describe('one token chain per user (Dex keeps one refresh token per user and client)', () => {
+  it('a second login’s refresh token becomes the chain: the first browser refreshes with it, and the token it replaced is ended', async () => {
+    const sessions = service();
+    const { cookie: a } = await sessions.create(provider.tokens('rt-a'));
+    clock.advance(60_000);
+    const { cookie: b } = await sessions.create(provider.tokens('rt-b'));
+    expect(provider.revoked).toEqual(['rt-a']);
+    clock.advance(600_000 - 60_000);
+    const first = valid(await sessions.resolve(a)); // A's token is due: B's login left a fresh one
+    expect(provider.presented).toEqual([]);
+    expect(first.setCookie).toBeDefined(); // A's cookie now carries the chain's refresh token
+    const carried = await new Sealer(config.cookieSecrets).unseal<SessionCookieData>(first.setCookie!);
+    expect(carried?.rt).toBe('rt-b');
+    clock.advance(60_000); // now the chain's token is due too
+    const again = valid(await sessions.resolve(first.setCookie!));
+    expect(provider.presented).toEqual(['rt-b']);
+    valid(await sessions.resolve(b));
+    expect(provider.presented).toEqual(['rt-b']); // one grant for both browsers
+    expect(again.record.idToken).toBe('id-token-rt-1');
+  });
+
+  it('two replicas refreshing two browsers of one user at once make exactly one grant, and neither replays a rotated token', async () => {
+    const one = service();
+    const two = service();
+    const { cookie: a } = await one.create(provider.tokens('rt-a'));
+    const { cookie: b } = await two.create(provider.tokens('rt-b'));
+    clock.advance(600_000);
+    const results = await Promise.all([one.resolve(a), two.resolve(b), two.resolve(a), one.resolve(b)]);
+    for (const r of results) valid(r);
+    expect(provider.presented).toEqual(['rt-b']);
+    clock.advance(600_000);
+    const later = await Promise.all([
+      two.resolve(valid(results[0]!).setCookie!),
+      one.resolve(valid(results[1]!).setCookie!),
+    ]);
+    for (const r of later) valid(r);
+    expect(provider.presented).toEqual(['rt-b', 'rt-1']);
+  });
+
+  it('signing out one browser moves the chain on: the other stays signed in, the signed-out cookie’s token is spent, not revoked', async () => {
+    const sessions = service();
+    const { cookie: a } = await sessions.create(provider.tokens('rt-a'));
+    const { cookie: b } = await sessions.create(provider.tokens('rt-b'));
+    const revokedAtLogin = [...provider.revoked];
+    await sessions.destroy(b);
+    expect(provider.revoked).toEqual(revokedAtLogin); // nothing more revoked…
+    expect(provider.presented).toEqual(['rt-b']); // … the chain's token was spent for a new one
+    expect(await sessions.resolve(b)).toEqual({ kind: 'none', reason: 'signed_out' });
+    valid(await sessions.resolve(a));
+    clock.advance(600_000);
+    const renewed = valid(await sessions.resolve(a));
+    expect(provider.presented).toEqual(['rt-b', 'rt-1']); // A goes on with the moved-on chain
+    expect(renewed.record.idToken).toBe('id-token-rt-2');
+  });
+
+  it('signing out the last browser revokes the chain’s token; the next login starts a new chain', async () => {
+    const sessions = service();
+    const { cookie: a } = await sessions.create(provider.tokens('rt-a'));
+    const { cookie: b } = await sessions.create(provider.tokens('rt-b'));
+    await sessions.destroy(b);
+    await sessions.destroy(a);
+    expect(provider.revoked).toEqual(['rt-a', 'rt-1']);
+    const { cookie: c } = await sessions.create(provider.tokens('rt-c'));
+    expect(provider.revoked).toEqual(['rt-a', 'rt-1']); // nothing was left to replace
+    clock.advance(600_000);
+    valid(await sessions.resolve(c));
+    expect(provider.presented.at(-1)).toBe('rt-c');
+  });
+
+  it('a signed-out cookie whose tombstones are lost cannot join the chain the other browser goes on with', async () => {
+    const a = service();
+    const { cookie: kept } = await a.create(provider.tokens('rt-a'));
+    const { cookie: other } = await a.create(provider.tokens('rt-b'));
+    // The signed-out browser had caught up with the chain before it left.
+    clock.advance(600_000);
+    const caughtUp = valid(await a.resolve(kept)).setCookie!;
+    valid(await a.resolve(other));
+    await a.destroy(caughtUp);
+    const data = await new Sealer(config.cookieSecrets).unseal<SessionCookieData>(caughtUp);
+    await store.del(`so:${deriveSessionKeys(data!.sid).lookup}`); // the store lost the tombstone
+    const presentedBefore = provider.presented.length;
+    const fresh = service(); // a replica that never saw the sign-out
+    expect(await fresh.resolve(caughtUp)).toEqual({ kind: 'none', reason: 'refresh_refused' });
+    expect(provider.presented).toHaveLength(presentedBefore); // refused without replaying its token
+    valid(await fresh.resolve(valid(await a.resolve(other)).setCookie ?? other));
   });
 });

@@ -76,6 +76,47 @@ function storeContract(name: string, make: () => Store, wait: (ms: number) => Pr
       expect(await store.get(k)).toBeNull();
     });
 
+    it('compare-and-sets: writes only over the expected value, or only when absent', async () => {
+      const k = key('cas');
+      expect(await store.replaceIfEquals(k, 'x', 'v1', 10_000)).toBe(false);
+      expect(await store.get(k)).toBeNull();
+      expect(await store.replaceIfEquals(k, null, 'v1', 10_000)).toBe(true);
+      expect(await store.replaceIfEquals(k, null, 'v2', 10_000)).toBe(false);
+      expect(await store.replaceIfEquals(k, 'v0', 'v2', 10_000)).toBe(false);
+      expect(await store.replaceIfEquals(k, 'v1', 'v2', 10_000)).toBe(true);
+      expect(await store.get(k)).toBe('v2');
+      expect(await store.ttl(k)).toBeGreaterThan(0);
+    });
+
+    it('keeps hashes: fields set, read one by one or all at once, deleted; the key goes with its last field', async () => {
+      const k = `${key('hash')}:{tag}`;
+      expect(await store.hashGetAll(k)).toEqual({});
+      expect(await store.hashGet(k, 'a')).toBeNull();
+      await store.hashSet(k, 'a', '1', 10_000);
+      await store.hashSet(k, 'b', '2', 10_000);
+      await store.hashSet(k, 'a', '3', 10_000);
+      expect(await store.hashGet(k, 'a')).toBe('3');
+      expect(await store.hashGetAll(k)).toEqual({ a: '3', b: '2' });
+      await store.hashDelete(k, ['a', 'missing']);
+      expect(await store.hashGetAll(k)).toEqual({ b: '2' });
+      await store.hashDelete(k, ['b']);
+      expect(await store.ttl(k)).toBe(-2);
+    });
+
+    it('extends a hash’s time to live to the longest a field asked for, never shortening it', async () => {
+      const k = key('hashttl');
+      await store.hashSet(k, 'long', '1', 10_000);
+      await store.hashSet(k, 'short', '2', 100);
+      await wait(250);
+      expect(await store.hashGetAll(k)).toEqual({ long: '1', short: '2' });
+      const ttl = await store.ttl(k);
+      expect(ttl).toBeGreaterThan(9_000);
+      const brief = key('hashbrief');
+      await store.hashSet(brief, 'f', '1', 150);
+      await wait(300);
+      expect(await store.hashGetAll(brief)).toEqual({});
+    });
+
     it('answers ping', async () => {
       expect(await store.ping()).toBe(true);
     });
