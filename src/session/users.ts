@@ -152,7 +152,15 @@ export class UserStore {
     const sealed = encrypt(JSON.stringify(meta), keys.encryption, `meta:${lookup}`);
     await this.#store.hashSet(KEY.sessions(keys.ref), `m:${lookup}`, `${until} ${sealed}`, ttl);
     const values = this.#keys.values[0] as Buffer;
-    await this.#store.hashSet(KEY.all, keys.ref, `${until} ${encrypt(sub, values, `user:${keys.ref}`)}`, ttl);
+    // The user's entry lasts as long as the user's longest-lived session.
+    const listed = await this.#store.hashGet(KEY.all, keys.ref);
+    const longest = Math.max(until, listed === null ? 0 : split(listed).until || 0);
+    await this.#store.hashSet(
+      KEY.all,
+      keys.ref,
+      `${longest} ${encrypt(sub, values, `user:${keys.ref}`)}`,
+      ttl,
+    );
     if (meta.sid !== undefined) {
       const sidRef = this.#keys.sid(meta.sid)[0] as string;
       await this.#store.hashSet(

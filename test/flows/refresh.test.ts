@@ -218,7 +218,9 @@ describe("Dex's one refresh token per user and client", () => {
     expect((await first.get(`${stack.appUrl}/one/later`, { accept: 'application/json' })).status).toBe(200);
     expect((await second.get(`${stack.appUrl}/two/later`, { accept: 'application/json' })).status).toBe(200);
     await untilExpired();
-    expect((await second.get(`${stack.appUrl}/two/expired`, { accept: 'application/json' })).status).toBe(200);
+    expect((await second.get(`${stack.appUrl}/two/expired`, { accept: 'application/json' })).status).toBe(
+      200,
+    );
     expect((await first.get(`${stack.appUrl}/one/expired`, { accept: 'application/json' })).status).toBe(200);
     expect(stack.dex.counts.refreshGrants - grants).toBe(1);
     expect(stack.dex.counts.tokenErrors).toBe(errors);

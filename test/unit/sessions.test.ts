@@ -674,3 +674,95 @@ describe('one token chain per user (Dex keeps one refresh token per user and cli
     valid(await fresh.resolve(valid(await a.resolve(other)).setCookie ?? other));
   });
 });
+
+describe('a user’s sessions (the store layout for the sessions page, the admin API and back-channel logout)', () => {
+  const tokensFor = (rt: string, sub: string, sid?: string) => {
+    const tokens = provider.tokens(rt);
+    return { ...tokens, claims: { ...tokens.claims, sub, ...(sid ? { sid } : {}) } };
+  };
+
+  it('lists a user’s sessions with when they were created and last seen, user agent, client address and host, marking the current one', async () => {
+    const sessions = service();
+    const one = await sessions.create(tokensFor('rt-1a', 'jane'), {
+      host: 'grafana.example.com',
+      userAgent: 'Firefox/140',
+      clientAddress: '203.0.113.7',
+    });
+    clock.advance(1_000);
+    const two = await sessions.create(tokensFor('rt-1b', 'jane'), {
+      userAgent: 'curl/8',
+      clientAddress: '198.51.100.2',
+    });
+    await sessions.create(tokensFor('rt-2', 'john'));
+    const current = valid(await sessions.resolve(two.cookie)).ref;
+    const listed = await sessions.listForUser('jane', current);
+    expect(listed).toHaveLength(2);
+    expect(listed.find((s) => s.current)).toMatchObject({
+      userAgent: 'curl/8',
+      clientAddress: '198.51.100.2',
+    });
+    expect(listed.find((s) => !s.current)).toMatchObject({
+      userAgent: 'Firefox/140',
+      clientAddress: '203.0.113.7',
+      host: 'grafana.example.com',
+      created: one.sessionEnd - config.sessionTtlMs,
+      sessionEnd: one.sessionEnd,
+    });
+    expect(await sessions.listForUser('nobody')).toEqual([]);
+  });
+
+  it('notes when each session was last seen, at most once per interval, for the list', async () => {
+    const sessions = service();
+    const { cookie } = await sessions.create(tokensFor('rt-1', 'jane'));
+    const created = (await sessions.listForUser('jane'))[0]!.lastSeen;
+    clock.advance(6 * 60_000);
+    valid(await sessions.resolve(cookie));
+    expect((await sessions.listForUser('jane'))[0]!.lastSeen).toBe(created + 6 * 60_000);
+  });
+
+  it('ends one session by reference (from a replica that never saw its cookie); the user’s other session goes on', async () => {
+    const a = service();
+    const admin = service();
+    const { cookie: first } = await a.create(tokensFor('rt-1a', 'jane'));
+    const { cookie: second } = await a.create(tokensFor('rt-1b', 'jane'));
+    const target = valid(await a.resolve(first)).ref;
+    expect(await admin.end({ sub: 'jane', session: target })).toBe(true);
+    await new Promise((r) => setImmediate(r));
+    expect(await a.resolve(first)).toEqual({ kind: 'none', reason: 'signed_out' });
+    valid(await a.resolve(second));
+    expect((await admin.listForUser('jane')).map((s) => s.ref)).not.toContain(target);
+    expect(await admin.end({ sub: 'jane', session: target })).toBe(false);
+    expect(await admin.end({ sub: 'john', session: valid(await a.resolve(second)).ref })).toBe(false);
+  });
+
+  it('ends every session of a user (sign out everywhere), revoking the chain’s token once; other users stay', async () => {
+    const sessions = service();
+    const mine = [
+      (await sessions.create(tokensFor('rt-1a', 'jane'))).cookie,
+      (await sessions.create(tokensFor('rt-1b', 'jane'))).cookie,
+    ];
+    const theirs = (await sessions.create(tokensFor('rt-2', 'john'))).cookie;
+    const revokedBefore = provider.revoked.length;
+    expect(await sessions.endAllForUser('jane')).toBe(2);
+    for (const cookie of mine)
+      expect(await sessions.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    expect(provider.revoked.slice(revokedBefore)).toEqual(['rt-1b']);
+    expect(await sessions.listForUser('jane')).toEqual([]);
+    valid(await sessions.resolve(theirs));
+  });
+
+  it('ends the sessions of one provider session (back-channel logout by sid), and every session of every user', async () => {
+    const sessions = service();
+    const bySid = (await sessions.create(tokensFor('rt-1a', 'jane', 'idp-session-1'))).cookie;
+    const otherSid = (await sessions.create(tokensFor('rt-1b', 'jane', 'idp-session-2'))).cookie;
+    const john = (await sessions.create(tokensFor('rt-2', 'john', 'idp-session-3'))).cookie;
+    expect(await sessions.endBySid('idp-session-1')).toBe(1);
+    expect(await sessions.resolve(bySid)).toEqual({ kind: 'none', reason: 'signed_out' });
+    valid(await sessions.resolve(otherSid));
+    expect(await sessions.endBySid('idp-session-1')).toBe(0);
+    expect(await sessions.endAll()).toBe(2);
+    for (const cookie of [otherSid, john]) {
+      expect(await sessions.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    }
+  });
+});

@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/session/memoryStore.ts';
 import { createRedisClient, RedisStore } from '../../src/session/redisStore.ts';
 import { type Store, StoreUnavailableError } from '../../src/session/store.ts';
+import { UserKeyring } from '../../src/session/userKeys.ts';
+import { type Chain, UserStore } from '../../src/session/users.ts';
 import { type RedisCluster, startRedisCluster } from '../support/cluster.ts';
 import { type RedisServer, startRedis } from '../support/redis.ts';
 
@@ -115,6 +117,66 @@ function storeContract(name: string, make: () => Store, wait: (ms: number) => Pr
       await store.hashSet(brief, 'f', '1', 150);
       await wait(300);
       expect(await store.hashGetAll(brief)).toEqual({});
+    });
+
+    describe('the layout per user (users.ts) on this store', () => {
+      const secret = { id: '1', secret: 'contract-cookie-secret-6c1f0e9d2b7a4853' };
+      const users = () =>
+        new UserStore({
+          store,
+          keys: new UserKeyring([secret], 'https://dex.example.com/'),
+          clock: { now: () => Date.now() },
+          sessionTtlMs: 60_000,
+        });
+      const chain = (rt: string): Chain => ({
+        rt,
+        tokenExp: Date.now() + 60_000,
+        tokenIat: Date.now(),
+        at: Date.now(),
+      });
+
+      it('lists a user’s sessions in one query, by provider sid, and every user; ended or expired sessions drop out', async () => {
+        const u = users();
+        const sub = key('user');
+        const until = Date.now() + 60_000;
+        await u.addSession(sub, 'session-a', until, {
+          c: 1,
+          ua: 'Firefox',
+          ip: '203.0.113.7',
+          sid: `${sub}-sid`,
+        });
+        await u.addSession(sub, 'session-b', until, { c: 2 });
+        await u.addSession(sub, 'session-gone', Date.now() + 100, { c: 3 });
+        await u.noteSeen(sub, 'session-b', 5, until);
+        await wait(200);
+        const listed = await u.sessions(sub);
+        expect(listed.map((x) => x.ref).sort()).toEqual(['session-a', 'session-b']);
+        expect(listed.find((x) => x.ref === 'session-a')).toMatchObject({
+          userAgent: 'Firefox',
+          clientAddress: '203.0.113.7',
+        });
+        expect(listed.find((x) => x.ref === 'session-b')?.lastSeen).toBe(5);
+        expect(await u.lastSeen(sub, 'session-b')).toBe(5);
+        expect(await u.sessionsBySid(`${sub}-sid`)).toEqual([{ sub, ref: 'session-a', sessionEnd: until }]);
+        expect(await u.users()).toContain(sub);
+        await u.removeSession(sub, 'session-a', `${sub}-sid`);
+        expect((await u.sessions(sub)).map((x) => x.ref)).toEqual(['session-b']);
+        expect(await u.sessionsBySid(`${sub}-sid`)).toEqual([]);
+      });
+
+      it('writes the token chain compare-and-set: a write over a chain that changed meanwhile fails', async () => {
+        const u = users();
+        const sub = key('chain');
+        expect(await u.chain(sub)).toBeUndefined();
+        expect(await u.writeChain(sub, chain('rt-1'), undefined)).toBe(true);
+        const first = await u.chain(sub);
+        expect(first?.chain.rt).toBe('rt-1');
+        expect(await u.writeChain(sub, chain('rt-login'), 'any')).toBe(true); // a login elsewhere
+        expect(await u.writeChain(sub, chain('rt-2'), first)).toBe(false);
+        expect((await u.chain(sub))?.chain.rt).toBe('rt-login');
+        await u.deleteChainIf(sub, first!.blob); // not the chain any more: kept
+        expect((await u.chain(sub))?.chain.rt).toBe('rt-login');
+      });
     });
 
     it('answers ping', async () => {
