@@ -121,6 +121,9 @@ function createSessions(
   });
 }
 
+const INSECURE_HTTP_WARNING =
+  'OIDC_ALLOW_INSECURE_HTTP=true: talking to the identity provider without TLS (demos and tests only)';
+
 /** Builds every dependency from a Config. No I/O beyond opening connections. */
 export function buildDeps(config: Config, options: BuildOptions): Deps {
   const { log } = options;
@@ -143,12 +146,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
       clock,
       observe: (op, s, result) => metrics.providerCall(op, s, result),
     });
-  if (config.allowInsecureHttp) {
-    log.warn(
-      { issuer: config.issuerUrl },
-      'OIDC_ALLOW_INSECURE_HTTP=true: talking to the identity provider without TLS (demos and tests only)',
-    );
-  }
+  if (config.allowInsecureHttp) log.warn({ issuer: config.issuerUrl }, INSECURE_HTTP_WARNING);
   const sealer = new Sealer(config.cookieSecrets);
   const sessions = createSessions(config, options, {
     store,
