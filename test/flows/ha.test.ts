@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
-import { type RedisServer, startRedis } from '../support/redis.ts';
+import { type RedisServer, startRedis, waitUntil } from '../support/redis.ts';
 import { type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
 import { CLIENT_ID, CLIENT_SECRET, UPSTREAM_HEADERS } from '../support/stack.ts';
 import { startTraefik, type Traefik } from '../support/traefik.ts';
@@ -203,9 +203,20 @@ describe('three replicas, one Redis', () => {
     const token = headerValues(upstream.requests.at(-1)!, 'authorization')[0]!;
     expect(decodeJwt(token.slice(7)).exp! * 1000).toBeGreaterThan(Date.now());
     await redis.start();
+    // State is written back to the empty Redis by the first request that reaches a replica once
+    // its client has reconnected (a back-off of up to a second) and that misses its hot cache:
+    // browse until that has happened, however long the reconnect takes on a loaded machine.
     const backEmpty = await browse(sessions, 800);
+    await waitUntil(
+      'a replica to write a session back to the empty Redis',
+      async () => {
+        if ((await redis.dbSize()) > 0) return true;
+        backEmpty.push(...(await browse(sessions, 300)));
+        return false;
+      },
+      { timeoutMs: 20_000, intervalMs: 0 },
+    );
     expect(backEmpty.filter((s) => s !== 200)).toEqual([]);
-    // State was written back to the empty Redis.
     expect(await redis.dbSize()).toBeGreaterThan(0);
   });
 
