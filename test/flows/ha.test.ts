@@ -1,13 +1,11 @@
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
-import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
-import { freePort } from '../support/ports.ts';
-import { type RedisServer, startRedis, waitUntil } from '../support/redis.ts';
-import { type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
-import { CLIENT_ID, CLIENT_SECRET, UPSTREAM_HEADERS } from '../support/stack.ts';
-import { startTraefik, type Traefik } from '../support/traefik.ts';
-import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
+import { DEMO_USERS, type Dex } from '../support/dex.ts';
+import { type RedisServer, waitUntil } from '../support/redis.ts';
+import type { ServiceProcess } from '../support/serviceProcess.ts';
+import { type Stack, startStack } from '../support/stack.ts';
+import { headerValues, type Upstream } from '../support/upstream.ts';
 
 /**
  * High availability with real processes: three dex-forward-auth replicas behind the Traefik
@@ -20,57 +18,25 @@ const SKEW = 2.5;
 const users = DEMO_USERS.filter((u) => u.emailVerified).slice(0, 3);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+let stack: Stack;
 let redis: RedisServer;
 let dex: Dex;
 let upstream: Upstream;
-let replicas: ServiceProcess[];
-let traefik: Traefik;
+let replicas: readonly ServiceProcess[];
 let appUrl: string;
 
 beforeAll(async () => {
-  const port = await freePort();
-  appUrl = `http://app.localhost:${port}`;
-  redis = await startRedis();
-  dex = await startDex({
-    clients: [
-      { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [`${appUrl}/oauth2/callback`] },
-    ],
-    idTokenTtl: TTL,
-    refreshMode: 'strict',
+  stack = await startStack({
+    dex: { idTokenTtl: TTL, refreshMode: 'strict' },
+    env: { REFRESH_SKEW: `${SKEW}s`, SHUTDOWN_DELAY: '2s', SHUTDOWN_TIMEOUT: '5s' },
+    replicas: { count: 3, processes: true },
   });
-  upstream = await startUpstream();
-  const env = {
-    OIDC_ISSUER_URL: dex.issuer,
-    OIDC_CLIENT_ID: CLIENT_ID,
-    OIDC_CLIENT_SECRET: CLIENT_SECRET,
-    REDIS_URL: redis.url,
-    REFRESH_SKEW: `${SKEW}s`,
-    SHUTDOWN_DELAY: '2s',
-    SHUTDOWN_TIMEOUT: '5s',
-  };
-  replicas = await Promise.all([0, 1, 2].map(() => startServiceProcess(env)));
-  traefik = await startTraefik({
-    port,
-    routes: [
-      {
-        forwardAuth: {
-          address: replicas.map((r) => `${r.url}/auth`),
-          trustForwardHeader: true,
-          authResponseHeaders: UPSTREAM_HEADERS,
-          addAuthCookiesToResponse: ['_forward_auth'],
-        },
-        service: upstream.url,
-      },
-    ],
-  });
+  ({ dex, upstream, replicas, appUrl } = stack);
+  redis = stack.redis as RedisServer;
 }, 60_000);
 
 afterAll(async () => {
-  await traefik?.close();
-  await Promise.all((replicas ?? []).map((r) => r.close()));
-  await upstream?.close();
-  await dex?.close();
-  await redis?.close();
+  await stack?.close();
 });
 
 interface LoggedIn {
