@@ -170,7 +170,12 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       startDex(dexOptions),
       startUpstream(options.upstream),
     ])) as [SessionStore, Dex, Upstream];
-    const base = { OIDC_ISSUER_URL: dex.issuer, OIDC_CLIENT_ID: id, OIDC_CLIENT_SECRET: secret, ...store.env };
+    const base = {
+      OIDC_ISSUER_URL: dex.issuer,
+      OIDC_CLIENT_ID: id,
+      OIDC_CLIENT_SECRET: secret,
+      ...store.env,
+    };
     const env = { ...base, ...options.env };
     const { services, processes } = await startReplicas(parts, env, options);
     const service = services[0] as TestService;
