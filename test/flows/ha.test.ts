@@ -1,6 +1,6 @@
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Browser, loginThroughDex } from '../support/browser.ts';
+import { Browser, loginThroughDex, setCookieValue } from '../support/browser.ts';
 import { DEMO_USERS, type Dex } from '../support/dex.ts';
 import { type RedisServer, waitUntil } from '../support/redis.ts';
 import type { ServiceProcess } from '../support/serviceProcess.ts';
@@ -88,17 +88,9 @@ describe('three replicas, one Redis', () => {
     const refreshedAt = Date.now();
     expect(replies.map((r) => r.status)).toEqual(replies.map(() => 200));
     expect(dex.counts.refreshGrants - before).toBe(1);
-    const handed = new Set(
-      replies.map(
-        (r) =>
-          r.headers
-            .getSetCookie()
-            .find((c) => c.startsWith('_forward_auth='))
-            ?.split(';')[0],
-      ),
-    );
+    const handed = new Set(replies.map((r) => setCookieValue(r, '_forward_auth')));
     expect(handed.size).toBe(1);
-    const fresh = [...handed][0]!.slice('_forward_auth='.length);
+    const fresh = [...handed][0]!;
     expect(fresh).not.toBe(old);
 
     // Later, a request with the pre-rotation cookie is still served (and handed the new cookie).

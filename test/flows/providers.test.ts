@@ -1,6 +1,12 @@
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Browser, dexLoginFormAction, loginThroughDex, type Reply } from '../support/browser.ts';
+import {
+  Browser,
+  dexLoginFormAction,
+  loginThroughDex,
+  type Reply,
+  setCookieValue,
+} from '../support/browser.ts';
 import { DEMO_USERS, PROFILES, PUNCTUATED_SECRET, type StandInProfile } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 import { hasCaddy, hasNginx, type RunningProxy, startCaddy, startNginx } from '../support/proxies.ts';
@@ -229,15 +235,7 @@ describe.concurrent.each(CASES)('with a provider of profile "$profile.name"', (r
         expect(replies.map((r) => r.status)).toEqual(replies.map(() => 200));
         expect(stack.dex.counts.refreshGrants).toBe(grants + 1);
         // The cookies' values: each line's Max-Age counts down, so replies a second apart differ there.
-        const handed = new Set(
-          replies.map(
-            (r) =>
-              r.headers
-                .getSetCookie()
-                .find((c) => c.startsWith('_forward_auth='))
-                ?.split(';')[0],
-          ),
-        );
+        const handed = new Set(replies.map((r) => setCookieValue(r, '_forward_auth')));
         expect(handed.size).toBe(1);
         expect([...handed][0]).toBeDefined();
       },

@@ -5,7 +5,13 @@ import { ConfigError, loadConfig } from '../../src/config.ts';
 import type { LoginTransaction } from '../../src/routes/login.ts';
 import { Sealer } from '../../src/session/seal.ts';
 import type { SessionCookieData } from '../../src/session/sessions.ts';
-import { Browser, dexLoginFormAction, loginThroughDex, type Reply } from '../support/browser.ts';
+import {
+  Browser,
+  dexLoginFormAction,
+  loginThroughDex,
+  type Reply,
+  setCookieValue,
+} from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
 import { TEST_COOKIE_SECRET, type TestService } from '../support/service.ts';
 import { CLIENT_SECRET, forwardAuthFor, type Stack, startStack } from '../support/stack.ts';
@@ -38,11 +44,6 @@ function rawRequest(port: number, request: string | Buffer): Promise<string> {
 }
 
 const statusOf = (raw: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(raw)?.[1] ?? 0);
-
-function setCookieValue(reply: Reply, name: string): string | undefined {
-  const line = reply.headers.getSetCookie().find((c) => c.startsWith(`${name}=`));
-  return line === undefined ? undefined : line.slice(name.length + 1, line.indexOf(';'));
-}
 
 function expectHelmetPage(reply: Reply): void {
   expect(reply.headers.get('content-type')).toContain('text/html');
