@@ -9,7 +9,7 @@ import type { RequestListener } from 'node:http';
 import type { BuildOptions } from '../../src/app.ts';
 import type { Logger } from '../../src/log.ts';
 import type { RedisCluster } from './cluster.ts';
-import { type Dex, type DexOptions, startDex } from './dex.ts';
+import { type Dex, type DexClient, type DexOptions, startDex } from './dex.ts';
 import { freePort } from './ports.ts';
 import type { RedisServer } from './redis.ts';
 import type { SentinelSet } from './sentinel.ts';
@@ -143,6 +143,16 @@ async function startReplicas(
   };
 }
 
+/** The service's client at the stand-in: its callbacks (and sign-out returns) at every origin. */
+function serviceClient(options: StackOptions, origins: readonly string[]): DexClient {
+  return {
+    clientId: options.client?.id ?? CLIENT_ID,
+    clientSecret: options.client?.secret ?? CLIENT_SECRET,
+    redirectUris: origins.map((o) => `${o}/oauth2/callback`),
+    postLogoutRedirectUris: origins.map((o) => `${o}/`),
+  };
+}
+
 /**
  * Starts the stack `options` describe. Without options: Traefik emulator on a free port protecting
  * every host (app.localhost, other.localhost) → one in-process replica → stand-in and Redis, and
@@ -156,24 +166,16 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     const hosts = gw.hosts ?? HOSTS;
     const [appUrl = '', otherUrl = ''] = hosts.map((h) => `http://${h}:${port}`);
     const origins = [...hosts.map((h) => `http://${h}:${port}`), ...(gw.extraOrigins ?? [])];
-    const id = options.client?.id ?? CLIENT_ID;
-    const secret = options.client?.secret ?? CLIENT_SECRET;
-    const client = {
-      clientId: id,
-      clientSecret: secret,
-      redirectUris: origins.map((o) => `${o}/oauth2/callback`),
-      postLogoutRedirectUris: origins.map((o) => `${o}/`),
-    };
-    const dexOptions = { ...options.dex, clients: [client, ...(options.dex?.clients ?? [])] };
+    const client = serviceClient(options, origins);
     const [store, dex, upstream] = (await parts.all<Closable>([
       startSessionStore(options.redis),
-      startDex(dexOptions),
+      startDex({ ...options.dex, clients: [client, ...(options.dex?.clients ?? [])] }),
       startUpstream(options.upstream),
     ])) as [SessionStore, Dex, Upstream];
     const base = {
       OIDC_ISSUER_URL: dex.issuer,
-      OIDC_CLIENT_ID: id,
-      OIDC_CLIENT_SECRET: secret,
+      OIDC_CLIENT_ID: client.clientId,
+      OIDC_CLIENT_SECRET: client.clientSecret,
       ...store.env,
     };
     const env = { ...base, ...options.env };
