@@ -29,7 +29,7 @@ beforeAll(async () => {
   stack = await startStack({
     dex: { idTokenTtl: TTL, refreshMode: 'strict' },
     env: { REFRESH_SKEW: `${SKEW}s`, SHUTDOWN_DELAY: '2s', SHUTDOWN_TIMEOUT: '5s' },
-    replicas: { count: 3, processes: true },
+    replicas: { count: 3, processes: true, inProcess: false },
   });
   ({ dex, upstream, replicas, appUrl } = stack);
   redis = stack.redis as RedisServer;

@@ -35,6 +35,8 @@ export interface ReplicaOptions {
    * tests its deps and logs. Default: in this process, every one deciding and serving pages.
    */
   readonly processes?: boolean;
+  /** With `processes`: false leaves out the in-process one (then `service` throws; the bench). */
+  readonly inProcess?: boolean;
   /** Their ports, one each (default free ones). */
   readonly ports?: readonly number[];
   /** false: exactly the stack's settings, none of the tests' defaults (the demo). */
@@ -67,7 +69,7 @@ export interface Stack {
   readonly cluster: RedisCluster | undefined;
   readonly dex: Dex;
   readonly upstream: Upstream;
-  /** The first in-process replica. */
+  /** The first in-process replica (there is none with `replicas.inProcess: false`). */
   readonly service: TestService;
   /** Every in-process replica (`service` first). */
   readonly services: readonly TestService[];
@@ -129,7 +131,7 @@ async function startReplicas(
     ...(r.log ? { log: r.log(i) } : {}),
     ...(options.sessionTimings ? { sessionTimings: options.sessionTimings } : {}),
   });
-  const inProcess = r.processes ? [0] : range(count);
+  const inProcess = r.processes ? (r.inProcess === false ? [] : [0]) : range(count);
   const port = (i: number) => String((r.processes ? undefined : r.ports?.[i]) ?? 0);
   const started = await parts.all<TestService | ServiceProcess>([
     ...inProcess.map((i) => startTestService({ ...env, PORT: port(i) }, own(i))),
@@ -180,10 +182,9 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
     };
     const env = { ...base, ...options.env };
     const { services, processes } = await startReplicas(parts, env, options);
-    const service = services[0] as TestService;
     const deciders = processes.length > 0 ? processes.map((p) => p.url) : services.map((s) => s.decisionUrl);
     const gateway = await startGateway(gw, port, {
-      pages: services.map((s) => s.url),
+      pages: (services.length > 0 ? services : processes).map((s) => s.url),
       deciders,
       upstreamUrl: upstream.url,
       cookieName: options.env?.['COOKIE_NAME'] ?? '_forward_auth',
@@ -195,7 +196,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       cluster: store.cluster,
       dex,
       upstream,
-      service,
+      get service(): TestService {
+        if (services[0] === undefined) throw new Error('this stack has no in-process replica');
+        return services[0];
+      },
       services,
       replicas: processes,
       gateway,
