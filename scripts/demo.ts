@@ -12,14 +12,11 @@
  * (DEMO_AUTH_PORT2 for the second replica); DEMO_REDIS=off keeps sessions in memory. Ctrl-C stops
  * everything. The parts are the test harness's (test/support), so the demo runs what the tests test.
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { loadConfig } from '../src/config.ts';
 import { createLogger, type Logger } from '../src/log.ts';
-import { type RunningService, startService } from '../src/main.ts';
-import { DEMO_USERS, type Dex, startDex } from '../test/support/dex.ts';
-import { hasRedisServer, type RedisServer, startRedis } from '../test/support/redis.ts';
-import { startTraefik, type Traefik } from '../test/support/traefik.ts';
+import { DEMO_USERS, type Dex } from '../test/support/dex.ts';
+import { hasRedisServer } from '../test/support/redis.ts';
+import type { TestService } from '../test/support/service.ts';
+import { type Stack, startStack } from '../test/support/stack.ts';
 import { sampleDashboard } from './demoDashboard.ts';
 
 const env = process.env;
@@ -40,36 +37,55 @@ const clientSecret = 'demo-client-secret-not-for-production';
 const kubectlClient = { clientId: 'kubectl', clientSecret: 'kubectl-public-client' };
 
 /** Where sessions live: a private Redis when redis-server is installed (and not turned off), else memory. */
-async function startStore(): Promise<{ redis: RedisServer | undefined; line: string }> {
+function storeChoice(): { redis: boolean; line: (stack: Stack) => string } {
   if (env['DEMO_REDIS'] === 'off') {
-    return { redis: undefined, line: 'Sessions: in memory (DEMO_REDIS=off), so one replica.' };
+    return { redis: false, line: () => 'Sessions: in memory (DEMO_REDIS=off), so one replica.' };
   }
   if (!hasRedisServer()) {
     return {
-      redis: undefined,
-      line: 'Sessions: in memory, so one replica (install redis-server to see two replicas share sessions).',
+      redis: false,
+      line: () =>
+        'Sessions: in memory, so one replica (install redis-server to see two replicas share sessions).',
     };
   }
-  const redis = await startRedis();
-  return { redis, line: `Sessions: in Redis (${redis.url}, started for the demo), shared by 2 replicas.` };
+  return {
+    redis: true,
+    line: (stack) => `Sessions: in Redis (${stack.redis?.url}, started for the demo), shared by 2 replicas.`,
+  };
 }
 
-/** The service's settings, as a user would set them (also printed as a doctor command). */
-function settings(dex: Dex, redis: RedisServer | undefined): Record<string, string> {
+/** The service's settings besides the issuer and the store, as a user would set them. */
+const SETTINGS: Record<string, string> = {
+  // The cross-client audience: the ID token handed to dashboards also suits the API server.
+  OIDC_SCOPES: 'openid profile email groups offline_access audience:server:client_id:kubernetes',
+  OIDC_ALLOW_INSECURE_HTTP: 'true',
+  COOKIE_SECRET: 'demo-cookie-secret-0123456789-abcdefghij',
+  COOKIE_SECURE: 'false',
+  COOKIE_DOMAIN: `.${domain}`,
+  ALLOWED_REDIRECT_DOMAINS: `.${domain}`,
+};
+
+/** What a user would set for this demo (printed as a doctor command). */
+function settings(dex: Dex, redisUrl: string | undefined): Record<string, string> {
   return {
     OIDC_ISSUER_URL: dex.issuer,
     OIDC_CLIENT_ID: clientId,
     OIDC_CLIENT_SECRET: clientSecret,
-    // The cross-client audience: the ID token handed to dashboards also suits the API server.
-    OIDC_SCOPES: 'openid profile email groups offline_access audience:server:client_id:kubernetes',
-    OIDC_ALLOW_INSECURE_HTTP: 'true',
-    COOKIE_SECRET: 'demo-cookie-secret-0123456789-abcdefghij',
-    COOKIE_SECURE: 'false',
-    COOKIE_DOMAIN: `.${domain}`,
-    ALLOWED_REDIRECT_DOMAINS: `.${domain}`,
-    ...(redis ? { REDIS_URL: redis.url } : {}),
+    ...SETTINGS,
+    ...(redisUrl ? { REDIS_URL: redisUrl } : {}),
   };
 }
+
+/** The kubeconfig page's cluster, for kubectl with kubelogin. */
+const KUBE_CLUSTERS = JSON.stringify([
+  {
+    name: 'demo',
+    server: 'https://127.0.0.1:6443',
+    clientId: kubectlClient.clientId,
+    public: true,
+    clientSecret: kubectlClient.clientSecret,
+  },
+]);
 
 const shellQuote = (value: string): string =>
   /^[\w@%+=:,./-]+$/.test(value) ? value : `'${value.replaceAll("'", `'\\''`)}'`;
@@ -81,55 +97,44 @@ function doctorCommandLine(vars: Record<string, string>, checkHosts: readonly st
   return [...assignments, `    npm run doctor -- ${flags}`].join('\n');
 }
 
-async function startReplicas(vars: Record<string, string>, count: number, log: Logger) {
-  const replicas: RunningService[] = [];
-  for (const [i, port] of authPorts.slice(0, count).entries()) {
-    const config = loadConfig({
-      ...vars,
-      KUBE_CLUSTERS: JSON.stringify([
-        {
-          name: 'demo',
-          server: 'https://127.0.0.1:6443',
-          clientId: kubectlClient.clientId,
-          public: true,
-          clientSecret: kubectlClient.clientSecret,
-        },
-      ]),
-      PORT: String(port),
-      LOG_LEVEL: logLevel,
-    });
-    const replicaLog = count > 1 ? log.child({ replica: i + 1 }) : log;
-    replicas.push(await startService(config, { log: replicaLog, host: '127.0.0.1', drainMs: 1_000 }));
-  }
-  return replicas;
-}
-
-function startGateway(replicas: readonly RunningService[], upstreamUrl: string): Promise<Traefik> {
-  const serviceUrls = replicas.map((r) => r.url);
-  const forwardAuth = {
-    address: serviceUrls.map((u) => `${u}/auth`),
-    trustForwardHeader: true,
-    authResponseHeaders: [
-      'Authorization',
-      'X-Auth-Request-User',
-      'X-Auth-Request-Email',
-      'X-Auth-Request-Groups',
-    ],
-    addAuthCookiesToResponse: ['_forward_auth'],
-  };
-  return startTraefik({
-    port: gatewayPort,
-    routes: [
-      // The service's pages and JSON are reached on direct routes (README: "Wiring it into Traefik").
-      { host: `auth.${domain}`, service: serviceUrls },
-      { pathPrefix: '/oauth2/userinfo', service: serviceUrls },
-      { pathPrefix: '/kubeconfig', service: serviceUrls },
-      ...hosts.map((host) => ({ host, forwardAuth, service: upstreamUrl })),
-    ],
+/**
+ * The demo on the harness's stack builder: the stand-in on DEMO_DEX_PORT, the replicas in this
+ * process on DEMO_AUTH_PORT(2) with readable log lines, the emulator on DEMO_GATEWAY_PORT with the
+ * service's pages and JSON on direct routes (README: "Wiring it into Traefik").
+ */
+function startDemoStack(redis: boolean, log: Logger): Promise<Stack> {
+  const count = redis ? 2 : 1;
+  return startStack({
+    redis,
+    dex: {
+      port: dexPort,
+      issuerPath: '/dex',
+      clients: [{ ...kubectlClient, redirectUris: ['http://localhost:8000', 'http://localhost:18000'] }],
+      idTokenTtl: 600,
+      showUsers: true,
+    },
+    client: { id: clientId, secret: clientSecret },
+    env: { ...SETTINGS, KUBE_CLUSTERS, LOG_LEVEL: logLevel },
+    replicas: {
+      count,
+      ports: authPorts,
+      testDefaults: false,
+      log: (i) => (count > 1 ? log.child({ replica: i + 1 }) : log),
+    },
+    gateway: {
+      port: gatewayPort,
+      hosts,
+      routes: (pages) => [
+        { host: `auth.${domain}`, service: pages },
+        { pathPrefix: '/oauth2/userinfo', service: pages },
+        { pathPrefix: '/kubeconfig', service: pages },
+      ],
+    },
+    upstream: sampleDashboard(urls, `${authHome}/`),
   });
 }
 
-function banner(dex: Dex, replicas: readonly RunningService[], storeLine: string, doctor: string): string {
+function banner(dex: Dex, replicas: readonly TestService[], storeLine: string, doctor: string): string {
   const users = DEMO_USERS.map((u) => {
     const groups = u.groups.length > 4 ? `${u.groups.length} groups` : u.groups.join(', ') || '-';
     const note = u.emailVerified ? '' : '   (email not verified → 403 page)';
@@ -162,47 +167,24 @@ Logs (LOG_LEVEL=${logLevel}) follow. Ctrl-C stops everything.
 }
 
 async function main(): Promise<void> {
-  const { redis, line: storeLine } = await startStore();
-  const dex = await startDex({
-    port: dexPort,
-    issuerPath: '/dex',
-    clients: [
-      { clientId, clientSecret, redirectUris: urls.map((u) => `${u}/oauth2/callback`) },
-      { ...kubectlClient, redirectUris: ['http://localhost:8000', 'http://localhost:18000'] },
-    ],
-    idTokenTtl: 600,
-    showUsers: true,
-  });
-  const upstream: Server = createServer(sampleDashboard(urls, `${authHome}/`));
-  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve));
-  const upstreamUrl = `http://127.0.0.1:${(upstream.address() as AddressInfo).port}`;
-
+  const store = storeChoice();
   // Quiet while starting (the demo's own settings warn: plain http, in-memory sessions); the banner
   // says all of that in words. Readable log lines afterwards.
   const log = createLogger({ level: 'error', pretty: true, singleLine: true });
-  const vars = settings(dex, redis);
-  const replicas = await startReplicas(vars, redis ? 2 : 1, log);
-  const gateway = await startGateway(replicas, upstreamUrl);
+  const stack = await startDemoStack(store.redis, log);
   const doctor = doctorCommandLine(
-    vars,
+    settings(stack.dex, stack.redis?.url),
     hosts.map((h) => `${h}:${gatewayPort}`),
   );
-  process.stdout.write(banner(dex, replicas, storeLine, doctor));
-  for (const replica of replicas) replica.deps.log.level = logLevel;
+  process.stdout.write(banner(stack.dex, stack.services, store.line(stack), doctor));
+  for (const replica of stack.services) replica.deps.log.level = logLevel;
 
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
     stopping = true;
     process.stdout.write('\nstopping…\n');
-    await gateway.close();
-    await Promise.all(replicas.map((r) => r.close()));
-    await new Promise((resolve) => {
-      upstream.close(resolve);
-      upstream.closeAllConnections();
-    });
-    await dex.close();
-    await redis?.close();
+    await stack.close();
     process.stdout.write('stopped.\n');
     process.exit(0);
   };

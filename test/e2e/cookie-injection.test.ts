@@ -1,11 +1,10 @@
 import type { Browser, BrowserContext, Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
-import { freePort } from '../support/ports.ts';
-import { type RedisServer, startRedis } from '../support/redis.ts';
-import { startTestService, type TestService } from '../support/service.ts';
+import { DEMO_USERS, type Dex } from '../support/dex.ts';
+import type { TestService } from '../support/service.ts';
+import { forwardAuthFor, type Stack, startStack } from '../support/stack.ts';
 import { startTraefik, type Traefik } from '../support/traefik.ts';
-import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
+import { headerValues, type Upstream } from '../support/upstream.ts';
 import {
   hasChromium,
   isDexForm,
@@ -27,10 +26,10 @@ import {
 
 const admin = DEMO_USERS.find((u) => u.login === 'admin@example.com')!;
 const dev = DEMO_USERS.find((u) => u.login === 'dev@example.com')!;
-const CLIENT = { clientId: 'forward-auth-inject', clientSecret: 'inject-confidential-client-secret-01' };
+const CLIENT = { id: 'forward-auth-inject', secret: 'inject-confidential-client-secret-01' };
 
 describe.skipIf(!hasChromium())('cookies planted by a sibling subdomain, in Chromium', () => {
-  let redis: RedisServer;
+  let stack: Stack;
   let dex: Dex;
   let upstream: Upstream;
   let hostOnly: TestService;
@@ -46,42 +45,35 @@ describe.skipIf(!hasChromium())('cookies planted by a sibling subdomain, in Chro
   const evil = (domain: string) => `http://evil.${domain}.localhost:${sibling.port}`;
 
   beforeAll(async () => {
-    port = await freePort();
-    [redis, sibling, chromium] = await Promise.all([startRedis(), startSiblingSite(), launchChromium()]);
-    dex = await startDex({
-      clients: [
-        { ...CLIENT, redirectUris: [`${isolated()}/oauth2/callback`, `${sharing()}/oauth2/callback`] },
-      ],
-    });
-    upstream = await startUpstream();
-    const env = {
-      OIDC_ISSUER_URL: dex.issuer,
-      OIDC_CLIENT_ID: CLIENT.clientId,
-      OIDC_CLIENT_SECRET: CLIENT.clientSecret,
-      REDIS_URL: redis.url,
-      LOG_LEVEL: 'info',
-    };
     // COOKIE_SECURE=true: Chromium treats http://*.localhost as a secure context, so the
     // `__Host-` name is in use as in production.
-    hostOnly = await startTestService({ ...env, COOKIE_SECURE: 'true' });
-    shared = await startTestService({ ...env, COOKIE_DOMAIN: '.shared.localhost' });
-    const forwardAuth = (service: TestService, cookie: string) => ({
-      address: `${service.url}/auth`,
-      trustForwardHeader: true,
-      authResponseHeaders: ['Authorization', 'X-Auth-Request-User', 'X-Auth-Request-Email'],
-      addAuthCookiesToResponse: [cookie],
-    });
+    [stack, sibling, chromium] = await Promise.all([
+      startStack({
+        client: CLIENT,
+        env: { LOG_LEVEL: 'info', COOKIE_SECURE: 'true' },
+        gateway: { proxy: 'none', hosts: ['app.isolated.localhost', 'app.shared.localhost'] },
+      }),
+      startSiblingSite(),
+      launchChromium(),
+    ]);
+    ({ dex, upstream, service: hostOnly, port } = stack);
+    shared = await stack.startService({ LOG_LEVEL: 'info', COOKIE_DOMAIN: '.shared.localhost' });
+    // Two deployments behind one emulator, each host asking its own.
+    const authResponseHeaders = ['Authorization', 'X-Auth-Request-User', 'X-Auth-Request-Email'];
     traefik = await startTraefik({
       port,
       routes: [
         {
           host: 'app.isolated.localhost',
-          forwardAuth: forwardAuth(hostOnly, '__Host-_forward_auth'),
+          forwardAuth: forwardAuthFor([hostOnly.url], {
+            authResponseHeaders,
+            addAuthCookiesToResponse: ['__Host-_forward_auth'],
+          }),
           service: upstream.url,
         },
         {
           host: 'app.shared.localhost',
-          forwardAuth: forwardAuth(shared, '_forward_auth'),
+          forwardAuth: forwardAuthFor([shared.url], { authResponseHeaders }),
           service: upstream.url,
         },
       ],
@@ -91,12 +83,8 @@ describe.skipIf(!hasChromium())('cookies planted by a sibling subdomain, in Chro
   afterAll(async () => {
     await chromium?.close();
     await traefik?.close();
-    await hostOnly?.close();
-    await shared?.close();
-    await upstream?.close();
-    await dex?.close();
     await sibling?.close();
-    await redis?.close();
+    await stack?.close();
   });
 
   /** A fresh browser profile signed in as `user` on `app`; returns it and its session cookie. */
@@ -111,7 +99,11 @@ describe.skipIf(!hasChromium())('cookies planted by a sibling subdomain, in Chro
     await signInAtDex(page, user);
     expect(page.url()).toBe(`${app}/home`);
     const cookie = (await context.cookies()).find((c) => c.name.endsWith('_forward_auth'))!;
-    return { context, page, cookie: cookie.value };
+    // Chromium fetches a page's /favicon.ico after its load, with the cookies of that moment: one
+    // fetched after a plant would carry both copies and be refused, deleting them before the
+    // request under test. The signed-in page is closed, so nothing of it outlives this point.
+    await page.close();
+    return { context, page: await context.newPage(), cookie: cookie.value };
   }
 
   /** The sibling site sets these cookies (Set-Cookie lines) in `page`'s browser. */

@@ -1,7 +1,7 @@
 import { createRemoteJWKSet, jwtVerify } from 'jose';
 import type { Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
+import { DEMO_USERS, type Dex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 import {
   hasCaddy,
@@ -11,8 +11,9 @@ import {
   startNginx,
   startShippedProxy,
 } from '../support/proxies.ts';
-import { startTestService, type TestService } from '../support/service.ts';
-import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
+import type { TestService } from '../support/service.ts';
+import { type Stack, startStack } from '../support/stack.ts';
+import { headerValues, type Upstream } from '../support/upstream.ts';
 import { hasChromium, isDexForm, launchChromium, screenshot, signInAtDex, watchProblems } from './support.ts';
 
 /**
@@ -46,6 +47,7 @@ const CASES: ProxyCase[] = [
 
 describe.skipIf(!hasChromium())('real proxies, in Chromium', () => {
   const ports: Record<string, number> = {};
+  let stack: Stack;
   let dex: Dex;
   let service: TestService;
   let upstream: Upstream;
@@ -53,32 +55,22 @@ describe.skipIf(!hasChromium())('real proxies, in Chromium', () => {
 
   beforeAll(async () => {
     for (const c of CASES) ports[c.name] = await freePort();
+    // Each proxy on a port of its own, started per case below.
     const origins = CASES.map((c) => `http://${c.name}.localhost:${ports[c.name]}`);
-    dex = await startDex({
-      clients: [
-        {
-          clientId: CLIENT_ID,
-          clientSecret: CLIENT_SECRET,
-          redirectUris: origins.map((o) => `${o}/oauth2/callback`),
-        },
-      ],
-    });
-    [upstream, service, browser] = await Promise.all([
-      startUpstream(),
-      startTestService({
-        OIDC_ISSUER_URL: dex.issuer,
-        OIDC_CLIENT_ID: CLIENT_ID,
-        OIDC_CLIENT_SECRET: CLIENT_SECRET,
-        LOG_LEVEL: 'info',
+    [stack, browser] = await Promise.all([
+      startStack({
+        redis: false,
+        client: { id: CLIENT_ID, secret: CLIENT_SECRET },
+        env: { LOG_LEVEL: 'info' },
+        gateway: { proxy: 'none', hosts: [], extraOrigins: origins },
       }),
       launchChromium(),
     ]);
+    ({ dex, service, upstream } = stack);
   });
   afterAll(async () => {
     await browser?.close();
-    await service?.close();
-    await upstream?.close();
-    await dex?.close();
+    await stack?.close();
   });
 
   describe.each(CASES)('through $name', (c) => {
@@ -185,48 +177,30 @@ const SHIPPED_CASES = [
 
 describe.skipIf(!hasChromium())('the shipped configurations, in Chromium', () => {
   describe.each(SHIPPED_CASES)('of $name', (c) => {
+    let stack: Stack;
     let dex: Dex;
-    let service: TestService;
     let upstream: Upstream;
-    let proxy: RunningProxy;
     let browser: Browser;
     let origin: string;
 
     beforeAll(async () => {
       if (!c.available) return;
-      const port = await freePort();
-      origin = `http://rotate.localhost:${port}`;
       // ID tokens live 4 s, so a request 2 s after login refreshes (skew is capped at half the lifetime).
-      dex = await startDex({
-        clients: [
-          { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [`${origin}/oauth2/callback`] },
-        ],
-        idTokenTtl: 4,
-      });
-      [upstream, service, browser] = await Promise.all([
-        startUpstream(),
-        startTestService({
-          OIDC_ISSUER_URL: dex.issuer,
-          OIDC_CLIENT_ID: CLIENT_ID,
-          OIDC_CLIENT_SECRET: CLIENT_SECRET,
-          AUTH_PORT: '0',
-          LOG_LEVEL: 'info',
+      [stack, browser] = await Promise.all([
+        startStack({
+          redis: false,
+          dex: { idTokenTtl: 4 },
+          client: { id: CLIENT_ID, secret: CLIENT_SECRET },
+          env: { AUTH_PORT: '0', LOG_LEVEL: 'info' },
+          gateway: { proxy: (at) => startShippedProxy(c.name, at), hosts: ['rotate.localhost'] },
         }),
         launchChromium(),
       ]);
-      proxy = await startShippedProxy(c.name, {
-        pagesUrl: service.url,
-        decisionUrl: service.decisionUrl,
-        upstreamUrl: upstream.url,
-        port,
-      });
+      ({ dex, upstream, appUrl: origin } = stack);
     });
     afterAll(async () => {
       await browser?.close();
-      await proxy?.close();
-      await service?.close();
-      await upstream?.close();
-      await dex?.close();
+      await stack?.close();
     });
 
     it.skipIf(!c.available)(

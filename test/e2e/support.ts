@@ -7,12 +7,11 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import { type Browser, type BrowserContext, chromium, type Page } from 'playwright-core';
-import { type Dex, type DexUser, startDex } from '../support/dex.ts';
+import type { Dex, DexUser } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
-import { type RedisServer, startRedis } from '../support/redis.ts';
-import { startTestService, type TestService } from '../support/service.ts';
-import { startTraefik, type Traefik } from '../support/traefik.ts';
-import { startUpstream, type Upstream } from '../support/upstream.ts';
+import type { RedisServer } from '../support/redis.ts';
+import type { TestService } from '../support/service.ts';
+import { type Stack, startStack } from '../support/stack.ts';
 
 export const CHROMIUM_BIN = process.env['CHROMIUM_BIN'] ?? '/usr/bin/chromium';
 export const hasChromium = (): boolean => existsSync(CHROMIUM_BIN);
@@ -68,89 +67,43 @@ export const E2E_CLIENT_ID = 'forward-auth-e2e';
 export const E2E_CLIENT_SECRET = 'e2e-confidential-client-secret-0123';
 export const E2E_DOMAIN = 'sso.localhost';
 
-export interface BrowserStack {
-  readonly dex: Dex;
+/** The browser tests' stack: Redis always, two dashboards under one cookie domain. */
+export interface BrowserStack extends Stack {
   readonly redis: RedisServer;
-  readonly upstream: Upstream;
-  readonly service: TestService;
-  readonly traefik: Traefik;
-  /** http://app.sso.localhost:<port> */
-  readonly appUrl: string;
-  /** http://grafana.sso.localhost:<port>, same cookie domain */
-  readonly otherUrl: string;
-  close(): Promise<void>;
 }
 
 /** A small, realistic CA bundle value for KUBE_CLUSTERS (not a real certificate). */
 export const SAMPLE_CA_PEM =
   '-----BEGIN CERTIFICATE-----\nMIIBdzCCAR2gAwIBAgIBADAKBggqhkjOPQQDAjAjMSEwHwYDVQQDDBhrM3Mtc2Vy\n-----END CERTIFICATE-----\n';
 
+/**
+ * http://app.sso.localhost:<port> (appUrl) and http://grafana.sso.localhost:<port> (otherUrl) behind
+ * the emulator, one cookie domain, the service's kubeconfig and userinfo routes direct.
+ */
 export async function startBrowserStack(env: Record<string, string> = {}): Promise<BrowserStack> {
-  const port = await freePort();
-  const appUrl = `http://app.${E2E_DOMAIN}:${port}`;
-  const otherUrl = `http://grafana.${E2E_DOMAIN}:${port}`;
-  const redis = await startRedis();
-  const dex = await startDex({
-    clients: [
-      {
-        clientId: E2E_CLIENT_ID,
-        clientSecret: E2E_CLIENT_SECRET,
-        redirectUris: [`${appUrl}/oauth2/callback`, `${otherUrl}/oauth2/callback`],
-      },
-    ],
-  });
-  const upstream = await startUpstream();
-  const service = await startTestService({
-    OIDC_ISSUER_URL: dex.issuer,
-    OIDC_CLIENT_ID: E2E_CLIENT_ID,
-    OIDC_CLIENT_SECRET: E2E_CLIENT_SECRET,
-    OIDC_SCOPES: 'openid profile email groups offline_access audience:server:client_id:kubernetes',
-    REDIS_URL: redis.url,
-    COOKIE_DOMAIN: `.${E2E_DOMAIN}`,
-    ALLOWED_REDIRECT_DOMAINS: `.${E2E_DOMAIN}`,
-    LOG_LEVEL: 'info',
-    KUBE_CLUSTERS: JSON.stringify([
-      { name: 'prod-eu', server: 'https://127.0.0.1:6443', caData: SAMPLE_CA_PEM, clientId: 'kubectl' },
-      { name: 'staging', server: 'https://127.0.0.1:7443', clientId: 'kubectl' },
-    ]),
-    ...env,
-  });
-  const forwardAuth = {
-    address: `${service.url}/auth`,
-    trustForwardHeader: true,
-    authResponseHeaders: [
-      'Authorization',
-      'X-Auth-Request-User',
-      'X-Auth-Request-Email',
-      'X-Auth-Request-Groups',
-    ],
-    addAuthCookiesToResponse: ['_forward_auth'],
-  };
-  const traefik = await startTraefik({
-    port,
-    routes: [
-      { pathPrefix: '/kubeconfig', service: service.url },
-      { pathPrefix: '/oauth2/userinfo', service: service.url },
-      { host: `app.${E2E_DOMAIN}`, forwardAuth, service: upstream.url },
-      { host: `grafana.${E2E_DOMAIN}`, forwardAuth, service: upstream.url },
-    ],
-  });
-  return {
-    dex,
-    redis,
-    upstream,
-    service,
-    traefik,
-    appUrl,
-    otherUrl,
-    async close() {
-      await traefik.close();
-      await service.close();
-      await upstream.close();
-      await dex.close();
-      await redis.close();
+  const stack = await startStack({
+    client: { id: E2E_CLIENT_ID, secret: E2E_CLIENT_SECRET },
+    env: {
+      OIDC_SCOPES: 'openid profile email groups offline_access audience:server:client_id:kubernetes',
+      COOKIE_DOMAIN: `.${E2E_DOMAIN}`,
+      ALLOWED_REDIRECT_DOMAINS: `.${E2E_DOMAIN}`,
+      LOG_LEVEL: 'info',
+      KUBE_CLUSTERS: JSON.stringify([
+        { name: 'prod-eu', server: 'https://127.0.0.1:6443', caData: SAMPLE_CA_PEM, clientId: 'kubectl' },
+        { name: 'staging', server: 'https://127.0.0.1:7443', clientId: 'kubectl' },
+      ]),
+      ...env,
     },
-  };
+    gateway: {
+      hosts: [`app.${E2E_DOMAIN}`, `grafana.${E2E_DOMAIN}`],
+      routes: (pages) => [
+        { pathPrefix: '/kubeconfig', service: pages },
+        { pathPrefix: '/oauth2/userinfo', service: pages },
+      ],
+    },
+  });
+  if (!stack.redis) throw new Error('the browser stack has Redis');
+  return stack as BrowserStack;
 }
 
 /** The sealed session cookie's refresh token, to prove it never leaves the cookie. */

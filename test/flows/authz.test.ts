@@ -516,7 +516,9 @@ describe('impersonation mode (UPSTREAM_AUTH=impersonate)', () => {
         UPSTREAM_GROUPS_MAX_BYTES: '20',
       },
       // As the README documents: the regex strips every client-sent Impersonate-* header.
-      forwardAuth: { authResponseHeaders: UPSTREAM_HEADERS, authResponseHeadersRegex: '^Impersonate-' },
+      gateway: {
+        forwardAuth: { authResponseHeaders: UPSTREAM_HEADERS, authResponseHeadersRegex: '^Impersonate-' },
+      },
     });
   });
   afterAll(async () => {
@@ -640,7 +642,9 @@ describe('impersonation with groups as the identity provider writes them (no OID
         SERVICE_ACCOUNT_TOKEN_PATH: tokenPath,
       },
       dex: { users: [...DEMO_USERS, mallory] },
-      forwardAuth: { authResponseHeaders: UPSTREAM_HEADERS, authResponseHeadersRegex: '^Impersonate-' },
+      gateway: {
+        forwardAuth: { authResponseHeaders: UPSTREAM_HEADERS, authResponseHeadersRegex: '^Impersonate-' },
+      },
     });
   });
   afterAll(async () => {

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
-import { startTestService, type TestService } from '../support/service.ts';
-import { CLIENT_ID, CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
+import type { TestService } from '../support/service.ts';
+import { type Stack, startStack } from '../support/stack.ts';
 
 /**
  * The hot path answers from memory for up to 1 s (DESIGN §11 budget). These tests prove that no
@@ -14,13 +14,7 @@ describe('in-process caches never outlive the session', () => {
   let second: TestService;
   beforeAll(async () => {
     stack = await startStack({ env: { SESSION_TTL: '4s' } });
-    second = await startTestService({
-      OIDC_ISSUER_URL: stack.dex.issuer,
-      OIDC_CLIENT_ID: CLIENT_ID,
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-      REDIS_URL: stack.redis!.url,
-      SESSION_TTL: '4s',
-    });
+    second = await stack.startService({ SESSION_TTL: '4s' });
   });
   afterAll(async () => {
     await second?.close();

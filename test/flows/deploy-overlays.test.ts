@@ -12,7 +12,7 @@ import {
   type Any,
   find,
   findAll,
-  hasKubectl,
+  kustomize,
   materializePod,
   type Obj,
   OVERLAYS,
@@ -73,8 +73,11 @@ function loopbackUrl(url: string, gatewayPort: number): string {
   return `http://${loopbackHost(u.hostname)}:${gatewayPort}${u.pathname}${u.search}`;
 }
 
-const hs = hasKubectl && hasRedisServer();
-if (!hs) console.warn('kubectl or redis-server missing: skipping the deployed-overlay tests');
+const hs = kustomize().command !== undefined && hasRedisServer();
+if (!hs) {
+  const why = hasRedisServer() ? kustomize().reason : 'redis-server missing';
+  console.warn(`skipping the deployed-overlay tests: ${why}`);
+}
 
 interface Deployed {
   objs: Obj[];

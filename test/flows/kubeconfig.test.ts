@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
-import { startTestService, type TestService } from '../support/service.ts';
+import type { TestService } from '../support/service.ts';
 import { CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
 
 /**
@@ -155,13 +155,7 @@ describe('the kubeconfig endpoints', () => {
   });
 
   it('with no clusters configured the page says so and downloads are 404', async () => {
-    const service: TestService = await startTestService({
-      OIDC_ISSUER_URL: stack.dex.issuer,
-      OIDC_CLIENT_ID: 'forward-auth',
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-      ...(stack.redis ? { REDIS_URL: stack.redis.url } : {}),
-      LOG_LEVEL: 'silent',
-    });
+    const service: TestService = await stack.startService({ LOG_LEVEL: 'silent' });
     try {
       const host = new URL(stack.appUrl).host;
       const page = await direct.get(`${service.url}/kubeconfig`, {

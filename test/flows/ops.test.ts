@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml } from 'yaml';
 import { createLogger } from '../../src/log.ts';
 import { Browser, loginThroughDex } from '../support/browser.ts';
-import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
+import { DEMO_USERS, type Dex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 import {
   hasCaddy,
@@ -17,11 +17,11 @@ import {
   startShippedProxy,
 } from '../support/proxies.ts';
 import { makeTempDir, removeDir, waitUntil } from '../support/redis.ts';
-import { LogCapture, startTestService, TEST_COOKIE_SECRET, type TestService } from '../support/service.ts';
-import { CLIENT_ID, CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
+import { LogCapture, TEST_COOKIE_SECRET, type TestService } from '../support/service.ts';
+import { CLIENT_SECRET, type GatewayAt, type Stack, startStack } from '../support/stack.ts';
 import { hasOpenssl, makeTestPki, reissueServerCert, type TestPki } from '../support/tls.ts';
 import { type ForwardAuthOptions, startTraefik } from '../support/traefik.ts';
-import { headerValues, startUpstream, type Upstream } from '../support/upstream.ts';
+import { headerValues, type Upstream } from '../support/upstream.ts';
 
 /**
  * What operators see while the real chain runs (Traefik emulator → service → Dex stand-in +
@@ -321,19 +321,12 @@ function readmeIngressNginxHeaders(): string[] {
   return (line[1] as string).split(',');
 }
 
-interface Listeners {
-  readonly pagesUrl: string;
-  readonly decisionUrl: string;
-  readonly upstreamUrl: string;
-  readonly port: number;
-}
-
 interface ShippedCase {
   readonly name: string;
   readonly available: boolean;
   /** Whether the wiring can strip Impersonate-Extra-* (by pattern): nginx cannot. */
   readonly stripsByPattern: boolean;
-  start(at: Listeners): Promise<{ close(): Promise<void> }>;
+  start(at: GatewayAt): Promise<{ close(): Promise<void> }>;
 }
 
 const APP_HOST = 'app.localhost';
@@ -403,46 +396,25 @@ const ADMIN_POLICY = 'default: allow\nrules:\n  - path: /admin\n    allow: { gro
  * addresses are changed to this test's loopback ports.
  */
 describe.each(SHIPPED)('the shipped $name', (c) => {
-  let dex: Dex;
+  let stack: Stack;
   let upstream: Upstream;
-  let service: TestService;
-  let proxy: { close(): Promise<void> };
   let dir: string;
   let appUrl: string;
 
   beforeAll(async () => {
     if (!c.available) return;
-    const port = await freePort();
-    appUrl = `http://${APP_HOST}:${port}`;
     dir = await makeTempDir('shipped');
     await writeFile(`${dir}/policy.yaml`, ADMIN_POLICY);
-    dex = await startDex({
-      clients: [
-        { clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [`${appUrl}/oauth2/callback`] },
-      ],
-      idTokenTtl: TTL,
+    stack = await startStack({
+      redis: false,
+      dex: { idTokenTtl: TTL },
+      env: { REFRESH_SKEW: '2s', AUTH_PORT: '0', AUTHZ_CONFIG: `${dir}/policy.yaml` },
+      gateway: { proxy: c.start, hosts: [APP_HOST] },
     });
-    upstream = await startUpstream();
-    service = await startTestService({
-      OIDC_ISSUER_URL: dex.issuer,
-      OIDC_CLIENT_ID: CLIENT_ID,
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-      REFRESH_SKEW: '2s',
-      AUTH_PORT: '0',
-      AUTHZ_CONFIG: `${dir}/policy.yaml`,
-    });
-    proxy = await c.start({
-      pagesUrl: service.url,
-      decisionUrl: service.decisionUrl,
-      upstreamUrl: upstream.url,
-      port,
-    });
+    ({ upstream, appUrl } = stack);
   });
   afterAll(async () => {
-    await proxy?.close();
-    await service?.close();
-    await upstream?.close();
-    await dex?.close();
+    await stack?.close();
     if (dir) await removeDir(dir);
   });
 
@@ -585,7 +557,7 @@ describe('the decision listener (AUTH_PORT)', () => {
     stack = await startStack({
       redis: false,
       env: { AUTH_PORT: '0' },
-      routes: (pages) => [{ pathPrefix: '/oauth2/userinfo', service: pages }],
+      gateway: { routes: (pages) => [{ pathPrefix: '/oauth2/userinfo', service: pages }] },
     });
   });
   afterAll(async () => {
@@ -625,6 +597,7 @@ describe('the decision listener (AUTH_PORT)', () => {
 describe.skipIf(!hasOpenssl())('mutual TLS between the shipped proxies and the decision listener', () => {
   let dir: string;
   let pki: TestPki;
+  let stack: Stack;
   let dex: Dex;
   let upstream: Upstream;
   let service: TestService;
@@ -632,25 +605,21 @@ describe.skipIf(!hasOpenssl())('mutual TLS between the shipped proxies and the d
   beforeAll(async () => {
     dir = await makeTempDir('mtls');
     pki = makeTestPki(dir);
-    upstream = await startUpstream();
-    dex = await startDex({
-      clients: [{ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [] }],
+    stack = await startStack({
+      redis: false,
+      env: {
+        AUTH_PORT: '0',
+        AUTH_TLS_CERT_FILE: pki.serverCert,
+        AUTH_TLS_KEY_FILE: pki.serverKey,
+        AUTH_TLS_CLIENT_CA_FILE: pki.caCert,
+        BEARER_AUDIENCES: 'kubernetes', // bearer pass-through needs an audience of its own
+      },
+      gateway: { proxy: 'none' },
     });
-    service = await startTestService({
-      OIDC_ISSUER_URL: dex.issuer,
-      OIDC_CLIENT_ID: CLIENT_ID,
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-      AUTH_PORT: '0',
-      AUTH_TLS_CERT_FILE: pki.serverCert,
-      AUTH_TLS_KEY_FILE: pki.serverKey,
-      AUTH_TLS_CLIENT_CA_FILE: pki.caCert,
-      BEARER_AUDIENCES: 'kubernetes', // bearer pass-through needs an audience of its own
-    });
+    ({ dex, upstream, service } = stack);
   });
   afterAll(async () => {
-    await service?.close();
-    await dex?.close();
-    await upstream?.close();
+    await stack?.close();
     if (dir) await removeDir(dir);
   });
 
@@ -686,11 +655,8 @@ describe.skipIf(!hasOpenssl())('mutual TLS between the shipped proxies and the d
   it('uses a renewed server certificate without a restart', async () => {
     const tlsDir = await makeTempDir('renew');
     reissueServerCert(pki, tlsDir);
-    const renewing = await startTestService(
+    const renewing = await stack.startService(
       {
-        OIDC_ISSUER_URL: dex.issuer,
-        OIDC_CLIENT_ID: CLIENT_ID,
-        OIDC_CLIENT_SECRET: CLIENT_SECRET,
         AUTH_PORT: '0',
         AUTH_TLS_CERT_FILE: `${tlsDir}/server.crt`,
         AUTH_TLS_KEY_FILE: `${tlsDir}/server.key`,

@@ -1,15 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
+import { DEMO_USERS } from '../support/dex.ts';
 import { type LinkSite, type WalkResult, walkPageLinks } from '../support/links.ts';
 import { TEST_CLUSTER_CA } from '../support/manifests.ts';
-import { freePort } from '../support/ports.ts';
 import { hasCaddy, hasNginx, startShippedProxy } from '../support/proxies.ts';
 import { type Recorder, startRecorder } from '../support/recorder.ts';
-import { startTestService, type TestService } from '../support/service.ts';
 import { dynamicFileRoutes } from '../support/shippedRoutes.ts';
-import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.ts';
+import { type Stack, startStack } from '../support/stack.ts';
 import { startTraefik } from '../support/traefik.ts';
-import { startUpstream, type Upstream } from '../support/upstream.ts';
 
 /**
  * Every link the service's pages render (root page, kubeconfig page and its downloads, sign-out,
@@ -66,9 +63,7 @@ const CASES: Case[] = [
 ];
 
 describe.each(CASES)('every link of the pages, through $name', (c) => {
-  let dex: Dex;
-  let service: TestService;
-  let dashboard: Upstream;
+  let stack: Stack;
   let pages: Recorder;
   let decision: Recorder;
   let proxy: { close(): Promise<void> };
@@ -77,40 +72,32 @@ describe.each(CASES)('every link of the pages, through $name', (c) => {
 
   beforeAll(async () => {
     if (!c.available) return;
-    const port = await freePort();
-    origin = `http://${HOST}:${port}`;
-    dex = await startDex({
-      clients: [
-        {
-          clientId: CLIENT_ID,
-          clientSecret: CLIENT_SECRET,
-          redirectUris: [`http://${HOST}:${port}/oauth2/callback`],
-        },
-      ],
+    stack = await startStack({
+      redis: false,
+      env: {
+        AUTH_PORT: '0',
+        KUBE_CLUSTERS: JSON.stringify([
+          {
+            name: 'one',
+            server: 'https://k8s.one.example.com:6443',
+            caData: TEST_CLUSTER_CA,
+            clientId: 'kubectl',
+          },
+          {
+            name: 'two',
+            server: 'https://k8s.two.example.com:6443',
+            caData: TEST_CLUSTER_CA,
+            clientId: 'kubectl',
+          },
+        ]),
+      },
+      // The proxy goes behind recorders of the service's two listeners, so it is started here.
+      gateway: { proxy: 'none', hosts: [HOST] },
     });
-    dashboard = await startUpstream();
-    service = await startTestService({
-      OIDC_ISSUER_URL: dex.issuer,
-      OIDC_CLIENT_ID: CLIENT_ID,
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-      AUTH_PORT: '0',
-      KUBE_CLUSTERS: JSON.stringify([
-        {
-          name: 'one',
-          server: 'https://k8s.one.example.com:6443',
-          caData: TEST_CLUSTER_CA,
-          clientId: 'kubectl',
-        },
-        {
-          name: 'two',
-          server: 'https://k8s.two.example.com:6443',
-          caData: TEST_CLUSTER_CA,
-          clientId: 'kubectl',
-        },
-      ]),
-    });
+    const { port, service, upstream: dashboard } = stack;
+    origin = stack.appUrl;
     pages = await startRecorder(service.url);
-    decision = await startRecorder(service.decisionUrl as string);
+    decision = await startRecorder(service.decisionUrl);
     proxy = await c.start({ pages: pages.url, decision: decision.url, dashboard: dashboard.url, port });
     const site: LinkSite = {
       port,
@@ -127,9 +114,7 @@ describe.each(CASES)('every link of the pages, through $name', (c) => {
     await proxy?.close();
     await pages?.close();
     await decision?.close();
-    await service?.close();
-    await dashboard?.close();
-    await dex?.close();
+    await stack?.close();
   });
 
   it.skipIf(!c.available)('renders each page through the proxy', () => {

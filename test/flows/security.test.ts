@@ -5,10 +5,16 @@ import { ConfigError, loadConfig } from '../../src/config.ts';
 import type { LoginTransaction } from '../../src/routes/login.ts';
 import { Sealer } from '../../src/session/seal.ts';
 import type { SessionCookieData } from '../../src/session/sessions.ts';
-import { Browser, dexLoginFormAction, loginThroughDex, type Reply } from '../support/browser.ts';
+import {
+  Browser,
+  dexLoginFormAction,
+  loginThroughDex,
+  type Reply,
+  setCookieValue,
+} from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
-import { startTestService, TEST_COOKIE_SECRET, type TestService } from '../support/service.ts';
-import { CLIENT_SECRET, type Stack, startStack, UPSTREAM_HEADERS } from '../support/stack.ts';
+import { TEST_COOKIE_SECRET, type TestService } from '../support/service.ts';
+import { CLIENT_SECRET, forwardAuthFor, type Stack, startStack } from '../support/stack.ts';
 import { startTraefik, type Traefik } from '../support/traefik.ts';
 import { headerValues } from '../support/upstream.ts';
 
@@ -39,11 +45,6 @@ function rawRequest(port: number, request: string | Buffer): Promise<string> {
 
 const statusOf = (raw: string): number => Number(/^HTTP\/1\.1 (\d{3})/.exec(raw)?.[1] ?? 0);
 
-function setCookieValue(reply: Reply, name: string): string | undefined {
-  const line = reply.headers.getSetCookie().find((c) => c.startsWith(`${name}=`));
-  return line === undefined ? undefined : line.slice(name.length + 1, line.indexOf(';'));
-}
-
 function expectHelmetPage(reply: Reply): void {
   expect(reply.headers.get('content-type')).toContain('text/html');
   expect(reply.headers.get('content-security-policy')).toContain("default-src 'none'");
@@ -64,27 +65,13 @@ describe('login rate limits, shared by two replicas through Redis', () => {
 
   beforeAll(async () => {
     stack = await startStack({ env });
-    replicaB = await startTestService({
-      OIDC_ISSUER_URL: stack.dex.issuer,
-      OIDC_CLIENT_ID: 'forward-auth',
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-      REDIS_URL: stack.redis!.url,
-      ...env,
-    });
+    replicaB = await stack.startService(env);
     // Both replicas behind one ForwardAuth middleware; the entry point trusts our X-Forwarded-For,
     // so each test can play a different client address.
     roundRobin = await startTraefik({
       entryPointTrustedIPs: ['127.0.0.1'],
       routes: [
-        {
-          forwardAuth: {
-            address: [`${stack.service.url}/auth`, `${replicaB.url}/auth`],
-            trustForwardHeader: true,
-            authResponseHeaders: UPSTREAM_HEADERS,
-            addAuthCookiesToResponse: ['_forward_auth'],
-          },
-          service: stack.upstream.url,
-        },
+        { forwardAuth: forwardAuthFor([stack.service.url, replicaB.url]), service: stack.upstream.url },
       ],
     });
     appUrl = `http://app.localhost:${roundRobin.port}`;
@@ -201,13 +188,7 @@ describe('the real client address', () => {
   beforeAll(async () => {
     stack = await startStack({ redis: false });
     // Loopback is NOT a trusted proxy here: X-Forwarded-* from it must be ignored.
-    service = await startTestService({
-      OIDC_ISSUER_URL: stack.dex.issuer,
-      OIDC_CLIENT_ID: 'forward-auth',
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-      TRUSTED_PROXIES: '10.0.0.0/8',
-      LOGIN_RATE_LIMIT_BURST: '2',
-    });
+    service = await stack.startService({ TRUSTED_PROXIES: '10.0.0.0/8', LOGIN_RATE_LIMIT_BURST: '2' });
   });
   afterAll(async () => {
     await service?.close();
@@ -340,7 +321,7 @@ describe('cookies', () => {
   beforeAll(async () => {
     stack = await startStack({
       env: { COOKIE_SECURE: 'true', COOKIE_SECRETS: `old:${OLD_SECRET}` },
-      forwardAuth: { addAuthCookiesToResponse: ['__Host-_forward_auth'] },
+      gateway: { forwardAuth: { addAuthCookiesToResponse: ['__Host-_forward_auth'] } },
     });
   });
   afterAll(async () => {
@@ -389,18 +370,12 @@ describe('cookies', () => {
     const browser = new Browser({ navigation: true });
     await loginThroughDex(browser, `${stack.appUrl}/rotate`, admin);
     const old = browser.cookies(stack.appUrl).find((c) => c.name === '__Host-_forward_auth')!.value;
-    const base = {
-      OIDC_ISSUER_URL: stack.dex.issuer,
-      OIDC_CLIENT_ID: 'forward-auth',
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-      REDIS_URL: stack.redis!.url,
-      COOKIE_SECURE: 'true',
-    };
-    const rotated = await startTestService({
+    const base = { COOKIE_SECURE: 'true' };
+    const rotated = await stack.startService({
       ...base,
       COOKIE_SECRETS: `new:${NEW_SECRET},old:${OLD_SECRET}`,
     });
-    const newOnly = await startTestService({ ...base, COOKIE_SECRETS: `new:${NEW_SECRET}` });
+    const newOnly = await stack.startService({ ...base, COOKIE_SECRETS: `new:${NEW_SECRET}` });
     try {
       const ask = (service: TestService, cookie: string) =>
         new Browser().get(`${service.url}/auth`, {
@@ -453,13 +428,15 @@ describe('headers', () => {
     stack = await startStack({
       redis: false,
       env: { UPSTREAM_HEADERS: 'Authorization,X-Auth-Request-User,X-Auth-Request-Email,X-Custom-Claim' },
-      forwardAuth: {
-        authResponseHeaders: [
-          'Authorization',
-          'X-Auth-Request-User',
-          'X-Auth-Request-Email',
-          'X-Custom-Claim',
-        ],
+      gateway: {
+        forwardAuth: {
+          authResponseHeaders: [
+            'Authorization',
+            'X-Auth-Request-User',
+            'X-Auth-Request-Email',
+            'X-Custom-Claim',
+          ],
+        },
       },
     });
   });

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
-import { type SentinelSet, startSentinelSet } from '../support/sentinel.ts';
+import type { SentinelSet } from '../support/sentinel.ts';
 import { type Stack, startStack } from '../support/stack.ts';
 
 /**
@@ -13,18 +13,11 @@ describe('Redis Sentinel', () => {
   let sentinel: SentinelSet;
   let stack: Stack;
   beforeAll(async () => {
-    sentinel = await startSentinelSet();
-    stack = await startStack({
-      redis: false,
-      env: {
-        REDIS_SENTINELS: sentinel.sentinels.map((s) => `${s.host}:${s.port}`).join(','),
-        REDIS_SENTINEL_NAME: sentinel.masterName,
-      },
-    });
+    stack = await startStack({ redis: 'sentinel' });
+    sentinel = stack.sentinel as SentinelSet;
   }, 60_000);
   afterAll(async () => {
     await stack?.close();
-    await sentinel?.close();
   });
 
   it('sessions live on the primary found through the sentinels and survive a failover', async () => {

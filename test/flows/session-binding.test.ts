@@ -3,8 +3,7 @@ import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
-import { startTestService } from '../support/service.ts';
-import { CLIENT_ID, CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
+import { CLIENT_ID, type Stack, startStack } from '../support/stack.ts';
 import { headerValues } from '../support/upstream.ts';
 
 /**
@@ -31,13 +30,7 @@ async function askFreshReplica(
   cookie: string,
   env: Record<string, string> = {},
 ): Promise<number> {
-  const replica = await startTestService({
-    OIDC_ISSUER_URL: stack.dex.issuer,
-    OIDC_CLIENT_ID: CLIENT_ID,
-    OIDC_CLIENT_SECRET: CLIENT_SECRET,
-    REDIS_URL: stack.redis!.url,
-    ...env,
-  });
+  const replica = await stack.startService(env);
   try {
     const reply = await new Browser().get(`${replica.url}/auth`, {
       ...XHR,

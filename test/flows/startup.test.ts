@@ -9,7 +9,7 @@ import { type Dex, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 import { makeTempDir, removeDir } from '../support/redis.ts';
 import { startTestService, type TestService } from '../support/service.ts';
-import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.ts';
+import { CLIENT_ID, CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
 
 /**
  * Start-up must not depend on Dex: a briefly unreachable provider gives clear 503s, health and
@@ -88,21 +88,14 @@ describe('when the provider is unreachable at start-up', () => {
 });
 
 describe('the direct routes', () => {
-  let dex: Dex;
+  let stack: Stack;
   let service: TestService;
   beforeAll(async () => {
-    dex = await startDex({
-      clients: [{ clientId: CLIENT_ID, clientSecret: CLIENT_SECRET, redirectUris: [] }],
-    });
-    service = await startTestService({
-      OIDC_ISSUER_URL: dex.issuer,
-      OIDC_CLIENT_ID: CLIENT_ID,
-      OIDC_CLIENT_SECRET: CLIENT_SECRET,
-    });
+    stack = await startStack({ redis: false, gateway: { proxy: 'none' } });
+    service = stack.service;
   });
   afterAll(async () => {
-    await service?.close();
-    await dex?.close();
+    await stack?.close();
   });
 
   it('an unknown path is a 404 in JSON for API clients and a page for browsers', async () => {

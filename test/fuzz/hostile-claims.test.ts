@@ -6,8 +6,8 @@ import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import type { DexUser } from '../support/dex.ts';
-import { startTestService, type TestService } from '../support/service.ts';
-import { CLIENT_ID, CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
+import type { TestService } from '../support/service.ts';
+import { type Stack, startStack } from '../support/stack.ts';
 
 /**
  * The identity provider's data is hostile (DESIGN §10): the Dex stand-in issues tokens whose every
@@ -99,11 +99,7 @@ beforeAll(async () => {
   });
   appHost = new URL(stack.appUrl).host;
   // The same sessions (same Redis, same cookie secret), served in impersonation mode.
-  impersonating = await startTestService({
-    OIDC_ISSUER_URL: stack.dex.issuer,
-    OIDC_CLIENT_ID: CLIENT_ID,
-    OIDC_CLIENT_SECRET: CLIENT_SECRET,
-    REDIS_URL: stack.redis!.url,
+  impersonating = await stack.startService({
     LOG_LEVEL: 'info',
     OIDC_GROUPS_PREFIX: PREFIX,
     UPSTREAM_AUTH: 'impersonate',

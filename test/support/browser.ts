@@ -396,6 +396,14 @@ export class Browser {
   }
 }
 
+/** The value a reply's Set-Cookie gives cookie `name` (its attributes left out), or undefined. */
+export function setCookieValue(reply: Pick<Reply, 'headers'>, name: string): string | undefined {
+  const line = reply.headers.getSetCookie().find((c) => c.startsWith(`${name}=`));
+  if (line === undefined) return undefined;
+  const end = line.indexOf(';');
+  return line.slice(name.length + 1, end === -1 ? undefined : end);
+}
+
 /** The action URL of the Dex stand-in's login form in `reply`, if it is one. */
 export function dexLoginFormAction(reply: Reply): string | undefined {
   if (reply.status !== 200 && reply.status !== 401) return undefined;

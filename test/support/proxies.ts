@@ -183,51 +183,16 @@ export function caddyConfig(opts: ProxyOptions & { port: number; storageDir: str
   const authPath = opts.authPath ?? '/auth';
   checkPath(authPath);
   checkHeaderNames(opts.copyHeaders);
-  const lines = [
-    '{',
-    '\tadmin off',
-    '\tauto_https off',
-    `\tdefault_bind ${LOOPBACK}`,
-    `\tstorage file_system ${JSON.stringify(opts.storageDir)}`,
-    '}',
-    '',
-    `http://:${opts.port} {`,
-    `\tforward_auth ${auth.hostPort} {`,
-    `\t\turi ${authPath}`,
-  ];
+  const lines = [`http://:${opts.port} {`, `\tforward_auth ${auth.hostPort} {`, `\t\turi ${authPath}`];
   if (opts.copyHeaders.length > 0) lines.push(`\t\tcopy_headers ${opts.copyHeaders.join(' ')}`);
   lines.push('\t}', `\treverse_proxy ${upstream.hostPort}`, '}', '');
-  return lines.join('\n');
+  return `${caddyGlobals(opts.storageDir)}\n${lines.join('\n')}`;
 }
 
-export async function startCaddy(opts: ProxyOptions): Promise<RunningProxy> {
-  const dir = await makeTempDir('caddy');
-  try {
-    const home = join(dir, 'home');
-    await mkdir(home);
-    const env: NodeJS.ProcessEnv = {
-      PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-      HOME: home,
-      XDG_CONFIG_HOME: join(dir, 'config'),
-      XDG_DATA_HOME: join(dir, 'data'),
-      XDG_CACHE_HOME: join(dir, 'cache'),
-    };
-    let config = '';
-    const { port, proc } = await launchOnPort(opts.port, async (p) => {
-      config = caddyConfig({ ...opts, port: p, storageDir: join(dir, 'storage') });
-      const file = join(dir, 'Caddyfile');
-      await writeFile(file, config);
-      return spawnTracked(CADDY_BIN, ['run', '--config', file, '--adapter', 'caddyfile'], {
-        name: `caddy:${p}`,
-        cwd: dir,
-        env,
-      });
-    });
-    return { url: `http://${LOOPBACK}:${port}`, port, config, close: closer(proc, dir) };
-  } catch (err) {
-    await removeDir(dir);
-    throw err;
-  }
+export function startCaddy(opts: ProxyOptions): Promise<RunningProxy> {
+  return launchProxy('caddy', opts.port, (port, dir) =>
+    caddyConfig({ ...opts, port, storageDir: join(dir, 'storage') }),
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -243,30 +208,11 @@ export function nginxConfig(opts: ProxyOptions & { port: number; dir: string }):
   const authPath = opts.authPath ?? '/oauth2/auth';
   checkPath(authPath);
   checkHeaderNames(opts.copyHeaders);
-  const d = opts.dir;
   const copy = opts.copyHeaders.flatMap((h) => [
     `            auth_request_set $h_${varSuffix(h)} $upstream_http_${varSuffix(h)};`,
     `            proxy_set_header ${h} $h_${varSuffix(h)};`,
   ]);
-  return [
-    'daemon off;',
-    'master_process off;',
-    'worker_processes 1;',
-    `pid ${d}/nginx.pid;`,
-    'error_log stderr warn;',
-    '',
-    'events {',
-    '    worker_connections 256;',
-    '}',
-    '',
-    'http {',
-    '    access_log off;',
-    `    client_body_temp_path ${d}/client_body;`,
-    `    proxy_temp_path ${d}/proxy;`,
-    `    fastcgi_temp_path ${d}/fastcgi;`,
-    `    uwsgi_temp_path ${d}/uwsgi;`,
-    `    scgi_temp_path ${d}/scgi;`,
-    '',
+  const server = [
     '    server {',
     `        listen ${LOOPBACK}:${opts.port};`,
     '        server_name _;',
@@ -313,30 +259,12 @@ export function nginxConfig(opts: ProxyOptions & { port: number; dir: string }):
     '            proxy_set_header X-Forwarded-For $remote_addr;',
     '        }',
     '    }',
-    '}',
-    '',
   ].join('\n');
+  return nginxMain(opts.dir, server);
 }
 
-export async function startNginx(opts: ProxyOptions): Promise<RunningProxy> {
-  const dir = await makeTempDir('nginx');
-  try {
-    let config = '';
-    const { port, proc } = await launchOnPort(opts.port, async (p) => {
-      config = nginxConfig({ ...opts, port: p, dir });
-      const file = join(dir, 'nginx.conf');
-      await writeFile(file, config);
-      // -e stderr: never touch the compiled-in error log before the config is read.
-      return spawnTracked(NGINX_BIN, ['-p', `${dir}/`, '-c', file, '-e', 'stderr'], {
-        name: `nginx:${p}`,
-        cwd: dir,
-      });
-    });
-    return { url: `http://${LOOPBACK}:${port}`, port, config, close: closer(proc, dir) };
-  } catch (err) {
-    await removeDir(dir);
-    throw err;
-  }
+export function startNginx(opts: ProxyOptions): Promise<RunningProxy> {
+  return launchProxy('nginx', opts.port, (port, dir) => nginxConfig({ ...opts, port, dir }));
 }
 
 // ---------------------------------------------------------------------------

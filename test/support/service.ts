@@ -1,7 +1,7 @@
 import { Writable } from 'node:stream';
 import type { BuildOptions } from '../../src/app.ts';
 import { loadConfig } from '../../src/config.ts';
-import { createLogger } from '../../src/log.ts';
+import { createLogger, type Logger } from '../../src/log.ts';
 import { type RunningService, startService } from '../../src/main.ts';
 import type { Store } from '../../src/session/store.ts';
 
@@ -23,29 +23,41 @@ export class LogCapture extends Writable {
 }
 
 export interface TestService extends RunningService {
+  /** What it logged (empty when a `log` of its own was given). */
   readonly logs: LogCapture;
 }
 
+/** The settings every test service starts with unless told otherwise (a deployment's own do not). */
+export const TEST_DEFAULTS: Readonly<Record<string, string>> = {
+  COOKIE_SECRET: TEST_COOKIE_SECRET,
+  OIDC_ALLOW_INSECURE_HTTP: 'true',
+  COOKIE_SECURE: 'false',
+  // Every test logs in from 127.0.0.1: the login rate limit is tested on its own (security.test.ts).
+  LOGIN_RATE_LIMIT_BURST: '1000',
+};
+
+export interface TestServiceOptions {
+  readonly store?: Store;
+  readonly tlsReloadMs?: number;
+  readonly sessionTimings?: BuildOptions['sessionTimings'];
+  /** false: exactly the given settings, none of TEST_DEFAULTS (the demo, a deployment's). */
+  readonly testDefaults?: boolean;
+  /** Log here instead of into `logs` (the demo's readable lines). */
+  readonly log?: Logger;
+}
+
 /**
- * Starts dex-forward-auth in this process on a free loopback port, configured through the same
- * environment variables users set.
+ * Starts dex-forward-auth in this process on a loopback port (a free one unless PORT says),
+ * configured through the same environment variables users set.
  */
 export async function startTestService(
   env: Record<string, string>,
-  options: { store?: Store; tlsReloadMs?: number; sessionTimings?: BuildOptions['sessionTimings'] } = {},
+  options: TestServiceOptions = {},
 ): Promise<TestService> {
-  const config = loadConfig({
-    COOKIE_SECRET: TEST_COOKIE_SECRET,
-    OIDC_ALLOW_INSECURE_HTTP: 'true',
-    COOKIE_SECURE: 'false',
-    LOG_LEVEL: 'debug',
-    // Every test logs in from 127.0.0.1: the login rate limit is tested on its own (security.test.ts).
-    LOGIN_RATE_LIMIT_BURST: '1000',
-    PORT: '0',
-    ...env,
-  });
+  const defaults = options.testDefaults === false ? {} : { ...TEST_DEFAULTS, LOG_LEVEL: 'debug' };
+  const config = loadConfig({ ...defaults, PORT: '0', ...env });
   const logs = new LogCapture();
-  const log = createLogger({ level: config.logLevel, destination: logs });
+  const log = options.log ?? createLogger({ level: config.logLevel, destination: logs });
   const service = await startService(config, {
     log,
     host: '127.0.0.1',

@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { freePort } from './ports.ts';
 import { spawnTracked, type TrackedProcess, tcpAccepts, waitUntil } from './redis.ts';
-import { TEST_COOKIE_SECRET } from './service.ts';
+import { TEST_DEFAULTS } from './service.ts';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -35,17 +35,7 @@ export async function startServiceProcess(
   const fromDist = options.fromDist ?? false;
   const listenPort = port ?? (await freePort());
   // testDefaults: false runs exactly the given settings (a deployment's), nothing of the tests'.
-  const defaults =
-    options.testDefaults === false
-      ? {}
-      : {
-          COOKIE_SECRET: TEST_COOKIE_SECRET,
-          OIDC_ALLOW_INSECURE_HTTP: 'true',
-          COOKIE_SECURE: 'false',
-          LOG_LEVEL: 'info',
-          // Every test logs in from 127.0.0.1: the login rate limit is tested on its own (security.test.ts).
-          LOGIN_RATE_LIMIT_BURST: '1000',
-        };
+  const defaults = options.testDefaults === false ? {} : { ...TEST_DEFAULTS, LOG_LEVEL: 'info' };
   const fullEnv: NodeJS.ProcessEnv = {
     PATH: process.env['PATH'],
     HOME: process.env['HOME'],

@@ -1,8 +1,8 @@
 /**
  * A recording "backend" on 127.0.0.1 for proxy tests: answers every request
- * 200 with a JSON echo of what it received.
+ * 200 with a JSON echo of what it received (or serves a handler of its own, unrecorded).
  */
-import { createServer, type IncomingMessage } from 'node:http';
+import { createServer, type IncomingMessage, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
 
 export interface RecordedRequest {
@@ -41,23 +41,30 @@ function record(req: IncomingMessage): RecordedRequest {
   };
 }
 
-export async function startUpstream(): Promise<Upstream> {
+/**
+ * The echoing upstream on a free loopback port; with `handler`, that answers instead (the demo's
+ * dashboard) and nothing is recorded.
+ */
+export async function startUpstream(handler?: RequestListener): Promise<Upstream> {
   const requests: RecordedRequest[] = [];
-  const server = createServer((req, res) => {
-    const entry = record(req);
-    requests.push(entry);
-    req.resume(); // drain any body so keep-alive connections stay usable
-    req.on('end', () => {
-      const body = JSON.stringify(entry);
-      const path = entry.url.split('?')[0];
-      if (path === '/set-backend-cookie') res.setHeader('Set-Cookie', 'backend=1; Path=/');
-      res.writeHead(200, {
-        'Content-Type': 'application/json; charset=utf-8',
-        'Content-Length': Buffer.byteLength(body),
-      });
-      res.end(body);
-    });
-  });
+  const server = createServer(
+    handler ??
+      ((req, res) => {
+        const entry = record(req);
+        requests.push(entry);
+        req.resume(); // drain any body so keep-alive connections stay usable
+        req.on('end', () => {
+          const body = JSON.stringify(entry);
+          const path = entry.url.split('?')[0];
+          if (path === '/set-backend-cookie') res.setHeader('Set-Cookie', 'backend=1; Path=/');
+          res.writeHead(200, {
+            'Content-Type': 'application/json; charset=utf-8',
+            'Content-Length': Buffer.byteLength(body),
+          });
+          res.end(body);
+        });
+      }),
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(0, '127.0.0.1', () => {

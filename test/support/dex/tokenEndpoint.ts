@@ -68,35 +68,53 @@ function replay(req: IncomingMessage, host: TokenHost, client: DexClient, form: 
   return copy;
 }
 
-export async function handleToken(host: TokenHost, req: IncomingMessage, res: ServerResponse): Promise<void> {
-  res.on('finish', () => {
-    if (res.statusCode >= 400) host.counts.tokenErrors++;
-  });
+/**
+ * The form of a client's POST, once the client authenticated (Dex-style: any method, or the
+ * profile's), without its credentials; undefined when it was refused (the answer is sent).
+ * `received` sees the form first, authenticated or not.
+ */
+async function authenticatedForm(
+  host: TokenHost,
+  req: IncomingMessage,
+  res: ServerResponse,
+  received: (form: URLSearchParams) => void = () => {},
+): Promise<{ form: URLSearchParams; client: DexClient } | undefined> {
   let raw: Buffer;
   try {
     raw = await readBody(req);
   } catch {
     sendJson(res, 400, { error: 'invalid_request', error_description: 'Failed to read request body.' });
-    return;
+    return undefined;
   }
   const form = new URLSearchParams(raw.toString('utf8'));
-  const grantType = form.get('grant_type');
-  if (grantType === 'refresh_token') host.counts.refreshGrants++;
-  else if (grantType === 'authorization_code') host.counts.codeGrants++;
-
+  received(form);
   const client = await authenticateClient(req, form, host.clients, host.profile, host.assertionAudiences);
   if (!client) {
     refuse(res, host.profile, 401, {
       error: 'invalid_client',
       error_description: 'Invalid client credentials.',
     });
-    return;
+    return undefined;
   }
   for (const name of ['client_id', 'client_secret', 'client_assertion', 'client_assertion_type'])
     form.delete(name);
+  return { form, client };
+}
+
+export async function handleToken(host: TokenHost, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  res.on('finish', () => {
+    if (res.statusCode >= 400) host.counts.tokenErrors++;
+  });
+  const authenticated = await authenticatedForm(host, req, res, (form) => {
+    const grantType = form.get('grant_type');
+    if (grantType === 'refresh_token') host.counts.refreshGrants++;
+    else if (grantType === 'authorization_code') host.counts.codeGrants++;
+  });
+  if (!authenticated) return;
+  const { form, client } = authenticated;
   if (host.profile.pkce === false) form.delete('code_verifier');
 
-  if (grantType === 'refresh_token') {
+  if (form.get('grant_type') === 'refresh_token') {
     const failure = host.takeFailure();
     if (failure !== undefined) {
       sendFailure(res, host.profile, failure);
@@ -117,23 +135,7 @@ export async function handleRevocation(
   res: ServerResponse,
 ): Promise<void> {
   host.counts.revocations++;
-  let raw: Buffer;
-  try {
-    raw = await readBody(req);
-  } catch {
-    sendJson(res, 400, { error: 'invalid_request', error_description: 'Failed to read request body.' });
-    return;
-  }
-  const form = new URLSearchParams(raw.toString('utf8'));
-  const client = await authenticateClient(req, form, host.clients, host.profile, host.assertionAudiences);
-  if (!client) {
-    refuse(res, host.profile, 401, {
-      error: 'invalid_client',
-      error_description: 'Invalid client credentials.',
-    });
-    return;
-  }
-  for (const name of ['client_id', 'client_secret', 'client_assertion', 'client_assertion_type'])
-    form.delete(name);
-  await host.handler(replay(req, host, client, form), res);
+  const authenticated = await authenticatedForm(host, req, res);
+  if (!authenticated) return;
+  await host.handler(replay(req, host, authenticated.client, authenticated.form), res);
 }
