@@ -91,12 +91,65 @@ export interface ScaleRow {
   readonly cpuOthers: number | undefined;
 }
 
+/** One size of the many-sessions sweep: N distinct sessions cycled, against the bare server in the same run. */
+export interface ManyRow {
+  readonly sessions: number;
+  /** "logins", "sealed" or "logins + sealed". */
+  readonly made: string;
+  readonly makeSeconds: number;
+  /** Sessions made for this size (the sweep adds to the previous size's). */
+  readonly madeNow: number;
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  /** Service CPU microseconds per answered request. */
+  readonly cpuUsPerRequest: number | undefined;
+  readonly bad: number;
+  readonly errors: number;
+  readonly bareRps: number;
+  readonly bareP99Ms: number;
+  readonly ratio: number;
+  readonly rssAfterLoginsMiB: number | undefined;
+  readonly rssAfterLoadMiB: number | undefined;
+  /** Redis used_memory growth per session made for this size. */
+  readonly redisBytesPerSession: number | undefined;
+  readonly redisMiB: number;
+  /** Decisions by outcome and session-cache hits/misses during the measured rounds. */
+  readonly outcomes: Readonly<Record<string, number>>;
+}
+
+interface MissSide {
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly cpuUsPerRequest: number | undefined;
+  readonly bad: number;
+  readonly errors: number;
+  readonly outcomes: Readonly<Record<string, number>>;
+  readonly rssAfterLoadMiB: number | undefined;
+}
+
+/** The cost of a cache miss: the same sessions with CACHE_MAX_BYTES=1Mi (small) and the default (large). */
+export interface MissRow {
+  readonly sessions: number;
+  readonly small: MissSide;
+  readonly large: MissSide;
+}
+
+export interface ManyResult {
+  readonly rows: ManyRow[];
+  readonly miss?: MissRow;
+  /** The service's Node flags. */
+  readonly nodeFlags?: string;
+}
+
 export interface Results {
   readonly meta: Meta;
   hot: HotRow[];
   login?: LoginResult;
   storm?: StormResult;
   scale: ScaleRow[];
+  many?: ManyResult;
   readonly failures: string[];
 }
 
@@ -242,10 +295,57 @@ export function toMarkdown(r: Results): string {
     }
     lines.push('');
   }
+  if (r.many) lines.push(...manyMarkdown(r.many, m));
   if (r.failures.length > 0) {
     lines.push('**Checks that failed in this run:**', '', ...r.failures.map((f) => `- ${f}`), '');
   }
   return alignTables(lines).join('\n');
+}
+
+const missRate = (o: Readonly<Record<string, number>>): string => {
+  const hits = o['cache_hits'] ?? 0;
+  const misses = o['cache_misses'] ?? 0;
+  return hits + misses === 0 ? '–' : `${((100 * misses) / (hits + misses)).toFixed(0)} %`;
+};
+const us = (n: number | undefined): string => (n === undefined ? '–' : `${Math.round(n)} µs`);
+
+function manyMarkdown(many: ManyResult, m: Meta): string[] {
+  const lines = [
+    `**Many sessions** (issue 15: N distinct sessions, one user in ten with 150 groups of 40 characters; ` +
+      `\`wrk -t${m.threads} -c${m.connections}\` with a Lua script giving each request the next session's cookie, round robin; ` +
+      `the service with the Redis store${many.nodeFlags ? ` and the Deployment's flags \`${many.nodeFlags}\`` : ''}, ` +
+      'the bare `node:http` server answering the same 200, rounds interleaved; sessions are real logins through the Dex stand-in ' +
+      'or, for larger N, sealed the way a login seals them — SessionService.create from stand-in-signed ID tokens into the same Redis, column "made"):',
+    '',
+    '| sessions | made | req/s | × bare | p50 ms | p99 ms (bare) | CPU per request | service RSS after logins → after load | Redis per session | session-cache misses |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const row of many.rows) {
+    const flag = row.bad + row.errors > 0 ? ` ⚠ ${row.bad} bad, ${row.errors} errors` : '';
+    const perSession =
+      row.redisBytesPerSession === undefined ? '–' : `${(row.redisBytesPerSession / 1024).toFixed(1)} KiB`;
+    lines.push(
+      `| ${int(row.sessions)}${flag} | ${row.made} (${row.makeSeconds.toFixed(0)} s) | ${int(row.rps)} | ${ratio(row.ratio)} | ${ms(row.p50Ms)} | ` +
+        `${ms(row.p99Ms)} (${ms(row.bareP99Ms)}) | ${us(row.cpuUsPerRequest)} | ${mib(row.rssAfterLoginsMiB)} → ${mib(row.rssAfterLoadMiB)} | ` +
+        `${perSession} | ${missRate(row.outcomes)} |`,
+    );
+  }
+  lines.push('');
+  if (many.miss) {
+    const { small, large, sessions } = many.miss;
+    const extra =
+      small.cpuUsPerRequest !== undefined && large.cpuUsPerRequest !== undefined
+        ? `: a miss costs about ${Math.round(small.cpuUsPerRequest - large.cpuUsPerRequest)} µs of service CPU more than a hit`
+        : '';
+    lines.push(
+      `**Cost of a cache miss** (${int(sessions)} sessions as above): \`CACHE_MAX_BYTES=1Mi\` ` +
+        `${int(small.rps)} req/s, p99 ${ms(small.p99Ms)} ms, ${us(small.cpuUsPerRequest)} CPU per request, ` +
+        `${missRate(small.outcomes)} session-cache misses, RSS ${mib(small.rssAfterLoadMiB)}; the default budget ` +
+        `${int(large.rps)} req/s, p99 ${ms(large.p99Ms)} ms, ${us(large.cpuUsPerRequest)}, ${missRate(large.outcomes)} misses${extra}.`,
+      '',
+    );
+  }
+  return lines;
 }
 
 export const README_BEGIN = '<!-- bench:begin — generated by `npm run bench -- --write-readme` -->';

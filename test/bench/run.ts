@@ -40,6 +40,7 @@ import { type ServiceProcess, startServiceProcess } from '../support/serviceProc
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.ts';
 import { type Apache, apacheAvailable, startApache } from './apache.ts';
 import { type LoadResult, type LoadTool, pickTool, runLoad, toolVersion } from './load.ts';
+import { DEPLOYMENT_FLAGS, ManySessions } from './many.ts';
 import { cpuSeconds, cpuSecondsOf, machineBusySeconds, rssMiBOf } from './proc.ts';
 import { type HotRow, type Meta, type Results, type ScaleRow, toMarkdown, writeReadme } from './report.ts';
 import {
@@ -88,14 +89,29 @@ const settings = {
   loginSequential: intSetting('BENCH_LOGIN_SEQUENTIAL', quick ? 10 : 100),
   loginClients: intSetting('BENCH_LOGIN_CLIENTS', 8),
   waitQuietSec: intSetting('BENCH_WAIT_QUIET', 0, 0),
+  manyRealLogins: intSetting('BENCH_MANY_REAL_LOGINS', quick ? 50 : 1_000, 0),
 };
 const args = process.argv.slice(2);
+/** `--full`: the README run (session sweep up to 100,000, a 10,000-session refresh storm). */
+const full = args.includes('--full');
+function sweepSetting(): number[] {
+  const raw = env['BENCH_SWEEP'] ?? (full ? '1,1000,10000,100000' : quick ? '1,1000' : '1,1000,10000');
+  const sizes = raw.split(',').map(Number);
+  if (sizes.some((n) => !Number.isInteger(n) || n < 1) || sizes.some((n, i) => i > 0 && n <= sizes[i - 1]!)) {
+    process.stderr.write(`BENCH_SWEEP must be increasing session counts, e.g. 1,1000,10000 (got ${raw})\n`);
+    process.exit(2);
+  }
+  return sizes;
+}
+const sweep = sweepSetting();
+if (full && env['BENCH_STORM_SESSIONS'] === undefined) settings.stormSessions = 10_000;
 const writeToReadme = args.includes('--write-readme');
 const onlyArg = args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
-const sections = new Set(onlyArg === undefined ? ['hot', 'login', 'scale'] : onlyArg.split(','));
+const SECTIONS = ['hot', 'login', 'scale', 'many'];
+const sections = new Set(onlyArg === undefined ? SECTIONS : onlyArg.split(','));
 for (const s of sections) {
-  if (!['hot', 'login', 'scale'].includes(s)) {
-    process.stderr.write(`unknown section ${s} in --only (hot, login, scale)\n`);
+  if (!SECTIONS.includes(s)) {
+    process.stderr.write(`unknown section ${s} in --only (${SECTIONS.join(', ')})\n`);
     process.exit(2);
   }
 }
@@ -704,6 +720,69 @@ async function scale(tool: LoadTool, ctx: HotContext, results: Results): Promise
   }
 }
 
+// ---- many sessions ---------------------------------------------------------------------------
+
+async function manySessions(tool: LoadTool, results: Results): Promise<void> {
+  if (tool !== 'wrk') {
+    results.failures.push('many sessions: needs wrk (a Lua script cycles the cookies); left out');
+    return;
+  }
+  const redis = await startRedis();
+  cleanups.push(() => redis.close());
+  const port = await freePort();
+  const dex = await startDex({
+    clients: [
+      {
+        clientId: CLIENT_ID,
+        clientSecret: CLIENT_SECRET,
+        redirectUris: [`http://${appHost(port)}/oauth2/callback`],
+      },
+    ],
+    users: [],
+  });
+  cleanups.push(() => dex.close());
+  const many = new ManySessions(
+    {
+      sweep,
+      realLogins: settings.manyRealLogins,
+      rounds: settings.rounds,
+      durationSec: settings.durationSec,
+      warmupSec: settings.warmupSec,
+      connections: settings.connections,
+      threads: settings.threads,
+      // BENCH_CPU_PROF=<dir>: the sweep's service writes a CPU profile there (no cache-miss run then).
+      nodeFlags:
+        env['BENCH_CPU_PROF'] === undefined
+          ? DEPLOYMENT_FLAGS
+          : `${DEPLOYMENT_FLAGS} --cpu-prof --cpu-prof-dir=${env['BENCH_CPU_PROF']}`,
+      withMiss: env['BENCH_CPU_PROF'] === undefined,
+    },
+    {
+      dex,
+      port,
+      redisUrl: redis.url,
+      redisPid: () => redis.pid(),
+      startBare: (barePort, headersFile) =>
+        startReference('bare.ts', barePort, { BENCH_HEADERS_FILE: headersFile }),
+      serviceEnv: (url) => serviceEnv(dex, url),
+      log,
+      cleanups,
+    },
+  );
+  results.many = await many.run();
+  for (const row of results.many.rows) {
+    const refused = Object.entries(row.outcomes).filter(
+      ([k, v]) => k !== 'allow' && !k.startsWith('cache_') && v > 0,
+    );
+    if (row.bad + row.errors > 0 || refused.length > 0)
+      results.failures.push(
+        `many sessions at ${row.sessions}: ${row.bad} non-2xx, ${row.errors} errors, decisions ${JSON.stringify(row.outcomes)}`,
+      );
+  }
+  await dex.close();
+  await redis.close();
+}
+
 // ---- main -------------------------------------------------------------------------------------
 
 async function versionOfRedis(): Promise<string> {
@@ -763,6 +842,9 @@ async function main(): Promise<number> {
   };
   const results: Results = { meta, hot: [], scale: [], failures: [] };
   log(
+    `sections: ${[...sections].join(', ')}; session sweep ${sweep.join(', ')}; storm ${settings.stormSessions}`,
+  );
+  log(
     `${meta.loadTool}, ${settings.rounds} × ${settings.durationSec} s, ${settings.connections} connections${quick ? ' (quick)' : ''}`,
   );
 
@@ -791,6 +873,7 @@ async function main(): Promise<number> {
     } else if (sections.has('login')) {
       await loginAndStorm(results);
     }
+    if (sections.has('many')) await manySessions(tool, results);
   } catch (error) {
     failed = true;
     results.failures.push(`the run stopped: ${(error as Error).message.split('\n')[0]}`);
