@@ -54,12 +54,25 @@ export class RecordStore {
     this.#now = options.now;
   }
 
-  /** The stored record; undefined when missing or unreadable. Throws StoreUnavailableError. */
+  /**
+   * The stored record; undefined when missing or unreadable. Throws StoreUnavailableError. When
+   * this replica holds the session's entry, the store only says whether the blob still carries
+   * the entry's tag (an unchanged blob is neither sent nor decrypted again).
+   */
   async load(keys: SessionKeys): Promise<SessionRecord | undefined> {
-    const blob = await this.#store.get(KEY.record(keys.lookup));
+    const held = this.#entries.get(keys.lookup, this.#now());
+    const key = KEY.record(keys.lookup);
+    const blob =
+      held?.tag === undefined ? await this.#store.get(key) : await this.#store.getIfChanged(key, held.tag);
     if (blob === null) return undefined;
-    const now = this.#now();
-    const entry = this.#entries.get(keys.lookup, now);
+    if (blob === false) {
+      // Read again: the entry may have been replaced or evicted while the store answered.
+      const entry = this.#entries.peek(keys.lookup, this.#now());
+      if (entry?.tag === held?.tag && entry !== undefined)
+        return this.#remapped(keys.lookup, entry.record, entry.tag as string);
+      return this.load(keys);
+    }
+    const entry = this.#entries.peek(keys.lookup, this.#now());
     const tag = tagOf(blob);
     if (entry?.tag === tag) return this.#remapped(keys.lookup, entry.record, tag);
     const json = decrypt(blob, keys.encryption, keys.lookup);
