@@ -1,7 +1,14 @@
-import { createDecipheriv, createHmac, pbkdf2Sync, timingSafeEqual } from 'node:crypto';
+import {
+  createCipheriv,
+  createDecipheriv,
+  createHmac,
+  pbkdf2Sync,
+  randomBytes,
+  timingSafeEqual,
+} from 'node:crypto';
 
 /**
- * Reading an iron seal (`Fe26.2*id*salt*iv*ciphertext*expiration*hmacSalt*hmac`, as iron-session
+ * Writing and reading an iron seal (`Fe26.2*id*salt*iv*ciphertext*expiration*hmacSalt*hmac`, as iron-session
  * writes it with its defaults: PBKDF2-SHA1 with one iteration for both keys, HMAC-SHA256 over
  * everything before the HMAC salt, AES-256-CBC) synchronously with node:crypto. iron-session's own
  * unseal goes through WebCrypto: about ten promise hops through the libuv thread pool per cookie,
@@ -54,6 +61,23 @@ export function unsealIron(sealed: string, passwords: ReadonlyMap<string, string
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Seals `data` as iron does (random 256-bit salts as hex, a random IV), expiring `ttlMs` after
+ * `now`; `id` names the password, so that any password of a list can unseal it.
+ */
+export function sealIron(data: unknown, id: string, password: string, ttlMs: number, now: number): string {
+  if (password.length < MIN_PASSWORD)
+    throw new Error(`iron passwords have at least ${MIN_PASSWORD} characters`);
+  const salt = randomBytes(32).toString('hex');
+  const iv = randomBytes(16);
+  const cipher = createCipheriv('aes-256-cbc', deriveKey(password, salt), iv);
+  const encrypted = Buffer.concat([cipher.update(JSON.stringify(data), 'utf8'), cipher.final()]);
+  const base = `${PREFIX}*${id}*${salt}*${iv.toString('base64url')}*${encrypted.toString('base64url')}*${now + ttlMs}`;
+  const hmacSalt = randomBytes(32).toString('hex');
+  const hmac = createHmac('sha256', deriveKey(password, hmacSalt)).update(base).digest('base64url');
+  return `${base}*${hmacSalt}*${hmac}`;
 }
 
 /** iron's key derivation: PBKDF2-SHA1, one iteration, 256 bits, the salt used as text. */

@@ -1,15 +1,14 @@
 import { hash } from 'node:crypto';
-import { sealData } from 'iron-session';
 import type { CookieSecret } from '../config.ts';
-import { unsealIron } from './iron.ts';
+import { sealIron, unsealIron } from './iron.ts';
 
 /**
  * Sealed cookie values (iron-session: AES-256-CBC + HMAC-SHA256, expiry inside the seal).
  * The first COOKIE_SECRETS entry seals; every entry unseals, so secrets rotate by list. Seals are
- * read synchronously with node:crypto (iron.ts), in iron-session's format.
+ * written and read synchronously with node:crypto (iron.ts), in iron-session's format.
  */
 export class Sealer {
-  readonly #sealPassword: Record<number, string>;
+  readonly #sealPassword: string;
   readonly #unsealPasswords: ReadonlyMap<string, string>;
   readonly #currentId: string;
 
@@ -17,13 +16,15 @@ export class Sealer {
     const first = secrets[0];
     if (!first) throw new Error('at least one cookie secret is required');
     this.#currentId = String(numericId(first.id));
-    this.#sealPassword = { [numericId(first.id)]: first.secret };
+    this.#sealPassword = first.secret;
     this.#unsealPasswords = new Map(secrets.map((s) => [String(numericId(s.id)), s.secret]));
   }
 
   /** Seals `data`; the seal itself expires after `ttlSeconds`. */
-  seal(data: Record<string, unknown>, ttlSeconds: number): Promise<string> {
-    return sealData(data, { password: this.#sealPassword, ttl: Math.max(1, Math.ceil(ttlSeconds)) });
+  async seal(data: Record<string, unknown>, ttlSeconds: number): Promise<string> {
+    const ttlMs = Math.max(1, Math.ceil(ttlSeconds)) * 1000;
+    // iron-session's token version suffix (its v2 format: the data as is, no `persistent` wrapper).
+    return `${sealIron(data, this.#currentId, this.#sealPassword, ttlMs, Date.now())}~2`;
   }
 
   /** The sealed data, or undefined when the value is not a valid, unexpired seal of ours. */

@@ -96,6 +96,16 @@ async function counters(port: number): Promise<Record<string, number>> {
   return out;
 }
 
+/** Heap used and what the caches are charged with, MiB (the service's own gauges). */
+async function heapAndCaches(port: number): Promise<{ heapMiB: number; cacheMiB: number }> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const heap = /^dex_forward_auth_process_nodejs_heap_size_used_bytes (\S+)$/m.exec(text)?.[1];
+  let cache = 0;
+  for (const m of text.matchAll(/^dex_forward_auth_cache_bytes\{cache="[^"]+"\} (\S+)$/gm))
+    cache += Number(m[1]);
+  return { heapMiB: Number(heap ?? Number.NaN) / 2 ** 20, cacheMiB: cache / 2 ** 20 };
+}
+
 const delta = (a: Record<string, number>, b: Record<string, number>): Record<string, number> =>
   Object.fromEntries(Object.keys(b).map((k) => [k, (b[k] ?? 0) - (a[k] ?? 0)]));
 
@@ -285,12 +295,13 @@ export class ManySessions {
       ratio: bareRps > 0 ? summary.rps / bareRps : 0,
       rssAfterLoginsMiB: rssAfterLogins,
       rssAfterLoadMiB: rssMiB(pid),
+      ...(await heapAndCaches(service.port)),
       redisBytesPerSession: made.count >= 100 ? redisDelta / made.count : undefined,
       redisMiB: redisTotal / 2 ** 20,
       outcomes,
     };
     this.#ctx.log(
-      `many sessions: ${size} (${made.how}): ${Math.round(row.rps)} req/s (bare ${Math.round(bareRps)}, × ${row.ratio.toFixed(2)}), p99 ${row.p99Ms.toFixed(2)} ms (bare ${row.bareP99Ms.toFixed(2)}), RSS ${row.rssAfterLoginsMiB?.toFixed(0)} → ${row.rssAfterLoadMiB?.toFixed(0)} MiB, outcomes ${JSON.stringify(outcomes)}`,
+      `many sessions: ${size} (${made.how}): ${Math.round(row.rps)} req/s (bare ${Math.round(bareRps)}, × ${row.ratio.toFixed(2)}), p99 ${row.p99Ms.toFixed(2)} ms (bare ${row.bareP99Ms.toFixed(2)}), RSS ${row.rssAfterLoginsMiB?.toFixed(0)} → ${row.rssAfterLoadMiB?.toFixed(0)} MiB (heap used ${row.heapMiB.toFixed(0)}, caches ${row.cacheMiB.toFixed(0)}), outcomes ${JSON.stringify(outcomes)}`,
     );
     return row;
   }

@@ -60,6 +60,10 @@ export interface StormResult {
   readonly sessions: number;
   readonly ttlSec: number;
   readonly concurrency: number;
+  /** Replica processes sharing the store, the requests spread over them (older runs: 1). */
+  readonly replicas?: number;
+  /** Requests the stand-in received meanwhile, by kind (DexCounts). */
+  readonly providerCalls?: Readonly<Record<string, number>>;
   /** From sending the first request until the last answer arrived. */
   readonly seconds: number;
   /** CPU meanwhile: the service, and this process (the Dex stand-in minting 1,000 tokens, the clients). */
@@ -111,6 +115,9 @@ export interface ManyRow {
   readonly ratio: number;
   readonly rssAfterLoginsMiB: number | undefined;
   readonly rssAfterLoadMiB: number | undefined;
+  /** After load: V8 heap used, and the bytes the caches are charged with (the service's gauges). */
+  readonly heapMiB: number;
+  readonly cacheMiB: number;
   /** Redis used_memory growth per session made for this size. */
   readonly redisBytesPerSession: number | undefined;
   readonly redisMiB: number;
@@ -270,11 +277,17 @@ export function toMarkdown(r: Results): string {
       .join(', ');
     lines.push(
       `**Refresh storm**: ${int(s.sessions)} sessions whose ID tokens (${s.ttlSec} s lifetime) had all expired, one ` +
-        `\`/auth\` request each, all at once (${s.concurrency} connections): answered in ${s.seconds.toFixed(2)} s ` +
-        `(${statuses}; CPU meanwhile: service ${sec(s.serviceCpuSeconds)} s, Dex stand-in and clients ` +
+        `\`/auth\` request each, all at once over ${s.replicas ?? 1} replica process${(s.replicas ?? 1) === 1 ? '' : 'es'} sharing Redis (${s.concurrency} connections): answered in ${s.seconds.toFixed(2)} s ` +
+        `(${statuses}; CPU meanwhile: the replicas ${sec(s.serviceCpuSeconds)} s, Dex stand-in and clients ` +
         `${sec(s.benchCpuSeconds)} s${(s.serviceCpuSeconds ?? 0) < s.benchCpuSeconds ? ': the stand-in sets the pace' : ''}); ` +
         `refresh grants at the provider: ` +
         `**${int(s.refreshGrants)}** for ${int(s.sessions)} sessions ${s.refreshGrants === s.sessions ? '(equal ✓)' : '(**not equal ✗**)'}; ` +
+        (s.providerCalls
+          ? `provider calls meanwhile: ${Object.entries(s.providerCalls)
+              .filter(([, v]) => v > 0)
+              .map(([k, v]) => `${int(v)} ${k}`)
+              .join(', ')}; `
+          : '') +
         `${int(s.newCookies)} rotated cookies handed out. The same requests again with the handed cookies: ` +
         `${s.secondPass.seconds.toFixed(2)} s, ${s.secondPass.refreshGrants} further refresh grants.`,
       '',

@@ -36,7 +36,7 @@ import {
   tcpAccepts,
   waitUntil,
 } from '../support/redis.ts';
-import { type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
+import { RUNTIME_FLAGS, type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
 import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.ts';
 import { type Apache, apacheAvailable, startApache } from './apache.ts';
 import { type LoadResult, type LoadTool, pickTool, runLoad, toolVersion } from './load.ts';
@@ -89,6 +89,8 @@ const settings = {
   loginSequential: intSetting('BENCH_LOGIN_SEQUENTIAL', quick ? 10 : 100),
   loginClients: intSetting('BENCH_LOGIN_CLIENTS', 8),
   waitQuietSec: intSetting('BENCH_WAIT_QUIET', 0, 0),
+  stormReplicas: intSetting('BENCH_STORM_REPLICAS', 3),
+  stormConnections: intSetting('BENCH_STORM_CONNECTIONS', 1_000),
   manyRealLogins: intSetting('BENCH_MANY_REAL_LOGINS', quick ? 50 : 1_000, 0),
 };
 const args = process.argv.slice(2);
@@ -160,10 +162,19 @@ function serviceEnv(dex: Dex, redisUrl: string | undefined): Record<string, stri
   };
 }
 
+/** BENCH_CPU_PROF=<dir>: the services write CPU profiles there (written when they exit gracefully). */
+const profileDir = env['BENCH_CPU_PROF'];
+const profileFlags = profileDir === undefined ? '' : ` --cpu-prof --cpu-prof-dir=${profileDir}`;
+
 async function startService(dex: Dex, redisUrl: string | undefined, port: number): Promise<ServiceProcess> {
-  const service = await startServiceProcess(serviceEnv(dex, redisUrl), port, { fromDist: true });
-  cleanups.push(() => service.close());
-  return service;
+  const service = await startServiceProcess(serviceEnv(dex, redisUrl), port, {
+    fromDist: true,
+    nodeFlags: `${RUNTIME_FLAGS}${profileFlags}`,
+  });
+  // With a profile to write, stop gracefully (close() kills). The methods use no `this`.
+  const closing = profileDir === undefined ? service : { ...service, close: () => service.stop('SIGTERM') };
+  cleanups.push(() => closing.close());
+  return closing;
 }
 
 async function startReference(
@@ -527,22 +538,31 @@ async function loginAndStorm(results: Results): Promise<void> {
   const n = settings.stormSessions;
   const redis = await startRedis();
   cleanups.push(() => redis.close());
-  const port = await freePort();
+  // Logins go to the first replica (the login measurement); the storm is spread over all of them.
+  const ports = await Promise.all(Array.from({ length: settings.stormReplicas }, () => freePort()));
+  const port = ports[0] as number;
   const users = syntheticUsers(n);
   const dex = await startDex({
     clients: [
       {
         clientId: CLIENT_ID,
         clientSecret: CLIENT_SECRET,
-        redirectUris: [`http://${appHost(port)}/oauth2/callback`],
+        redirectUris: ports.map((p) => `http://${appHost(p)}/oauth2/callback`),
       },
     ],
     users,
     idTokenTtl: settings.stormTtlSec,
   });
   cleanups.push(() => dex.close());
-  const service = await startService(dex, redis.url, port);
+  const replicas = await Promise.all(ports.map((p) => startService(dex, redis.url, p)));
+  const service = replicas[0] as ServiceProcess;
   const servicePid = () => service.process().child.pid;
+  const replicasCpu = () => {
+    const each = replicas.map((r) => cpuSeconds(r.process().child.pid));
+    return each.some((c) => c === undefined)
+      ? undefined
+      : each.reduce((a, b) => (a as number) + (b as number), 0);
+  };
 
   const cookies: string[] = new Array(n);
   const sequential = Math.min(settings.loginSequential, n);
@@ -583,12 +603,16 @@ async function loginAndStorm(results: Results): Promise<void> {
   log(`refresh storm: waiting ${(waitMs / 1000).toFixed(1)} s for all ${n} ID tokens to expire`);
   await sleep(waitMs);
 
-  const agent = burstAgent(n);
+  // Every request is sent at once; the pool keeps at most BENCH_STORM_CONNECTIONS sockets open
+  // (split over the replicas), as a proxy's pool would.
+  const connections = Math.min(n, settings.stormConnections);
+  const agent = burstAgent(Math.max(1, Math.ceil(connections / replicas.length)));
   const fire = async (values: readonly string[]) => {
     const t0 = performance.now();
     const answers = await Promise.all(
-      values.map((c) =>
-        get(port, '/auth', forwardAuthHeaders(port, c), agent).catch(
+      values.map((c, i) =>
+        // The session is bound to the host it logged in on; replica i % N decides for it.
+        get(ports[i % ports.length] as number, '/auth', forwardAuthHeaders(port, c), agent).catch(
           (): Answer => ({ status: -1, rawHeaders: [], setCookie: [], ms: 0 }),
         ),
       ),
@@ -596,13 +620,19 @@ async function loginAndStorm(results: Results): Promise<void> {
     return { answers, seconds: (performance.now() - t0) / 1000 };
   };
   const grants0 = dex.counts.refreshGrants;
-  log(`refresh storm: ${n} concurrent /auth requests`);
+  const calls0 = { ...dex.counts };
+  log(
+    `refresh storm: ${n} /auth requests at once over ${replicas.length} replicas (${connections} connections)`,
+  );
   const stormCpu0 = process.cpuUsage();
-  const stormSvc0 = cpuSeconds(servicePid());
+  const stormSvc0 = replicasCpu();
   const storm = await fire(cookies);
   const stormCpu = process.cpuUsage(stormCpu0);
-  const stormSvc1 = cpuSeconds(servicePid());
+  const stormSvc1 = replicasCpu();
   const grants1 = dex.counts.refreshGrants;
+  const providerCalls = Object.fromEntries(
+    Object.entries(dex.counts).map(([k, v]) => [k, v - (calls0[k as keyof typeof calls0] ?? 0)]),
+  );
   const handed = storm.answers.map((a, i) => handedCookie(a) ?? (cookies[i] as string));
   const again = await fire(handed);
   const grants2 = dex.counts.refreshGrants;
@@ -615,7 +645,9 @@ async function loginAndStorm(results: Results): Promise<void> {
   results.storm = {
     sessions: n,
     ttlSec: settings.stormTtlSec,
-    concurrency: n,
+    concurrency: connections,
+    replicas: replicas.length,
+    providerCalls,
     seconds: storm.seconds,
     serviceCpuSeconds: stormSvc0 === undefined || stormSvc1 === undefined ? undefined : stormSvc1 - stormSvc0,
     benchCpuSeconds: (stormCpu.user + stormCpu.system) / 1e6,
@@ -641,7 +673,7 @@ async function loginAndStorm(results: Results): Promise<void> {
   log(
     `refresh storm: ${storm.seconds.toFixed(2)} s, ${JSON.stringify(statuses)}, ${refreshGrants} refresh grants for ${n} sessions`,
   );
-  await service.close();
+  for (const r of replicas) await r.close();
   await dex.close();
   await redis.close();
 }
@@ -751,11 +783,8 @@ async function manySessions(tool: LoadTool, results: Results): Promise<void> {
       connections: settings.connections,
       threads: settings.threads,
       // BENCH_CPU_PROF=<dir>: the sweep's service writes a CPU profile there (no cache-miss run then).
-      nodeFlags:
-        env['BENCH_CPU_PROF'] === undefined
-          ? DEPLOYMENT_FLAGS
-          : `${DEPLOYMENT_FLAGS} --cpu-prof --cpu-prof-dir=${env['BENCH_CPU_PROF']}`,
-      withMiss: env['BENCH_CPU_PROF'] === undefined,
+      nodeFlags: `${DEPLOYMENT_FLAGS}${profileFlags}`,
+      withMiss: profileDir === undefined,
     },
     {
       dex,

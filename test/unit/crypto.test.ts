@@ -65,7 +65,7 @@ describe('reading seals without WebCrypto (issue 15: the cold path)', () => {
     return `${parts.join('*')}~2`;
   };
 
-  it('reads what iron-session seals, with every secret of the list, and nothing else', async () => {
+  it('reads what iron-session seals and writes what it reads, with every secret of the list, and nothing else', async () => {
     const value = await sealData(
       { sid: 'abc', n: 1, nested: { a: [1, 2] } },
       { password: { 7: secret.secret }, ttl: 60 },
@@ -78,6 +78,12 @@ describe('reading seals without WebCrypto (issue 15: the cold path)', () => {
       back: true,
     });
     expect(new Sealer([{ id: '7', secret: 'q'.repeat(40) }]).unsealNow(value)).toBeUndefined();
+    // Ours expire as iron-session's do: iron-session refuses ours past their ttl (and its skew).
+    const shortLived = await new Sealer([secret]).seal({ x: 1 }, 1);
+    const [, , , , , expiration] = shortLived.slice(0, -2).split('*');
+    expect(Number(expiration) - Date.now()).toBeGreaterThan(0);
+    expect(Number(expiration) - Date.now()).toBeLessThanOrEqual(1_000);
+    expect(await unsealData(shortLived, { password: { 7: secret.secret } })).toEqual({ x: 1 });
   });
 
   it('refuses a seal whose integrity check fails before decrypting it, however it was altered', async () => {
@@ -116,12 +122,11 @@ describe('reading seals without WebCrypto (issue 15: the cold path)', () => {
     expect(sealer.unsealNow(value, Date.now() + 62_000)).toBeUndefined();
   });
 
-  it('unseals without WebCrypto (no thread-pool round trips per cookie)', async () => {
+  it('seals and unseals without WebCrypto (no thread-pool round trips per cookie)', async () => {
     const sealer = new Sealer([secret]);
-    const value = await sealer.seal({ sid: 'abc' }, 60);
     const subtle = globalThis.crypto.subtle;
     const calls: string[] = [];
-    const spies = (['importKey', 'deriveBits', 'sign', 'decrypt'] as const).map((name) => {
+    const spies = (['importKey', 'deriveBits', 'sign', 'encrypt', 'decrypt'] as const).map((name) => {
       const original = subtle[name].bind(subtle) as (...a: unknown[]) => unknown;
       const own = subtle as unknown as Record<string, unknown>;
       own[name] = (...a: unknown[]) => {
@@ -133,7 +138,7 @@ describe('reading seals without WebCrypto (issue 15: the cold path)', () => {
       };
     });
     try {
-      expect(await sealer.unseal(value)).toEqual({ sid: 'abc' });
+      expect(await sealer.unseal(await sealer.seal({ sid: 'abc' }, 60))).toEqual({ sid: 'abc' });
     } finally {
       for (const restore of spies) restore();
     }
