@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 /**
  * `npm run bench`: the forward-auth hot path against a bare `node:http` server and compositions
  * of our own dependencies, measured in the same run on this machine; then the login round trip,
- * a refresh storm, and session-count scaling. Benchmarks, not tests: never part of `npm test`.
+ * a refresh storm over three replicas, session-count scaling, and many distinct sessions cycled
+ * (issue 15: test/bench/many.ts). Benchmarks, not tests: never part of `npm test`.
  *
  * Everything runs on 127.0.0.1: a real redis-server, the Dex stand-in (in this process),
  * dex-forward-auth as child processes (in-memory and Redis stores), the reference servers in
@@ -13,8 +14,11 @@ import { execFileSync } from 'node:child_process';
  * (1000000), BENCH_STORM_SESSIONS (1000), BENCH_STORM_TTL (seconds, 20), BENCH_LOGIN_SEQUENTIAL
  * (100), BENCH_LOGIN_CLIENTS (8), BENCH_LOADGEN (wrk | autocannon), BENCH_WAIT_QUIET (seconds
  * to wait for other processes to leave the machine idle, 0), BENCH_APACHE (0: leave out
- * mod_auth_openidc even when installed).
- * Flags: --write-readme (rewrite README.md's Performance section), --only=hot,login,scale,
+ * mod_auth_openidc even when installed), BENCH_STORM_REPLICAS (3), BENCH_STORM_CONNECTIONS (1000),
+ * BENCH_SWEEP (distinct sessions cycled, 1,1000,10000), BENCH_MANY_REAL_LOGINS (1000: beyond, sealed
+ * as logins seal them), BENCH_CPU_PROF (directory: the services write CPU profiles there).
+ * Flags: --write-readme (rewrite README.md's Performance section), --only=hot,login,scale,many,
+ * --full (the README run: a 10,000-session storm), --100k (100,000 in the sweep),
  * --render (no measuring: re-render bench.md, and the README with --write-readme, from bench.json).
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
@@ -94,10 +98,15 @@ const settings = {
   manyRealLogins: intSetting('BENCH_MANY_REAL_LOGINS', quick ? 50 : 1_000, 0),
 };
 const args = process.argv.slice(2);
-/** `--full`: the README run (session sweep up to 100,000, a 10,000-session refresh storm). */
+/**
+ * `--full`: the README run (a 10,000-session refresh storm over 3 replicas; the session sweep
+ * 1, 1k, 10k, plus 100k with `--100k`).
+ */
 const full = args.includes('--full');
+const with100k = args.includes('--100k');
 function sweepSetting(): number[] {
-  const raw = env['BENCH_SWEEP'] ?? (full ? '1,1000,10000,100000' : quick ? '1,1000' : '1,1000,10000');
+  const base = quick ? '1,1000' : '1,1000,10000';
+  const raw = env['BENCH_SWEEP'] ?? (with100k ? `${base},100000` : base);
   const sizes = raw.split(',').map(Number);
   if (sizes.some((n) => !Number.isInteger(n) || n < 1) || sizes.some((n, i) => i > 0 && n <= sizes[i - 1]!)) {
     process.stderr.write(`BENCH_SWEEP must be increasing session counts, e.g. 1,1000,10000 (got ${raw})\n`);
