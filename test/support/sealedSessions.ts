@@ -35,6 +35,9 @@ export async function sealSessions(users: readonly SealedUser[], options: SealOp
   const config = loadConfig(options.settings);
   if (config.redis === undefined) throw new Error('sealSessions needs REDIS_URL in the settings');
   const store = new RedisStore(createRedisClient(config.redis));
+  // The client queues nothing while it connects: a write before it is ready would be lost (the
+  // first session would have no record, and would be refreshed at its first decision).
+  if (!(await store.ready(10_000))) throw new Error('sealSessions: Redis did not answer');
   const noProvider = {} as OidcProvider; // never asked: every user is new, no token is due
   const sessions = new SessionService({
     config,
