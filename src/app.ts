@@ -9,15 +9,19 @@ import { AppError } from './errors.ts';
 import { ReturnUrlGuard } from './forward/returnUrl.ts';
 import { ProxyTrust } from './forward/trust.ts';
 import { errorReply, type Reply, writeReply } from './http/reply.ts';
+import { requestIdOf } from './http/requestId.ts';
 import { helmetHeaders } from './http/security.ts';
 import { Views } from './http/views.ts';
 import { type AuthenticationService, createAuthenticationService } from './identity/authentication.ts';
 import { AuthenticationConfigError } from './identity/authenticationFile.ts';
 import { type Logger, requestContext } from './log.ts';
+import { defaultBudgetBytes, MemoryBudget } from './memory/budget.ts';
+import { registerCacheMetrics } from './memory/metrics.ts';
+import { adoptSharedMemos } from './memory/shared.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { viewWords } from './oidc/profile.ts';
 import { createOidcProvider, type OidcProvider } from './oidc/provider.ts';
-import { createForwardAuthHandler, requestIdOf } from './routes/auth.ts';
+import { createForwardAuthHandler } from './routes/auth.ts';
 import { directRoutes } from './routes/direct.ts';
 import { type ProxyOnlyEndpoint, proxyOnlyReply } from './routes/proxyOnly.ts';
 import { LoopBreaker } from './security/loopBreaker.ts';
@@ -68,6 +72,58 @@ function createAuthentication(
   }
 }
 
+/** The session store: the injected one (tests), Redis when configured, else memory (one replica). */
+function createStore(config: Config, options: BuildOptions, clock: Clock, metrics: Metrics): Store {
+  if (options.store) return options.store;
+  if (config.redis) {
+    return new RedisStore(createRedisClient(config.redis), {
+      log: options.log,
+      observe: (op, seconds, ok) => metrics.redisCall(op, seconds, ok),
+    });
+  }
+  options.log.warn('REDIS_URL is not set: sessions are kept in memory; run ONE replica only');
+  return new MemoryStore({ clock });
+}
+
+/** One byte budget for every in-process cache (CACHE_MAX_BYTES), with its metrics. */
+function createMemory(config: Config, metrics: Metrics): MemoryBudget {
+  const memory = new MemoryBudget(config.cacheMaxBytes ?? defaultBudgetBytes());
+  adoptSharedMemos(memory);
+  registerCacheMetrics(metrics.registry, memory);
+  return memory;
+}
+
+function createSessions(
+  config: Config,
+  options: BuildOptions,
+  parts: Pick<Deps, 'store' | 'oidc' | 'sealer' | 'clock' | 'metrics' | 'authentication'> & {
+    memory: MemoryBudget;
+  },
+): SessionService {
+  const { metrics } = parts;
+  return new SessionService({
+    config,
+    store: parts.store,
+    oidc: parts.oidc,
+    sealer: parts.sealer,
+    clock: parts.clock,
+    log: options.log,
+    memory: parts.memory,
+    ...options.sessionTimings,
+    ...(parts.authentication ? { identities: parts.authentication } : {}),
+    events: {
+      refresh: (result) => metrics.refresh(result),
+      lockWait: () => metrics.lockWait(),
+      storeError: () => metrics.storeError(),
+      degraded: (value) => metrics.setDegraded(value),
+      throttled: () => metrics.refreshThrottled(),
+    },
+  });
+}
+
+const INSECURE_HTTP_WARNING =
+  'OIDC_ALLOW_INSECURE_HTTP=true: talking to the identity provider without TLS (demos and tests only)';
+
 /** Builds every dependency from a Config. No I/O beyond opening connections. */
 export function buildDeps(config: Config, options: BuildOptions): Deps {
   const { log } = options;
@@ -80,49 +136,26 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     events: { reload: (source, result) => metrics.policyReload(source, result) },
   });
   const authentication = createAuthentication(config, options, clock, metrics);
-  let store = options.store;
-  if (!store) {
-    if (config.redis) {
-      store = new RedisStore(createRedisClient(config.redis), {
-        log,
-        observe: (op, seconds, ok) => metrics.redisCall(op, seconds, ok),
-      });
-    } else {
-      log.warn('REDIS_URL is not set: sessions are kept in memory; run ONE replica only');
-      store = new MemoryStore({ clock });
-    }
-  }
+  const memory = createMemory(config, metrics);
+  const store = createStore(config, options, clock, metrics);
   const oidc =
     options.oidc ??
     createOidcProvider({
       config,
       log,
       clock,
-      observe: (op, seconds, result) => metrics.providerCall(op, seconds, result),
+      observe: (op, s, result) => metrics.providerCall(op, s, result),
     });
-  if (config.allowInsecureHttp) {
-    log.warn(
-      { issuer: config.issuerUrl },
-      'OIDC_ALLOW_INSECURE_HTTP=true: talking to the identity provider without TLS (demos and tests only)',
-    );
-  }
+  if (config.allowInsecureHttp) log.warn({ issuer: config.issuerUrl }, INSECURE_HTTP_WARNING);
   const sealer = new Sealer(config.cookieSecrets);
-  const sessions = new SessionService({
-    config,
+  const sessions = createSessions(config, options, {
     store,
     oidc,
     sealer,
     clock,
-    log,
-    ...options.sessionTimings,
-    ...(authentication ? { identities: authentication } : {}),
-    events: {
-      refresh: (result) => metrics.refresh(result),
-      lockWait: () => metrics.lockWait(),
-      storeError: () => metrics.storeError(),
-      degraded: (value) => metrics.setDegraded(value),
-      throttled: () => metrics.refreshThrottled(),
-    },
+    metrics,
+    authentication,
+    memory,
   });
   const views = new Views({ globals: () => viewWords(oidc.profile()) });
   const cookies = new CookieNames(config);
@@ -136,7 +169,8 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     sealer,
     sessions,
     cookies,
-    trust: new ProxyTrust(config.trustedProxies),
+    memory,
+    trust: new ProxyTrust(config.trustedProxies, memory),
     returnUrls: new ReturnUrlGuard(config.allowedRedirectDomains),
     loginLimiter: new LoginRateLimiter({
       store,

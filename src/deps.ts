@@ -7,6 +7,7 @@ import type { ProxyTrust } from './forward/trust.ts';
 import type { Views } from './http/views.ts';
 import type { AuthenticationService } from './identity/authentication.ts';
 import type { Logger } from './log.ts';
+import type { MemoryBudget } from './memory/budget.ts';
 import type { Metrics } from './metrics.ts';
 import type { OidcProvider } from './oidc/provider.ts';
 import type { LoopBreaker } from './security/loopBreaker.ts';
@@ -27,6 +28,8 @@ export interface Deps {
   readonly sealer: Sealer;
   readonly sessions: SessionService;
   readonly cookies: CookieNames;
+  /** The byte budget every in-process cache is charged to (CACHE_MAX_BYTES). */
+  readonly memory: MemoryBudget;
   readonly trust: ProxyTrust;
   readonly returnUrls: ReturnUrlGuard;
   /** Login starts and callbacks per client (DESIGN §10); never on the valid-session path. */

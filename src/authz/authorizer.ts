@@ -1,9 +1,9 @@
 import { type FSWatcher, watch } from 'node:fs';
 import { dirname } from 'node:path';
 import { AppError } from '../errors.ts';
+import type { Identity } from '../identity/identity.ts';
 import type { Logger } from '../log.ts';
 import { type EvaluablePolicy, evaluate } from './evaluate.ts';
-import type { Identity } from './identity.ts';
 import { type KubeRbacOptions, type KubeRbacSource, watchClusterRbac } from './kubeWatch.ts';
 import { canonicalPath } from './path.ts';
 import type { AccessRequest, Authorizer, AuthorizerStatus, Decision } from './policy.ts';

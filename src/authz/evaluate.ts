@@ -1,4 +1,4 @@
-import type { Identity } from './identity.ts';
+import type { Identity } from '../identity/identity.ts';
 import { ALLOW, baselineDecision, type Decision } from './policy.ts';
 import { type RbacIndex, rbacAllows, rbacGrantees } from './rbac.ts';
 import type { UrlRequest } from './rbacObjects.ts';

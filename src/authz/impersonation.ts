@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { rawHeaderBytes } from '../http/headerValues.ts';
+import type { Identity } from '../identity/identity.ts';
 import type { Logger } from '../log.ts';
-import type { Identity } from './identity.ts';
 import type { Authorizer, Decision } from './policy.ts';
 
 /**

@@ -1,4 +1,4 @@
-import type { Identity } from './identity.ts';
+import type { Identity } from '../identity/identity.ts';
 
 /** The request being authorised, after X-Forwarded-* reconstruction. */
 export interface AccessRequest {

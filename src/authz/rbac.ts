@@ -15,6 +15,7 @@
  * Everything here is a pure function of (objects, identity, request).
  */
 import { RE2JS } from 're2js';
+import { FOREVER, sharedMemo } from '../memory/shared.ts';
 import type {
   ClusterRole,
   DashboardScope,
@@ -43,14 +44,17 @@ const NO_WORK: MatchWork = { steps: 0 };
 /** D2iQ's wildcard form, compiled: a literal character, `*` (any run without `/`) or `**` (any run). */
 type GlobToken = number | 'segment' | 'any';
 
-const compiled = new Map<string, readonly GlobToken[] | RE2JS | null>();
+/** Compiled patterns by source (an RE2 program is charged as 2 KB besides its source). */
+const compiled = sharedMemo<readonly GlobToken[] | RE2JS | null>('patterns', {
+  share: 0.05,
+  sizeOf: (made) => (made === null ? 0 : Array.isArray(made) ? 16 + 8 * made.length : 2048),
+});
 
 function remember<T extends readonly GlobToken[] | RE2JS | null>(key: string, build: () => T): T {
-  const hit = compiled.get(key);
+  const hit = compiled.peek(key, 0);
   if (hit !== undefined) return hit as T;
   const made = build();
-  if (compiled.size > 10_000) compiled.clear();
-  compiled.set(key, made);
+  compiled.set(key, made, FOREVER);
   return made;
 }
 

@@ -1,4 +1,4 @@
-import type { Identity } from './identity.ts';
+import type { Identity } from '../identity/identity.ts';
 
 /**
  * Per-route rules of AUTHZ_CONFIG (DESIGN §6): a host (exact, or `*.domain` for any subdomain) and

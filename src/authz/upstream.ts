@@ -1,8 +1,8 @@
 import type { Config } from '../config.ts';
 import { encodeHeaderText, rawHeaderBytes } from '../http/headerValues.ts';
+import type { Identity } from '../identity/identity.ts';
 import type { Logger } from '../log.ts';
 import { AUTHENTICATED_GROUP } from './evaluate.ts';
-import type { Identity } from './identity.ts';
 
 /**
  * The headers a 2xx answer sets for the upstream (DESIGN §4.7): every configured name, empty when

@@ -86,6 +86,39 @@ export const count = (fallback: number, message: string, digits = 6): z.ZodType<
     return Number(t);
   });
 
+const BYTE_UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  ki: 1024,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mi: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1e9,
+  gb: 1e9,
+  gi: 1024 ** 3,
+  gib: 1024 ** 3,
+};
+
+/**
+ * A size in bytes as Kubernetes writes quantities (`64Mi`, `100M`, `1Gi`; also `MiB`, `MB`) or a
+ * plain number of bytes, at least `min`; unset or `auto` gives undefined (the caller's default).
+ */
+export const byteSize = (min: number): z.ZodType<number | undefined, RawText> =>
+  parser((text, fail) => {
+    const t = text?.trim();
+    if (t === undefined || t === '' || t.toLowerCase() === 'auto') return undefined;
+    const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(t);
+    const unit = m ? BYTE_UNITS[(m[2] as string).toLowerCase()] : undefined;
+    const bytes = m && unit !== undefined ? Math.floor(Number(m[1]) * unit) : Number.NaN;
+    if (!Number.isFinite(bytes)) fail(`must be a size such as 64Mi, 100M or 1Gi (or auto), got "${t}"`);
+    else if (bytes < min) fail(`must be at least ${min} bytes, got "${t}"`);
+    return Number.isFinite(bytes) ? bytes : undefined;
+  });
+
 /**
  * A list (unset gives `fallback`); `check` returns a problem for a bad entry, `atLeastOne` the
  * problem for an empty list. `map` normalises each entry first.

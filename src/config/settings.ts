@@ -1,7 +1,7 @@
 import type { z } from 'zod';
 import { clientKey } from './clientKey.ts';
 import { kubeClusterList } from './kubeClusters.ts';
-import { count, duration, entries, flag, required, trimmed, verbatim } from './parsers.ts';
+import { byteSize, count, duration, entries, flag, required, trimmed, verbatim } from './parsers.ts';
 import type { SettingDef } from './types.ts';
 import {
   bearerAlgorithmProblem,
@@ -191,6 +191,14 @@ export const SETTINGS = [
     description: "refresh the ID token this long before it expires (capped at half the token's lifetime)",
     field: 'refreshSkewMs',
     schema: duration('30s'),
+  },
+  {
+    name: 'CACHE_MAX_BYTES',
+    default: 'a quarter of the heap limit',
+    description:
+      'bytes that all in-process caches together may hold (sessions, unsealed cookies, last uses, ended sessions, memos; see "Sessions and caches"): least recently used entries go first, an evicted session is read from Redis again; `64Mi`, `100M`, a number of bytes, or `auto`: a quarter of V8\'s heap limit (54 Mi with the shipped `--max-old-space-size=192`)',
+    field: 'cacheMaxBytes',
+    schema: byteSize(1024 * 1024),
   },
   {
     name: 'SHUTDOWN_DELAY',

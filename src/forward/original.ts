@@ -1,6 +1,8 @@
 import type { IncomingMessage } from 'node:http';
 import { isIP } from 'node:net';
 import { AppError } from '../errors.ts';
+import { FOREVER, sharedMemo } from '../memory/shared.ts';
+import { stringBytes } from '../memory/size.ts';
 import { judgedPath } from './path.ts';
 import type { ProxyTrust } from './trust.ts';
 
@@ -137,17 +139,16 @@ export function readOriginalRequest(req: IncomingMessage, trust: ProxyTrust): Or
 }
 
 /** Validated, normalised hosts by raw value and scheme: a proxy forwards the same few over and over. */
-const hostMemo = new Map<string, string>();
+const hostMemo = sharedMemo<string>('hosts', { share: 0.01, sizeOf: stringBytes });
 
 function validHost(rawHost: string, proto: 'http' | 'https'): string {
   const key = proto === 'https' ? `s${rawHost}` : `p${rawHost}`;
-  const known = hostMemo.get(key);
+  const known = hostMemo.peek(key, 0);
   if (known !== undefined) return known;
   const hostLower = rawHost.toLowerCase();
   if (!HOST_RE.test(hostLower)) badForwarded('bad host');
   const host = normaliseHost(hostLower, proto);
-  if (hostMemo.size >= 4096) hostMemo.clear();
-  hostMemo.set(key, host);
+  hostMemo.set(key, host, FOREVER);
   return host;
 }
 

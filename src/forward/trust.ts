@@ -1,4 +1,6 @@
 import { BlockList, isIP } from 'node:net';
+import { type BoundedCache, MemoryBudget } from '../memory/budget.ts';
+import { FOREVER } from '../memory/shared.ts';
 
 /** Parses CIDR entries ("10.0.0.0/8", "::1/128", "192.0.2.7") into a BlockList; throws on a bad entry. */
 export function parseCidrList(entries: readonly string[]): BlockList {
@@ -20,23 +22,24 @@ export function parseCidrList(entries: readonly string[]): BlockList {
 /** Decides whether a TCP peer may set X-Forwarded-* headers. Results are memoised per address. */
 export class ProxyTrust {
   readonly #list: BlockList;
-  readonly #memo = new Map<string, boolean>();
+  readonly #memo: BoundedCache<boolean>;
 
-  constructor(entries: readonly string[]) {
+  /** `budget`: the app's memory budget (else a small one of its own). */
+  constructor(entries: readonly string[], budget: MemoryBudget = new MemoryBudget(1024 * 1024)) {
     this.#list = parseCidrList(entries);
+    this.#memo = budget.cache('trust', { share: 0.01, sizeOf: () => 0 });
   }
 
   isTrusted(remoteAddress: string | undefined): boolean {
     if (!remoteAddress) return false;
-    const hit = this.#memo.get(remoteAddress);
+    const hit = this.#memo.peek(remoteAddress, 0);
     if (hit !== undefined) return hit;
     let address = remoteAddress;
     // IPv4-mapped IPv6 ("::ffff:127.0.0.1") is checked as IPv4.
     if (address.startsWith('::ffff:') && isIP(address.slice(7)) === 4) address = address.slice(7);
     const family = isIP(address);
     const trusted = family !== 0 && this.#list.check(address, family === 4 ? 'ipv4' : 'ipv6');
-    if (this.#memo.size > 10_000) this.#memo.clear();
-    this.#memo.set(remoteAddress, trusted);
+    this.#memo.set(remoteAddress, trusted, FOREVER);
     return trusted;
   }
 }

@@ -1,4 +1,3 @@
-import type { Identity } from '../authz/identity.ts';
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import {
@@ -9,6 +8,7 @@ import {
   watchAuthenticationFile,
 } from './authenticationFile.ts';
 import { type KubernetesUser, mapClaims, type Refusal } from './claimMappings.ts';
+import type { Identity } from './identity.ts';
 import {
   type Claims,
   createIssuerVerifier,

@@ -1,5 +1,6 @@
 import type { Environment } from '@marcbachmann/cel-js';
 import { RE2JS } from 're2js';
+import { FOREVER, sharedMemo } from '../memory/shared.ts';
 
 /**
  * The Kubernetes CEL functions that the API server's JWT authenticator environment registers
@@ -199,11 +200,11 @@ function registerSets(env: Environment): void {
   );
 }
 
-const regexCache = new Map<string, RE2JS>();
+const regexCache = sharedMemo<RE2JS>('cel-regex', { share: 0.02, sizeOf: () => 2048 });
 
 /** A compiled RE2 pattern (re2js: RE2 syntax, linear time), a bounded cache of recent ones. */
 function re2(pattern: string): RE2JS {
-  const hit = regexCache.get(pattern);
+  const hit = regexCache.peek(pattern, 0);
   if (hit) return hit;
   let compiled: RE2JS;
   try {
@@ -211,8 +212,7 @@ function re2(pattern: string): RE2JS {
   } catch (error) {
     return fail(`invalid regular expression: ${(error as Error).message}`);
   }
-  if (regexCache.size >= 256) regexCache.delete(regexCache.keys().next().value as string);
-  regexCache.set(pattern, compiled);
+  regexCache.set(pattern, compiled, FOREVER);
   return compiled;
 }
 

@@ -1,8 +1,8 @@
 import { decodeJwt } from 'jose';
-import { identityFromClaims } from '../authz/identity.ts';
 import type { Config } from '../config.ts';
 import { loadAuthenticationFile } from './authenticationFile.ts';
 import { mapClaims } from './claimMappings.ts';
+import { identityFromClaims } from './claims.ts';
 import { fetchWithCa, untrustedIssuer } from './jwtIssuers.ts';
 import type { CompiledJwtAuthenticator } from './validation.ts';
 

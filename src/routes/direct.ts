@@ -4,7 +4,7 @@ import { AppError, toAppError } from '../errors.ts';
 import { readOriginalRequest } from '../forward/original.ts';
 import { CONFLICT } from '../http/cookies.ts';
 import { errorReply, type Reply } from '../http/reply.ts';
-import { requestIdOf } from './auth.ts';
+import { requestIdOf } from '../http/requestId.ts';
 import { finishLogin } from './callback.ts';
 import { homeReply } from './home.ts';
 import { kubeconfigRoutes } from './kubeconfig.ts';
@@ -42,7 +42,9 @@ export function directRoutes(deps: Deps): Router {
 
   router.get(
     '/oauth2/callback',
-    route((req) => finishLogin(deps, readOriginalRequest(req, deps.trust), req.headers.cookie)),
+    route((req) =>
+      finishLogin(deps, readOriginalRequest(req, deps.trust), req.headers.cookie, req.headers['user-agent']),
+    ),
   );
 
   const signOutRoute = route((req) =>

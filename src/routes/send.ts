@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import type { Deps } from '../deps.ts';
 import { type Reply, writeReply } from '../http/reply.ts';
-import { requestIdOf } from './auth.ts';
+import { requestIdOf } from '../http/requestId.ts';
 
 /** Writes a Reply from an Express route (pages with the request id, helmet headers, no-store). */
 export function replySender(deps: Deps): (req: Request, res: Response, reply: Reply) => void {

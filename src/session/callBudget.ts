@@ -1,4 +1,4 @@
-import { Lru } from './lru.ts';
+import type { BoundedCache } from '../memory/budget.ts';
 
 /**
  * At most `limit` calls to the provider per session per minute (in this process), however many
@@ -8,7 +8,7 @@ import { Lru } from './lru.ts';
 
 export type BudgetAnswer = 'ok' | 'exhausted' | 'just_exhausted';
 
-interface Window {
+export interface Window {
   used: number;
 }
 
@@ -16,10 +16,12 @@ const WINDOW_MS = 60_000;
 
 export class CallBudget {
   readonly limit: number;
-  readonly #windows = new Lru<Window>(50_000);
+  readonly #windows: BoundedCache<Window>;
 
-  constructor(limit: number) {
+  /** `windows`: the per-session counters, charged to the memory budget. */
+  constructor(limit: number, windows: BoundedCache<Window>) {
     this.limit = limit;
+    this.#windows = windows;
   }
 
   /** Takes one call for `session`; `just_exhausted` the first time in a window the limit is hit. */

@@ -1,15 +1,16 @@
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
-import type { OidcProvider } from '../oidc/provider.ts';
-import { Lru } from './lru.ts';
+import type { BoundedCache } from '../memory/budget.ts';
+import type { RecordStore } from './recordStore.ts';
 import type { Store } from './store.ts';
 
 /**
  * Ended sessions (sign-out, idle timeout) and how the end outlives Redis (issue 11 item 6):
  *
- * 1. at the provider: the session's newest refresh token is revoked (RFC 7009) or spent, so a kept
- *    copy of the cookie can no longer be revived from its refresh token — not even after Redis
- *    lost every key and every replica restarted;
+ * 1. at the provider (`action`): the user's refresh token is revoked (RFC 7009) or spent when
+ *    this was the user's last session, or the user's token chain is moved on (rotated) when other
+ *    sessions of the user go on — either way the refresh token in a kept copy of the cookie is
+ *    of no more use, not even after Redis lost every key and every replica restarted;
  * 2. in Redis: a tombstone `so:<lookup>` until the session's absolute end, and the record deleted;
  * 3. on every replica: a message on the `session-ended` channel makes each drop its caches for the
  *    session and keep a tombstone of its own in memory, which outlives a Redis restart (and is
@@ -20,17 +21,16 @@ import type { Store } from './store.ts';
  */
 
 export const ENDED_CHANNEL = 'session-ended';
-const KEY = {
-  tombstone: (lookup: string) => `so:${lookup}`,
-  record: (lookup: string) => `s:${lookup}`,
-};
+
+/** What ending a session asks of the provider; its answer is logged. Throws when it must be retried. */
+export type ProviderAction = () => Promise<string>;
 
 export interface Ending {
   readonly lookup: string;
   /** The session's absolute end, ms: tombstones are kept until then. */
   readonly until: number;
-  /** The newest refresh token known for the session ('' when none). */
-  readonly refreshToken: string;
+  /** Revoke or rotate at the provider; undefined when there is nothing to do there. */
+  readonly action: ProviderAction | undefined;
 }
 
 interface Pending extends Ending {
@@ -44,8 +44,12 @@ interface Pending extends Ending {
 }
 
 export interface EndingsOptions {
-  readonly store: Store;
-  readonly oidc: Pick<OidcProvider, 'revokeRefreshToken'>;
+  /** The pub/sub channel between replicas. */
+  readonly store: Pick<Store, 'publish' | 'subscribe'>;
+  /** Tombstones and records in the store. */
+  readonly records: Pick<RecordStore, 'isEnded' | 'markEnded' | 'restoreTombstone'>;
+  /** lookup → the session's end, for sessions ended here or announced: this replica's tombstones. */
+  readonly local: BoundedCache<number>;
   readonly clock: Clock;
   readonly log: Logger;
   /** Told to drop every cache it holds for a session (undefined: for every session). */
@@ -57,22 +61,23 @@ export interface EndingsOptions {
 }
 
 export class Endings {
-  readonly #store: Store;
-  readonly #oidc: Pick<OidcProvider, 'revokeRefreshToken'>;
+  readonly #store: Pick<Store, 'publish' | 'subscribe'>;
+  readonly #records: Pick<RecordStore, 'isEnded' | 'markEnded' | 'restoreTombstone'>;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #dropCaches: (lookup: string | undefined) => void;
   readonly #revokeWaitMs: number;
   readonly #retryDelays: readonly number[];
   /** lookup → the session's end: sessions ended here or announced by another replica. */
-  readonly #local = new Lru<number>(200_000);
+  readonly #local: BoundedCache<number>;
   readonly #pending = new Set<Pending>();
   readonly #timers = new Set<NodeJS.Timeout>();
   readonly #unsubscribe: () => void;
 
   constructor(options: EndingsOptions) {
     this.#store = options.store;
-    this.#oidc = options.oidc;
+    this.#records = options.records;
+    this.#local = options.local;
     this.#clock = options.clock;
     this.#log = options.log;
     this.#dropCaches = options.dropCaches;
@@ -95,27 +100,45 @@ export class Endings {
    * restarted empty) is written back. Throws StoreUnavailableError when the store is down.
    */
   async endedInStore(lookup: string, now: number): Promise<boolean> {
-    if ((await this.#store.get(KEY.tombstone(lookup))) !== null) return true;
+    if (await this.#records.isEnded(lookup)) return true;
     const until = this.#local.peek(lookup, now);
     if (until === undefined) return false;
-    await this.#store.set(KEY.tombstone(lookup), '1', Math.max(1, until - now));
+    await this.#records.restoreTombstone(lookup, until);
     return true;
   }
 
   /** Ends a session everywhere (see the class comment). Never throws. */
   async end(ending: Ending): Promise<void> {
-    const now = this.#clock.now();
     this.#local.set(ending.lookup, ending.until, ending.until);
     this.#dropCaches(ending.lookup);
     const pending: Pending = {
       ...ending,
       stored: false,
       announced: false,
-      revoked: ending.refreshToken === '',
+      revoked: ending.action === undefined,
       attempts: 0,
       revoking: undefined,
     };
-    await this.#storeIt(pending, now);
+    await this.#storeIt(pending);
+    await this.#revokeWithin(pending);
+    if (!this.#done(pending)) this.#retryLater(pending);
+  }
+
+  /**
+   * A provider action outside any session's end (the refresh token a login replaced): waited for
+   * at most revokeWaitMs, then retried in the background until `until`. Never throws.
+   */
+  async act(action: ProviderAction, until: number): Promise<void> {
+    const pending: Pending = {
+      lookup: '',
+      until,
+      action,
+      stored: true,
+      announced: true,
+      revoked: false,
+      attempts: 0,
+      revoking: undefined,
+    };
     await this.#revokeWithin(pending);
     if (!this.#done(pending)) this.#retryLater(pending);
   }
@@ -139,11 +162,10 @@ export class Endings {
   }
 
   /** Tombstone first, then the record (a refresher saving a record checks the tombstone after). */
-  async #storeIt(pending: Pending, now: number): Promise<void> {
+  async #storeIt(pending: Pending): Promise<void> {
     try {
       if (!pending.stored) {
-        await this.#store.set(KEY.tombstone(pending.lookup), '1', Math.max(1, pending.until - now));
-        await this.#store.del(KEY.record(pending.lookup));
+        await this.#records.markEnded(pending.lookup, pending.until);
         pending.stored = true;
       }
       if (!pending.announced) {
@@ -160,18 +182,19 @@ export class Endings {
 
   /** The provider call, waited for at most revokeWaitMs (sign-out never hangs on Dex). */
   async #revokeWithin(pending: Pending): Promise<void> {
-    if (pending.revoked) return;
+    const action = pending.action;
+    if (pending.revoked || action === undefined) return;
     pending.revoking ??= Promise.resolve()
-      .then(() => this.#oidc.revokeRefreshToken(pending.refreshToken))
+      .then(action)
       .then(
         (outcome) => {
           pending.revoked = true;
-          this.#log.info({ outcome }, 'refresh token revoked at the provider');
+          this.#log.info({ outcome }, 'refresh token ended at the provider');
         },
         (error: unknown) => {
           this.#log.warn(
             { reason: (error as Error).message },
-            'could not revoke the refresh token at the provider; will retry',
+            'could not end the refresh token at the provider; will retry',
           );
         },
       )
@@ -196,7 +219,7 @@ export class Endings {
     const delay = this.#retryDelays[pending.attempts];
     if (delay === undefined || pending.until <= this.#clock.now()) {
       this.#pending.delete(pending);
-      if (!pending.revoked) this.#log.warn('gave up revoking a refresh token at the provider');
+      if (!pending.revoked) this.#log.warn('gave up ending a refresh token at the provider');
       return;
     }
     if (this.#pending.size >= 10_000 && !this.#pending.has(pending)) return; // bounded
@@ -211,7 +234,7 @@ export class Endings {
   }
 
   async #retry(pending: Pending): Promise<void> {
-    await this.#storeIt(pending, this.#clock.now());
+    await this.#storeIt(pending);
     await this.#revokeWithin(pending);
     if (this.#done(pending)) this.#pending.delete(pending);
     else this.#retryLater(pending);

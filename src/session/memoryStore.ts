@@ -3,7 +3,8 @@ import { systemClock } from '../clock.ts';
 import type { Store } from './store.ts';
 
 interface Entry {
-  value: string;
+  /** A string, or the fields of a hash. */
+  value: string | Map<string, string>;
   expiresAt: number;
 }
 
@@ -36,7 +37,7 @@ export class MemoryStore implements Store {
     return entry;
   }
 
-  #put(key: string, value: string, ttlMs: number): void {
+  #put(key: string, value: string | Map<string, string>, ttlMs: number): void {
     this.#entries.delete(key);
     if (this.#entries.size >= this.#maxEntries) {
       // Evict the oldest insertion: Map iteration order is insertion order.
@@ -47,7 +48,8 @@ export class MemoryStore implements Store {
   }
 
   async get(key: string): Promise<string | null> {
-    return this.#live(key)?.value ?? null;
+    const value = this.#live(key)?.value;
+    return typeof value === 'string' ? value : null;
   }
 
   async set(key: string, value: string, ttlMs: number): Promise<void> {
@@ -83,9 +85,48 @@ export class MemoryStore implements Store {
       this.#put(key, '1', ttlMs);
       return 1;
     }
-    const next = (Number.parseInt(entry.value, 10) || 0) + 1;
+    const next = (typeof entry.value === 'string' ? Number.parseInt(entry.value, 10) || 0 : 0) + 1;
     entry.value = String(next);
     return next;
+  }
+
+  async replaceIfEquals(
+    key: string,
+    expected: string | null,
+    value: string,
+    ttlMs: number,
+  ): Promise<boolean> {
+    const current = this.#live(key)?.value ?? null;
+    if (current !== expected) return false;
+    this.#put(key, value, ttlMs);
+    return true;
+  }
+
+  async hashSet(key: string, field: string, value: string, ttlMs: number): Promise<void> {
+    const entry = this.#live(key);
+    if (entry && entry.value instanceof Map) {
+      entry.value.set(field, value);
+      entry.expiresAt = Math.max(entry.expiresAt, this.#clock.now() + Math.max(1, ttlMs));
+      return;
+    }
+    this.#put(key, new Map([[field, value]]), ttlMs);
+  }
+
+  async hashGet(key: string, field: string): Promise<string | null> {
+    const value = this.#live(key)?.value;
+    return value instanceof Map ? (value.get(field) ?? null) : null;
+  }
+
+  async hashGetAll(key: string): Promise<Record<string, string>> {
+    const value = this.#live(key)?.value;
+    return value instanceof Map ? Object.fromEntries(value) : {};
+  }
+
+  async hashDelete(key: string, fields: readonly string[]): Promise<void> {
+    const value = this.#live(key)?.value;
+    if (!(value instanceof Map)) return;
+    for (const field of fields) value.delete(field);
+    if (value.size === 0) this.#entries.delete(key);
   }
 
   async ttl(key: string): Promise<number> {

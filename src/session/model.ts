@@ -1,4 +1,4 @@
-import type { Identity } from '../authz/identity.ts';
+import type { Identity } from '../identity/identity.ts';
 import type { SessionKeys } from './crypto.ts';
 
 /**
@@ -20,6 +20,8 @@ export interface SessionCookieData {
   readonly r?: number;
   /** The host a host-only session belongs to (absent with COOKIE_DOMAIN, and in older cookies). */
   readonly h?: string;
+  /** The user (`sub` of the login's ID token): finds the user's token chain when the record is lost. */
+  readonly u?: string;
 }
 
 export interface SessionRecord {
@@ -41,11 +43,17 @@ export interface SessionRecord {
    * (OpenID Connect Core §12.2): the session ends cleanly when this ID token expires.
    */
   readonly final?: boolean;
+  /** The user (`sub`); absent in records from before the token chain. */
+  readonly u?: string;
+  /** When the user's token chain was in the state this record reflects, ms (users.ts `at`). */
+  readonly ca?: number;
 }
 
 export type Resolution =
   | {
       readonly kind: 'valid';
+      /** The session's reference (its store lookup): what end() takes, how a list marks this one. */
+      readonly ref: string;
       readonly record: SessionRecord;
       /** A sealed cookie value to send (rotation, adoption of the current cookie, re-seal). */
       readonly setCookie?: string;
@@ -101,9 +109,15 @@ export interface Unsealed {
   readonly rtHash: string;
 }
 
-export interface SharedResult {
-  readonly record?: SessionRecord;
-  readonly terminal?: boolean;
+/**
+ * Whether a record's ID token is due for refresh: REFRESH_SKEW before it expires, never more than
+ * half its lifetime (or short-lived tokens would refresh on every request); a final record only
+ * at its expiry.
+ */
+export function needsRefresh(record: SessionRecord, now: number, skewMs: number): boolean {
+  if (record.final) return record.tokenExp <= now;
+  const lifetime = Math.max(0, record.tokenExp - record.tokenIat);
+  return record.tokenExp - Math.min(skewMs, lifetime / 2) <= now;
 }
 
 /** True when the record holds a newer cookie (a later rotation) than the one presented. */

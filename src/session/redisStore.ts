@@ -5,6 +5,8 @@ import { type Store, StoreUnavailableError } from './store.ts';
 
 const DELETE_IF_EQUALS = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end`;
 const EXPIRE_IF_EQUALS = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
+const REPLACE_IF_EQUALS = `local c = redis.call('GET', KEYS[1]) if (ARGV[1] == 'absent' and not c) or (ARGV[1] == 'equals' and c == ARGV[2]) then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) return 1 else return 0 end`;
+const HASH_SET = `redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) local t = redis.call('PTTL', KEYS[1]) if t < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 1`;
 const INCREMENT = `local v = redis.call('INCR', KEYS[1]) if v == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return v`;
 
 type Client = Redis | Cluster;
@@ -13,6 +15,14 @@ interface Scripts {
   dfaDeleteIfEquals(key: string, value: string): Promise<number>;
   dfaExpireIfEquals(key: string, value: string, ttl: number): Promise<number>;
   dfaIncrement(key: string, ttl: number): Promise<number>;
+  dfaReplaceIfEquals(
+    key: string,
+    mode: string,
+    expected: string,
+    value: string,
+    ttl: number,
+  ): Promise<number>;
+  dfaHashSet(key: string, field: string, value: string, ttl: number): Promise<number>;
 }
 
 /** Builds the ioredis client for single, Sentinel or Cluster deployments (DESIGN §8). */
@@ -79,6 +89,8 @@ export class RedisStore implements Store {
     client.defineCommand('dfaDeleteIfEquals', { numberOfKeys: 1, lua: DELETE_IF_EQUALS });
     client.defineCommand('dfaExpireIfEquals', { numberOfKeys: 1, lua: EXPIRE_IF_EQUALS });
     client.defineCommand('dfaIncrement', { numberOfKeys: 1, lua: INCREMENT });
+    client.defineCommand('dfaReplaceIfEquals', { numberOfKeys: 1, lua: REPLACE_IF_EQUALS });
+    client.defineCommand('dfaHashSet', { numberOfKeys: 1, lua: HASH_SET });
     let lastLogged = 0;
     client.on('error', (error: Error) => {
       // ioredis emits an error per reconnect attempt; log at most every 10 s.
@@ -142,6 +154,39 @@ export class RedisStore implements Store {
         this.#client.dfaExpireIfEquals(this.#prefix + key, value, ttl),
       )) === 1
     );
+  }
+
+  async replaceIfEquals(
+    key: string,
+    expected: string | null,
+    value: string,
+    ttlMs: number,
+  ): Promise<boolean> {
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    const mode = expected === null ? 'absent' : 'equals';
+    return (
+      (await this.#run('replaceIfEquals', () =>
+        this.#client.dfaReplaceIfEquals(this.#prefix + key, mode, expected ?? '', value, ttl),
+      )) === 1
+    );
+  }
+
+  async hashSet(key: string, field: string, value: string, ttlMs: number): Promise<void> {
+    const ttl = Math.max(1, Math.ceil(ttlMs));
+    await this.#run('hashSet', () => this.#client.dfaHashSet(this.#prefix + key, field, value, ttl));
+  }
+
+  hashGet(key: string, field: string): Promise<string | null> {
+    return this.#run('hashGet', () => this.#client.hget(this.#prefix + key, field));
+  }
+
+  hashGetAll(key: string): Promise<Record<string, string>> {
+    return this.#run('hashGetAll', () => this.#client.hgetall(this.#prefix + key));
+  }
+
+  async hashDelete(key: string, fields: readonly string[]): Promise<void> {
+    if (fields.length === 0) return;
+    await this.#run('hashDelete', () => this.#client.hdel(this.#prefix + key, ...fields));
   }
 
   increment(key: string, ttlMs: number): Promise<number> {

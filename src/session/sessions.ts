@@ -1,69 +1,69 @@
-import { createHmac, randomBytes } from 'node:crypto';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { decodeJwt } from 'jose';
-import { type Identity, identityFromClaims } from '../authz/identity.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
+import { identityFromClaims } from '../identity/claims.ts';
+import type { Identity } from '../identity/identity.ts';
 import type { Logger } from '../log.ts';
-import { type OidcProvider, RefreshError, type RefreshResult, type TokenResult } from '../oidc/provider.ts';
-import { Activity } from './activity.ts';
-import { CallBudget } from './callBudget.ts';
-import {
-  decrypt,
-  deriveSessionKeys,
-  encrypt,
-  fingerprint,
-  newSessionId,
-  type SessionKeys,
-} from './crypto.ts';
+import { MemoryBudget } from '../memory/budget.ts';
+import { estimateBytes } from '../memory/size.ts';
+import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
+import { Activity, type Seen } from './activity.ts';
+import { CallBudget, type Window } from './callBudget.ts';
+import { CookieCodec } from './codec.ts';
+import { fingerprint, newSessionId } from './crypto.ts';
 import { Endings } from './endings.ts';
-import { Lru } from './lru.ts';
+import { entryBytes, type ReplyHeaders, type SessionEntries, type SessionEntry } from './entries.ts';
+import { HotCache } from './hotCache.ts';
 import {
   isNewer,
   type Loaded,
   NONE,
+  needsRefresh,
   type Resolution,
   type SessionCookieData,
   type SessionRecord,
-  type SharedResult,
   type Unsealed,
   type Valid,
 } from './model.ts';
+import { type IdentityMapper, RecordStore } from './recordStore.ts';
+import { RefreshCoordinator, type RefreshEvents } from './refresh.ts';
 import type { Sealer } from './seal.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
+import { type EndedSession, UserEndings } from './userEndings.ts';
+import { UserKeyring } from './userKeys.ts';
+import { type Chain, type SessionSummary, UserStore } from './users.ts';
 
-export type { NoSessionReason, Resolution, SessionCookieData, SessionRecord } from './model.ts';
+export type { ReplyHeaders } from './entries.ts';
+export type { NoSessionReason, Resolution, SessionCookieData, SessionRecord, Valid } from './model.ts';
+export type { SessionSummary } from './users.ts';
 
 /**
  * Sessions (DESIGN §5). The browser holds a sealed cookie {sid, refresh token, login time,
- * session end}; the store holds the ID token, the identity and the session's *current* sealed
- * cookie under HMAC(sid), encrypted with a key derived from sid.
+ * session end, user}; the store holds the ID token, the identity and the session's *current*
+ * sealed cookie under HMAC(sid), encrypted with a key derived from sid — and, per user, the token
+ * chain all the user's sessions share (Dex keeps one refresh token per user and client) and the
+ * list of the user's sessions (users.ts).
  *
- * Refresh is single-flight per session: within a process by a promise per refresh token, across
- * replicas by a store lock (owner token, compare-and-delete release, lease renewed while the
- * token call runs). Waiters re-read instead of calling Dex. The result — with the new sealed
- * cookie — is also kept for a grace period under a hash of the *old* refresh token, so every
- * request still carrying the old cookie, on any replica, is served and handed the same new
- * cookie. A browser that presents the cookie just before the session's current one, within that
+ * The service composes the parts, each with one job: the cookie codec (codec.ts), the record
+ * store (recordStore.ts), the user store (users.ts), the refresh coordinator (refresh.ts:
+ * single-flight, the chain's store lock, retries, the per-session call budget), the hot cache
+ * (hotCache.ts), last uses (activity.ts), ended sessions (endings.ts) and what ending them asks of
+ * the provider (userEndings.ts). Every in-process cache they hold is charged to one MemoryBudget,
+ * in bytes; each session is kept once (entries.ts).
+ *
+ * A browser that presents the cookie just before the session's current one, within the rotation
  * grace period, is handed the current one; an older cookie, or one presented later, is refused
- * (a copy taken before a rotation is not upgraded forever). A refresh always uses the newest
- * refresh token known: a stale cookie can never replay a rotated refresh token (which Dex, and
- * oidc-provider even more strictly, punish).
+ * (a copy taken before a rotation is not upgraded forever).
  *
- * A session ends at its absolute end (SESSION_TTL), after SESSION_IDLE_TIMEOUT without use
- * (activity.ts), at sign-out, or when the provider refuses a refresh. Sign-out and the idle end
- * hold even after Redis loses its data (endings.ts). A host-only session (no COOKIE_DOMAIN) is
- * bound to the host it was created for: its cookie replayed on another host is no session there.
+ * A session ends at its absolute end (SESSION_TTL), after SESSION_IDLE_TIMEOUT without use, at
+ * sign-out, or when the provider refuses a refresh. Sign-out and the idle end hold even after
+ * Redis loses its data (endings.ts). A host-only session (no COOKIE_DOMAIN) is bound to the host
+ * it was created for: its cookie replayed on another host is no session there.
  */
 
-export interface SessionEvents {
-  refresh(result: 'ok' | 'terminal' | 'transient' | 'coalesced'): void;
-  lockWait(): void;
+export interface SessionEvents extends RefreshEvents {
   storeError(): void;
   degraded(value: boolean): void;
-  /** A session was over its provider-call budget: no call was made. */
-  throttled(): void;
 }
 
 const noEvents: SessionEvents = {
@@ -82,7 +82,9 @@ export interface SessionServiceOptions {
   readonly clock: Clock;
   readonly log: Logger;
   readonly events?: SessionEvents;
-  /** How long a refresh result stays available to requests carrying the old cookie. */
+  /** The budget every cache is charged to (default: a quarter of the heap limit). */
+  readonly memory?: MemoryBudget;
+  /** How long the cookie before a rotation is still handed the current one. */
   readonly graceMs?: number;
   /** Lock lease, renewed while the token call is in flight. */
   readonly lockLeaseMs?: number;
@@ -110,86 +112,133 @@ export interface SessionServiceOptions {
   readonly identities?: SessionIdentities;
 }
 
-export interface SessionIdentities {
-  identify(claims: Readonly<Record<string, unknown>>): Identity;
-  isCurrent(identity: Identity): boolean;
+export type SessionIdentities = IdentityMapper;
+
+/** Where a login came from, for the user's list of sessions. */
+export interface LoginContext {
+  readonly host?: string;
+  readonly userAgent?: string;
+  /** The client address as the trusted proxy saw it. */
+  readonly clientAddress?: string;
 }
 
-interface HotEntry {
-  readonly resolution: Extract<Resolution, { kind: 'valid' }>;
-  readonly lookup: string;
+/** One session of one user, for "end this one" (the admin API, the sessions page). */
+export interface SessionRef {
+  /** The user: the `sub` of the login issuer's ID tokens. */
+  readonly sub: string;
+  /** The session (SessionSummary.ref, Valid.ref). */
+  readonly session: string;
 }
 
-const KEY = {
-  record: (lookup: string) => `s:${lookup}`,
-  lock: (lookup: string) => `lk:${lookup}`,
-  result: (rtHash: string) => `rr:${rtHash}`,
-  once: (name: string) => `once:${name}`,
-};
+const ONCE = (name: string) => `once:${name}`;
 
-/** How many times a stale cookie may be followed to a newer one in one request. */
-const MAX_CHAIN = 3;
+/** The caches of one service and their shares of the budget under pressure. */
+function caches(memory: MemoryBudget) {
+  return {
+    entries: memory.cache<SessionEntry>('sessions', { share: 0.55, sizeOf: entryBytes }),
+    cookies: memory.cache<Unsealed>('cookies', { share: 0.15, sizeOf: CookieCodec.sizeOf }),
+    chains: memory.cache<Chain>('chains', { share: 0.05, sizeOf: (c) => estimateBytes(c) }),
+    seen: memory.cache<Seen>('activity', { share: 0.05, sizeOf: () => 40 }),
+    endings: memory.cache<number>('endings', { share: 0.1, sizeOf: () => 16 }),
+    windows: memory.cache<Window>('call-budget', { share: 0.02, sizeOf: () => 32 }),
+  };
+}
+
+interface Parts {
+  readonly entries: SessionEntries;
+  readonly codec: CookieCodec;
+  readonly records: RecordStore;
+  readonly users: UserStore;
+  readonly hot: HotCache;
+  readonly activity: Activity;
+  readonly endings: Endings;
+  readonly refresher: RefreshCoordinator;
+  readonly userEndings: UserEndings;
+}
 
 export class SessionService {
   readonly #config: Config;
   readonly #store: Store;
-  readonly #oidc: OidcProvider;
-  readonly #sealer: Sealer;
   readonly #clock: Clock;
   readonly #log: Logger;
   readonly #events: SessionEvents;
   readonly #graceMs: number;
-  readonly #leaseMs: number;
-  readonly #lockWaitMs: number;
-  readonly #retryDelays: readonly number[];
-  readonly #recordGraceMs: number;
-
-  /** sha256(cookie) → unsealed cookie and derived keys, until the session ends. */
-  readonly #unsealed = new Lru<Unsealed>(50_000);
-  /** lookup → last known record: carries sessions while the store is down. */
-  readonly #records = new Lru<SessionRecord>(100_000);
-  /** sha256(old refresh token) → refresh outcome, for the grace period. */
-  readonly #results = new Lru<SessionRecord | 'terminal'>(20_000);
-  readonly #inflight = new Map<string, Promise<SessionRecord>>();
-  /** lookup → the encrypted blob behind the record in #records (skip decrypting it again). */
-  readonly #blobs = new Lru<string>(100_000);
-  /** cookie → its last resolution, for hotCacheMs. */
-  readonly #hot = new Lru<HotEntry>(50_000);
-  readonly #hotCacheMs: number;
-  readonly #budget: CallBudget;
-  /** Last use per session, when SESSION_IDLE_TIMEOUT is on. */
-  readonly #activity: Activity | undefined;
-  readonly #endings: Endings;
   readonly #identities: SessionIdentities | undefined;
+  readonly #oidc: Pick<OidcProvider, 'revokeRefreshToken'>;
+  readonly #p: Parts;
   #degraded = false;
 
   constructor(options: SessionServiceOptions) {
     this.#config = options.config;
     this.#store = options.store;
-    this.#oidc = options.oidc;
-    this.#sealer = options.sealer;
     this.#clock = options.clock;
     this.#log = options.log;
     this.#events = options.events ?? noEvents;
     this.#graceMs = options.graceMs ?? 60_000;
-    this.#leaseMs = options.lockLeaseMs ?? 5_000;
-    this.#lockWaitMs = options.lockWaitMs ?? 8_000;
-    this.#retryDelays = options.retryDelaysMs ?? [200, 600];
-    this.#recordGraceMs = options.recordGraceMs ?? 15 * 60_000;
-    this.#hotCacheMs = options.hotCacheMs ?? 1_000;
-    this.#budget = new CallBudget(options.providerCallsPerMinute ?? 10);
     this.#identities = options.identities;
-    const idleMs = this.#config.sessionIdleTimeoutMs;
-    this.#activity = idleMs > 0 ? new Activity({ store: this.#store, idleMs }) : undefined;
-    this.#endings = new Endings({
+    this.#oidc = options.oidc;
+    this.#p = this.#parts(options);
+  }
+
+  #parts(options: SessionServiceOptions): Parts {
+    const cache = caches(options.memory ?? new MemoryBudget());
+    const clock = this.#clock;
+    const codec = new CookieCodec(options.sealer, cache.cookies);
+    const records = new RecordStore({
       store: this.#store,
-      oidc: this.#oidc,
-      clock: this.#clock,
+      entries: cache.entries,
+      recordGraceMs: options.recordGraceMs ?? 15 * 60_000,
+      identities: this.#identities,
+      onStoreDown: () => this.#storeDown(),
+      now: () => clock.now(),
+    });
+    const keys = new UserKeyring(this.#config.cookieSecrets, this.#config.issuerUrl);
+    const users = new UserStore({ store: this.#store, keys, clock, sessionTtlMs: this.#config.sessionTtlMs });
+    const hot = new HotCache({
+      entries: cache.entries,
+      codec,
+      hotCacheMs: options.hotCacheMs ?? 1_000,
+      usable: (record, at) =>
+        (this.#identities?.isCurrent(record.identity) ?? true) && !this.#needsRefresh(record, at),
+    });
+    const activity = new Activity({
+      store: this.#store,
+      users,
+      idleMs: this.#config.sessionIdleTimeoutMs,
+      seen: cache.seen,
+    });
+    const endings = new Endings({
+      store: this.#store,
+      records,
+      local: cache.endings,
+      clock,
       log: this.#log,
       dropCaches: (lookup) => this.#dropCaches(lookup),
       ...(options.revokeWaitMs !== undefined ? { revokeWaitMs: options.revokeWaitMs } : {}),
       ...(options.revokeRetryDelaysMs ? { retryDelaysMs: options.revokeRetryDelaysMs } : {}),
     });
+    const refresher = new RefreshCoordinator({
+      store: this.#store,
+      users,
+      oidc: options.oidc,
+      codec,
+      records,
+      endings,
+      budget: new CallBudget(options.providerCallsPerMinute ?? 10, cache.windows),
+      chains: cache.chains,
+      events: this.#events,
+      log: this.#log,
+      clock,
+      leaseMs: options.lockLeaseMs ?? 5_000,
+      lockWaitMs: options.lockWaitMs ?? 8_000,
+      retryDelaysMs: options.retryDelaysMs ?? [200, 600],
+      identify: (claims) => this.#identify(claims),
+      needsRefresh: (record, at) => this.#needsRefresh(record, at),
+      endedMeanwhile: (sub, lookup) => this.#endedMeanwhile(sub, lookup),
+      joined: (sub, session) => this.#list(sub, session, {}),
+    });
+    const userEndings = new UserEndings({ endings, users, refresher, oidc: options.oidc, log: this.#log });
+    return { entries: cache.entries, codec, records, users, hot, activity, endings, refresher, userEndings };
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -198,14 +247,18 @@ export class SessionService {
   }
 
   /**
-   * Creates a session from a fresh login on `host`; returns the sealed cookie value. A host-only
-   * session (no COOKIE_DOMAIN) is bound to that host.
+   * Creates a session from a fresh login; returns the sealed cookie value. A host-only session (no
+   * COOKIE_DOMAIN) is bound to `login.host`. The login's refresh token becomes the user's token
+   * chain: the user's other sessions go on with it, and the one it replaces is ended at the provider.
    */
   async create(
     tokens: TokenResult,
-    host?: string,
+    login: LoginContext | string = {},
   ): Promise<{ cookie: string; record: SessionRecord; sessionEnd: number }> {
+    const context = typeof login === 'string' ? { host: login } : login;
     const now = this.#clock.now();
+    const sub =
+      typeof tokens.claims.sub === 'string' && tokens.claims.sub !== '' ? tokens.claims.sub : undefined;
     const data: SessionCookieData = {
       v: 1,
       sid: newSessionId(),
@@ -213,39 +266,83 @@ export class SessionService {
       iat: now,
       exp: now + this.#config.sessionTtlMs,
       r: now,
-      ...(host !== undefined && this.#config.cookieDomain === undefined ? { h: host } : {}),
+      ...(context.host !== undefined && this.#config.cookieDomain === undefined ? { h: context.host } : {}),
+      ...(sub !== undefined ? { u: sub } : {}),
     };
-    const keys = deriveSessionKeys(data.sid);
-    const cookie = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
-    const unsealed: Unsealed = { value: cookie, data, keys, rtHash: fingerprint(data.rt) };
-    this.#unsealed.set(fingerprint(cookie), unsealed, data.exp);
-    const record = this.#recordFrom(tokens, unsealed);
-    await this.#saveRecord(keys, record, data.exp);
-    await this.#activity?.started(keys.lookup, data.exp, now);
-    return { cookie, record, sessionEnd: data.exp };
+    const session = await this.#p.codec.seal(data, now);
+    const record: SessionRecord = { ...this.#recordFrom(tokens, session), ca: now };
+    await this.#p.records.save(session.keys, record, data.exp);
+    if (sub !== undefined) {
+      await this.#joinChain(sub, tokens, now, data.exp);
+      await this.#list(sub, session, { ...context, providerSid: tokens.claims['sid'] });
+    }
+    await this.#p.activity.started(session.keys.lookup, sub, data.exp, now);
+    return { cookie: session.value, record, sessionEnd: data.exp };
+  }
+
+  /** A login's tokens become the user's chain; the refresh token they replace is ended at the provider. */
+  async #joinChain(sub: string, tokens: TokenResult, now: number, sessionEnd: number): Promise<void> {
+    if (tokens.refreshToken === undefined) return;
+    const chain: Chain = {
+      rt: tokens.refreshToken,
+      idToken: tokens.idToken,
+      claims: tokens.claims,
+      tokenExp: tokens.claims.exp * 1000,
+      tokenIat: typeof tokens.claims.iat === 'number' ? tokens.claims.iat * 1000 : now,
+      at: now,
+    };
+    const { users, endings } = this.#p;
+    const replaced = (await users.chain(sub).catch(() => undefined))?.chain;
+    try {
+      await users.writeChain(sub, chain, 'any');
+    } catch (error) {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      this.#storeDown();
+    }
+    if (replaced && !replaced.terminal && replaced.rt !== chain.rt) {
+      const old = replaced.rt;
+      await endings.act(() => this.#oidcRevoke(old), sessionEnd);
+    }
+  }
+
+  /** Lists a session among its user's (created, user agent, client address, host, provider sid). */
+  async #list(
+    sub: string,
+    session: Unsealed,
+    context: LoginContext & { providerSid?: unknown },
+  ): Promise<void> {
+    const meta = {
+      c: session.data.iat,
+      ...(context.userAgent ? { ua: context.userAgent.slice(0, 512) } : {}),
+      ...(context.clientAddress ? { ip: context.clientAddress } : {}),
+      ...(context.host ? { h: context.host } : {}),
+      ...(typeof context.providerSid === 'string' && context.providerSid !== ''
+        ? { sid: context.providerSid }
+        : {}),
+    };
+    await this.#p.users
+      .addSession(sub, session.keys.lookup, session.data.exp, meta)
+      .catch((error: unknown) => {
+        if (!(error instanceof StoreUnavailableError)) throw error;
+        this.#storeDown();
+      });
   }
 
   /**
-   * The hot path, synchronously: a session resolved less than hotCacheMs ago, still backed by the
-   * same record (sign-out and refresh, here or announced by another replica, replace or drop it),
-   * before its end, not yet due for refresh, and on its own host. Undefined when the full
-   * resolve() is needed.
+   * The hot path, synchronously: a session resolved less than hotCacheMs ago (hotCache.ts), or
+   * undefined when the full resolve() is needed.
    */
   peekHot(cookie: string, host?: string, now = this.#clock.now()): Valid | undefined {
-    const hot = this.#hot.peek(cookie, now);
+    const hot = this.#p.hot.peek(cookie, host, now);
     if (hot === undefined) return undefined;
-    const resolution = hot.resolution;
-    if (
-      resolution.sessionEnd <= now ||
-      this.#records.peek(hot.lookup, now) !== resolution.record ||
-      !(this.#identities?.isCurrent(resolution.record.identity) ?? true) ||
-      this.#needsRefresh(resolution.record, now) ||
-      (resolution.host !== undefined && host !== undefined && resolution.host !== host)
-    ) {
-      return undefined;
-    }
-    this.#activity?.touch(hot.lookup, resolution.sessionEnd, now);
+    const { resolution } = hot;
+    this.#p.activity.touch(hot.lookup, resolution.record.u, resolution.sessionEnd, now);
     return resolution;
+  }
+
+  /** The answer headers of a resolved session, built once by `build` and kept with it while it is hot. */
+  replyHeaders(session: Valid, build: () => ReplyHeaders): ReplyHeaders {
+    return this.#p.hot.headers(session, build, this.#clock.now());
   }
 
   /** Resolves a session cookie, presented on `host`, to a fresh ID token, refreshing when needed. */
@@ -255,37 +352,38 @@ export class SessionService {
     if (hot) return hot;
     const resolution = await this.#resolveSlow(cookie, now, host);
     if (resolution.kind === 'valid') {
-      const lookup = (await this.#unseal(cookie, now))?.keys.lookup;
-      if (lookup) {
-        this.#activity?.touch(lookup, resolution.sessionEnd, now);
-        if (this.#hotCacheMs > 0) this.#hot.set(cookie, { resolution, lookup }, now + this.#hotCacheMs);
+      const presented = this.#p.codec.peek(cookie, now);
+      if (presented) {
+        this.#p.activity.touch(presented.keys.lookup, resolution.record.u, resolution.sessionEnd, now);
+        this.#p.hot.remember(presented.keys.lookup, presented.value, resolution, now);
       }
     }
     return resolution;
   }
 
   async #resolveSlow(cookie: string, now: number, host: string | undefined): Promise<Resolution> {
-    const presented = await this.#unseal(cookie, now);
+    const presented = await this.#p.codec.unseal(cookie, now);
     if (!presented) return NONE.invalid;
     if (presented.data.exp <= now) return NONE.expired;
     if (presented.data.h !== undefined && host !== undefined && presented.data.h !== host) {
       return NONE.otherHost;
     }
     const { lookup } = presented.keys;
-    if (this.#endings.endedHere(lookup, now)) {
+    if (this.#p.endings.endedHere(lookup, now)) {
       // Also puts the tombstone back into a store that lost it (for replicas started later).
-      await this.#endings.endedInStore(lookup, now).catch(() => true);
+      await this.#p.endings.endedInStore(lookup, now).catch(() => true);
       return NONE.signedOut;
     }
-
     const loaded = await this.#load(presented, now);
     if (loaded === undefined) return NONE.signedOut;
-    if (!loaded.storeDown && this.#activity && (await this.#activity.isIdle(lookup, now))) {
+    const known = loaded.record ?? loaded.fallback;
+    const sub = RefreshCoordinator.subOf(known, presented);
+    if (!loaded.storeDown && (await this.#p.activity.isIdle(lookup, sub, now))) {
       this.#log.info('session unused for SESSION_IDLE_TIMEOUT; ended');
-      await this.#endSession(presented, loaded.record ?? loaded.fallback);
+      await this.#endSession(presented, known);
       return NONE.idle;
     }
-    const current = await this.#currentCookie(presented, loaded.record ?? loaded.fallback, now);
+    const current = await this.#currentCookie(presented, known, now);
     if (current === undefined) {
       this.#log.info(
         'a cookie older than the session’s current one came after the rotation grace; refused (if this repeats for every user, the proxy does not pass Set-Cookie from 2xx auth answers: Traefik addAuthCookiesToResponse)',
@@ -293,7 +391,6 @@ export class SessionService {
       return NONE.stale;
     }
     // Nothing can renew it: at its ID token's expiry the session ends (a new login, silent if it can be).
-    const known = loaded.record ?? loaded.fallback;
     if (known?.final && known.tokenExp <= now) return NONE.idTokenExpired;
     const fresh = await this.#fresh(current, loaded, now);
     if (fresh === undefined) return NONE.refreshRefused;
@@ -306,20 +403,20 @@ export class SessionService {
    */
   async #load(presented: Unsealed, now: number): Promise<Loaded | undefined> {
     const { keys } = presented;
+    const { records, endings } = this.#p;
     try {
-      const record = await this.#loadRecord(keys);
+      const record = await records.load(keys);
       this.#setDegraded(false);
       if (record !== undefined) return { record, fallback: undefined, storeDown: false };
       // Missing: expired, flushed or ended. A tombstone says which.
-      if (await this.#endings.endedInStore(keys.lookup, now)) return undefined;
+      if (await endings.endedInStore(keys.lookup, now)) return undefined;
       // Flushed or restarted empty: not trusted as it stands (this replica may have missed a
       // sign-out); the provider is asked again, and what we knew is served only if it cannot answer.
-      return { record: undefined, fallback: this.#records.get(keys.lookup, now), storeDown: false };
+      return { record: undefined, fallback: records.known(keys.lookup, now), storeDown: false };
     } catch (error) {
       if (!(error instanceof StoreUnavailableError)) throw error;
-      this.#events.storeError();
-      this.#setDegraded(true);
-      return { record: this.#records.get(keys.lookup, now), fallback: undefined, storeDown: true };
+      this.#storeDown();
+      return { record: records.known(keys.lookup, now), fallback: undefined, storeDown: true };
     }
   }
 
@@ -336,7 +433,7 @@ export class SessionService {
     if (reference === undefined || !isNewer(reference, presented)) return presented;
     const previous = reference.gen === (presented.data.g ?? 0) + 1;
     if (!previous || now - (reference.rotatedAt ?? 0) > this.#graceMs) return undefined;
-    const adopted = await this.#unseal(reference.cookie, now);
+    const adopted = await this.#p.codec.unseal(reference.cookie, now);
     return adopted && adopted.data.sid === presented.data.sid ? adopted : presented;
   }
 
@@ -353,8 +450,14 @@ export class SessionService {
       // While the current token is still valid, one attempt: a failure serves it as is. Once it
       // has expired, retry a few times before answering 503.
       const patient = fallback === undefined || fallback.tokenExp <= now;
-      const skipLocal = !loaded.storeDown && record === undefined;
-      return { record: await this.#refresh(current, 0, patient, skipLocal), refreshed: true };
+      const refreshed = await this.#p.refresher.refresh({
+        session: current,
+        known: fallback,
+        trusted: record !== undefined,
+        storeDown: loaded.storeDown,
+        patient,
+      });
+      return { record: refreshed, refreshed: true };
     } catch (error) {
       if (error instanceof RefreshError && error.kind === 'terminal') return undefined;
       // Transient: serve the current token while it is still valid (DESIGN §5).
@@ -368,7 +471,10 @@ export class SessionService {
       throw new AppError(
         'session_unavailable',
         'Your session could not be renewed right now. Please retry in a moment.',
-        { detail: (error as Error).message, headers: { 'Retry-After': '5' } },
+        {
+          detail: (error as Error).message,
+          headers: { 'Retry-After': '5' },
+        },
       );
     }
   }
@@ -381,16 +487,18 @@ export class SessionService {
     storeDown: boolean,
     now: number,
   ): Promise<Valid> {
+    const { codec } = this.#p;
     let setCookie: string | undefined = isNewer(record, presented) ? record.cookie : undefined;
     const held = setCookie ?? cookie;
-    if (this.#sealer.isSealedWithOldSecret(held)) {
+    if (codec.isSealedWithOldSecret(held)) {
       const data = setCookie
-        ? ((await this.#unseal(setCookie, now))?.data ?? presented.data)
+        ? ((await codec.unseal(setCookie, now))?.data ?? presented.data)
         : presented.data;
-      setCookie = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
+      setCookie = await codec.reseal(data, now);
     }
     return {
       kind: 'valid',
+      ref: presented.keys.lookup,
       record,
       sessionEnd: presented.data.exp,
       degraded: storeDown,
@@ -401,56 +509,87 @@ export class SessionService {
   }
 
   /**
-   * Signs out: the session ends everywhere and for good — its newest refresh token revoked at the
-   * provider, a tombstone in the store, every replica told to drop its caches (endings.ts).
+   * Signs out: the session ends everywhere and for good — tombstoned, every replica told to drop
+   * its caches (endings.ts) — and its refresh token is spent: the user's chain revoked when this
+   * was the user's last session, moved on otherwise (userEndings.ts).
    */
   async destroy(cookie: string): Promise<void> {
     const now = this.#clock.now();
-    const presented = await this.#unseal(cookie, now);
+    const presented = await this.#p.codec.unseal(cookie, now);
     if (!presented) return;
     let record: SessionRecord | undefined;
     try {
-      record = await this.#loadRecord(presented.keys);
+      record = await this.#p.records.load(presented.keys);
     } catch {
       // store down: what this replica knows will do
     }
-    await this.#endSession(presented, record ?? this.#records.get(presented.keys.lookup, now));
-    this.#hot.delete(cookie);
-    this.#unsealed.delete(fingerprint(cookie));
+    await this.#endSession(presented, record ?? this.#p.records.known(presented.keys.lookup, now));
+    this.#p.codec.forget(cookie);
   }
 
   /** The record behind a cookie as last stored, without refreshing (sign-out's id_token_hint). */
   async peekRecord(cookie: string): Promise<SessionRecord | undefined> {
     const now = this.#clock.now();
-    const unsealed = await this.#unseal(cookie, now);
+    const { codec, records } = this.#p;
+    const unsealed = await codec.unseal(cookie, now);
     if (!unsealed) return undefined;
-    const known = () => this.#records.get(unsealed.keys.lookup, now);
     try {
-      return (await this.#loadRecord(unsealed.keys)) ?? known();
+      return (await records.load(unsealed.keys)) ?? records.known(unsealed.keys.lookup, now);
     } catch {
-      return known();
+      return records.known(unsealed.keys.lookup, now);
     }
   }
 
   /** The identity behind a cookie as last stored, without refreshing (for logs and pages). */
   async peekIdentity(cookie: string): Promise<Identity | undefined> {
-    const now = this.#clock.now();
-    const unsealed = await this.#unseal(cookie, now);
-    if (!unsealed) return undefined;
-    try {
-      return (
-        (await this.#loadRecord(unsealed.keys))?.identity ??
-        this.#records.get(unsealed.keys.lookup, now)?.identity
-      );
-    } catch {
-      return this.#records.get(unsealed.keys.lookup, now)?.identity;
+    return (await this.peekRecord(cookie))?.identity;
+  }
+
+  // ---- a user's sessions (issue 16 items 2-3: the sessions page, the admin API, back-channel logout)
+
+  /** The user's sessions that have not ended, most recently seen first; `current` marks one. */
+  async listForUser(sub: string, current?: string): Promise<(SessionSummary & { current: boolean })[]> {
+    return (await this.#p.users.sessions(sub)).map((s) => ({ ...s, current: s.ref === current }));
+  }
+
+  /** Ends one session of a user; false when the user has no such session. */
+  async end(ref: SessionRef): Promise<boolean> {
+    const summary = (await this.#p.users.sessions(ref.sub)).find((s) => s.ref === ref.session);
+    if (!summary) return false;
+    await this.#p.userEndings.end(ref.sub, [ended(summary)]);
+    return true;
+  }
+
+  /** Ends every session of a user ("sign out everywhere"); their refresh token is revoked. */
+  async endAllForUser(sub: string): Promise<number> {
+    const sessions = await this.#p.users.sessions(sub);
+    await this.#p.userEndings.end(sub, sessions.map(ended), { everywhere: true });
+    await this.#p.users.dropUser(sub).catch(() => undefined);
+    return sessions.length;
+  }
+
+  /** Ends every session of every user. */
+  async endAll(): Promise<number> {
+    let count = 0;
+    for (const sub of await this.#p.users.users()) count += await this.endAllForUser(sub);
+    return count;
+  }
+
+  /** Ends the sessions of one provider session (back-channel logout's `sid`). */
+  async endBySid(providerSid: string): Promise<number> {
+    const found = await this.#p.users.sessionsBySid(providerSid);
+    const bySub = new Map<string, EndedSession[]>();
+    for (const s of found) {
+      bySub.set(s.sub, [...(bySub.get(s.sub) ?? []), { ref: s.ref, until: s.sessionEnd, providerSid }]);
     }
+    for (const [sub, sessions] of bySub) await this.#p.userEndings.end(sub, sessions);
+    return found.length;
   }
 
   /** Marks a one-time value used (login state); false when it was already used. */
   async useOnce(name: string, ttlMs: number): Promise<boolean> {
     try {
-      return await this.#store.setIfAbsent(KEY.once(fingerprint(name)), '1', ttlMs);
+      return await this.#store.setIfAbsent(ONCE(fingerprint(name)), '1', ttlMs);
     } catch (error) {
       if (error instanceof StoreUnavailableError) return true; // the cookie is single-use anyway
       throw error;
@@ -459,72 +598,61 @@ export class SessionService {
 
   /** Stops background work (retries of revocations, the subscription). */
   close(): void {
-    this.#endings.close();
+    this.#p.endings.close();
   }
 
   // ---- internals ------------------------------------------------------------------------------
 
-  /** Ends the session behind `presented`, revoking the newest refresh token known for it. */
+  /** Ends the session behind `presented` (sign-out, idle); the provider step per userEndings.ts. */
   async #endSession(presented: Unsealed, record: SessionRecord | undefined): Promise<void> {
     let newest = presented;
     if (record && isNewer(record, presented)) {
-      const adopted = await this.#unseal(record.cookie, this.#clock.now());
+      const adopted = await this.#p.codec.unseal(record.cookie, this.#clock.now());
       if (adopted?.data.sid === presented.data.sid) newest = adopted;
     }
-    await this.#endings.end({
-      lookup: presented.keys.lookup,
-      until: presented.data.exp,
-      refreshToken: newest.data.rt,
-    });
+    const sub = RefreshCoordinator.subOf(record, presented);
+    const providerSid = sub ? await this.#providerSid(sub, presented.keys.lookup) : undefined;
+    await this.#p.userEndings.end(
+      sub,
+      [{ ref: presented.keys.lookup, until: presented.data.exp, providerSid }],
+      {
+        newestRt: newest.data.rt,
+      },
+    );
+  }
+
+  async #providerSid(sub: string, lookup: string): Promise<string | undefined> {
+    const listed = await this.#p.users.sessions(sub).catch(() => []);
+    return listed.find((s) => s.ref === lookup)?.providerSid;
+  }
+
+  /** A session was ended while it was being refreshed: its user's chain is ended or moved on as for a sign-out. */
+  async #endedMeanwhile(sub: string | undefined, lookup: string): Promise<void> {
+    if (sub === undefined) return;
+    const left = await this.#p.users.sessions(sub).catch(() => undefined);
+    if (left?.some((s) => s.ref !== lookup)) return; // the sign-out moved the chain on
+    await this.#p.endings.act(async () => {
+      const stored = await this.#p.users.chain(sub);
+      return stored && !stored.chain.terminal ? this.#oidcRevoke(stored.chain.rt) : 'no refresh token';
+    }, this.#clock.now() + this.#config.sessionTtlMs);
+  }
+
+  #oidcRevoke(rt: string): Promise<string> {
+    return this.#oidc.revokeRefreshToken(rt);
   }
 
   /** Drops what this replica holds for a session (undefined: for every session). */
   #dropCaches(lookup: string | undefined): void {
-    if (lookup === undefined) {
-      this.#records.clear();
-      this.#blobs.clear();
-      this.#hot.clear();
-      this.#results.clear();
-      return;
-    }
-    this.#records.delete(lookup);
-    this.#blobs.delete(lookup);
-    this.#activity?.forget(lookup);
-  }
-
-  async #unseal(cookie: string, now: number): Promise<Unsealed | undefined> {
-    const key = fingerprint(cookie);
-    const hit = this.#unsealed.get(key, now);
-    if (hit) return hit;
-    const data = await this.#sealer.unseal<SessionCookieData>(cookie);
-    if (
-      data?.v !== 1 ||
-      typeof data.sid !== 'string' ||
-      typeof data.rt !== 'string' ||
-      typeof data.exp !== 'number' ||
-      typeof data.iat !== 'number' ||
-      (data.h !== undefined && typeof data.h !== 'string') ||
-      (data.r !== undefined && typeof data.r !== 'number')
-    ) {
-      return undefined;
-    }
-    const unsealed: Unsealed = {
-      value: cookie,
-      data,
-      keys: deriveSessionKeys(data.sid),
-      rtHash: fingerprint(data.rt),
-    };
-    if (data.exp > now) this.#unsealed.set(key, unsealed, data.exp);
-    return unsealed;
+    this.#p.records.drop(lookup);
+    if (lookup !== undefined) this.#p.activity.forget(lookup);
   }
 
   #needsRefresh(record: SessionRecord, now: number): boolean {
-    if (record.final) return record.tokenExp <= now;
-    // Never let the skew exceed half the token's lifetime, or short-lived tokens would refresh on
-    // every request.
-    const lifetime = Math.max(0, record.tokenExp - record.tokenIat);
-    const skew = Math.min(this.#config.refreshSkewMs, lifetime / 2);
-    return record.tokenExp - skew <= now;
+    return needsRefresh(record, now, this.#config.refreshSkewMs);
+  }
+
+  #identify(claims: Readonly<Record<string, unknown>>): Identity {
+    return this.#identities ? this.#identities.identify(claims) : identityFromClaims(claims, this.#config);
   }
 
   #recordFrom(tokens: TokenResult, session: Unsealed): SessionRecord {
@@ -533,79 +661,19 @@ export class SessionService {
       idToken: tokens.idToken,
       tokenExp: claims.exp * 1000,
       tokenIat: typeof claims.iat === 'number' ? claims.iat * 1000 : this.#clock.now(),
-      identity: this.#identities
-        ? this.#identities.identify(claims)
-        : identityFromClaims(claims, this.#config),
+      identity: this.#identify(claims),
       cookie: session.value,
       rtHash: session.rtHash,
       gen: session.data.g ?? 0,
       rotatedAt: session.data.r ?? session.data.iat,
       ...(session.data.rt === '' ? { final: true } : {}),
+      ...(session.data.u !== undefined ? { u: session.data.u } : {}),
     };
   }
 
-  /**
-   * A refresh answered without an ID token: the current one is served until it expires, with the
-   * rotated refresh token's cookie, and then the session ends (never a refresh loop on the spent token).
-   */
-  #finalRecord(session: Unsealed, next: Unsealed): SessionRecord {
-    const now = this.#clock.now();
-    const current = this.#records.peek(session.keys.lookup, now);
-    if (!current || current.tokenExp <= now) {
-      throw new RefreshError(
-        'terminal',
-        'the refresh response has no id_token and the current one has expired',
-      );
-    }
-    return {
-      ...current,
-      cookie: next.value,
-      rtHash: next.rtHash,
-      gen: next.data.g ?? 0,
-      rotatedAt: next.data.r ?? next.data.iat,
-      final: true,
-    };
-  }
-
-  async #loadRecord(keys: SessionKeys): Promise<SessionRecord | undefined> {
-    const blob = await this.#store.get(KEY.record(keys.lookup));
-    if (blob === null) return undefined;
-    const now = this.#clock.now();
-    if (this.#blobs.peek(keys.lookup, now) === blob) {
-      const known = this.#records.peek(keys.lookup, now);
-      if (known) return this.#remapped(keys, known);
-    }
-    const json = decrypt(blob, keys.encryption, keys.lookup);
-    if (json === undefined) return undefined;
-    const record = this.#remapped(keys, JSON.parse(json) as SessionRecord);
-    this.#records.set(keys.lookup, record, record.tokenExp + this.#recordGraceMs);
-    this.#blobs.set(keys.lookup, blob, record.tokenExp + this.#recordGraceMs);
-    return record;
-  }
-
-  /** A record whose identity was mapped with an older AUTHENTICATION_CONFIG, mapped again from its (verified) ID token. */
-  #remapped(keys: SessionKeys, record: SessionRecord): SessionRecord {
-    if (!this.#identities || this.#identities.isCurrent(record.identity)) return record;
-    const remapped = { ...record, identity: this.#identities.identify(decodeJwt(record.idToken)) };
-    this.#records.set(keys.lookup, remapped, record.tokenExp + this.#recordGraceMs);
-    return remapped;
-  }
-
-  /** Stores a record for its token's life plus a grace (never beyond the session's end). */
-  async #saveRecord(keys: SessionKeys, record: SessionRecord, sessionEnd: number): Promise<void> {
-    const now = this.#clock.now();
-    const until = Math.min(sessionEnd, record.tokenExp + this.#recordGraceMs);
-    this.#records.set(keys.lookup, record, until);
-    if (until <= now) return;
-    const blob = encrypt(JSON.stringify(record), keys.encryption, keys.lookup);
-    this.#blobs.set(keys.lookup, blob, until);
-    try {
-      await this.#store.set(KEY.record(keys.lookup), blob, until - now);
-    } catch (error) {
-      if (!(error instanceof StoreUnavailableError)) throw error;
-      this.#events.storeError();
-      this.#setDegraded(true);
-    }
+  #storeDown(): void {
+    this.#events.storeError();
+    this.#setDegraded(true);
   }
 
   #setDegraded(value: boolean): void {
@@ -616,244 +684,8 @@ export class SessionService {
       this.#log.warn('session store unavailable: degraded mode, serving from cookies and local cache');
     else this.#log.info('session store available again');
   }
+}
 
-  /** Single-flight in this process (per refresh token), then across replicas through the store. */
-  #refresh(session: Unsealed, depth = 0, patient = true, skipLocal = false): Promise<SessionRecord> {
-    if (session.data.rt === '')
-      return Promise.reject(new RefreshError('terminal', 'no refresh token in session'));
-    const now = this.#clock.now();
-    // skipLocal: the store lost the session, so what this replica remembers is not trusted.
-    const local = skipLocal ? undefined : this.#results.get(session.rtHash, now);
-    if (local === 'terminal') return Promise.reject(new RefreshError('terminal', 'refresh already refused'));
-    if (local) {
-      const next = this.#follow(local, session, depth, now);
-      if (next) return next;
-    }
-    const running = this.#inflight.get(session.rtHash);
-    if (running) {
-      this.#events.refresh('coalesced');
-      return running;
-    }
-    const task = this.#refreshAcrossReplicas(session, depth, patient).finally(() =>
-      this.#inflight.delete(session.rtHash),
-    );
-    this.#inflight.set(session.rtHash, task);
-    return task;
-  }
-
-  /**
-   * A newer record than `session` is known: serve it when fresh, or refresh with *its* refresh
-   * token (never the stale one). Undefined when the record is not newer.
-   */
-  #follow(
-    record: SessionRecord,
-    session: Unsealed,
-    depth: number,
-    now: number,
-  ): Promise<SessionRecord> | undefined {
-    if (!this.#needsRefresh(record, now)) {
-      this.#events.refresh('coalesced');
-      return Promise.resolve(record);
-    }
-    if (!isNewer(record, session) || depth >= MAX_CHAIN) return undefined;
-    return this.#unseal(record.cookie, now).then((newer) =>
-      newer && newer.data.sid === session.data.sid
-        ? this.#refresh(newer, depth + 1)
-        : this.#refresh(session, MAX_CHAIN),
-    );
-  }
-
-  async #refreshAcrossReplicas(session: Unsealed, depth: number, patient: boolean): Promise<SessionRecord> {
-    const deadline = this.#clock.now() + this.#lockWaitMs;
-    const lockKey = KEY.lock(session.keys.lookup);
-    const owner = randomBytes(16).toString('base64url');
-    let storeUp = true;
-    let waited = false;
-
-    // Lock, re-read, then decide (STYLE 8).
-    for (;;) {
-      const newer = await this.#newerThan(session, depth).catch((error: unknown) => {
-        if (error instanceof RefreshError) throw error; // a refusal stored by another request
-        storeUp = false;
-        return undefined;
-      });
-      if (newer) return newer;
-      if (!storeUp) break; // degraded: this process's single-flight is all we have
-      let acquired: boolean;
-      try {
-        acquired = await this.#store.setIfAbsent(lockKey, owner, this.#leaseMs);
-      } catch {
-        storeUp = false;
-        break;
-      }
-      if (acquired) {
-        // Re-read once more under the lock: the previous holder may have just finished.
-        const settled = await this.#newerThan(session, depth).catch((error: unknown) =>
-          error instanceof RefreshError ? error : undefined,
-        );
-        if (settled) {
-          await this.#store.deleteIfEquals(lockKey, owner).catch(() => undefined);
-          if (settled instanceof RefreshError) throw settled;
-          return settled;
-        }
-        break;
-      }
-      if (!waited) {
-        waited = true;
-        this.#events.lockWait();
-      }
-      if (this.#clock.now() >= deadline)
-        throw new RefreshError('transient', 'timed out waiting for another refresh');
-      await sleep(25);
-    }
-
-    const renew = storeUp
-      ? setInterval(
-          () => {
-            this.#store.expireIfEquals(lockKey, owner, this.#leaseMs).catch(() => undefined);
-          },
-          Math.max(50, Math.floor(this.#leaseMs / 3)),
-        )
-      : undefined;
-    try {
-      const answer = await this.#callProviderWithRetries(session, depth, patient);
-      if ('record' in answer) return answer.record;
-      const tokens = answer.tokens;
-      const now = this.#clock.now();
-      const newRt = tokens.refreshToken ?? session.data.rt;
-      let next = session;
-      if (newRt !== session.data.rt) {
-        const data: SessionCookieData = {
-          ...session.data,
-          rt: newRt,
-          g: (session.data.g ?? 0) + 1,
-          r: now,
-        };
-        const value = await this.#sealer.seal({ ...data }, (data.exp - now) / 1000);
-        next = { value, data, keys: session.keys, rtHash: fingerprint(newRt) };
-        this.#unsealed.set(fingerprint(value), next, data.exp);
-      }
-      const record =
-        tokens.idToken === undefined ? this.#finalRecord(session, next) : this.#recordFrom(tokens, next);
-      await this.#saveRecord(session.keys, record, session.data.exp);
-      await this.#unlessEndedMeanwhile(session, newRt);
-      await this.#writeShared(session, { record });
-      this.#results.set(session.rtHash, record, now + this.#graceMs);
-      this.#events.refresh('ok');
-      this.#log.info({ user: record.identity.user, rotated: next !== session }, 'token refreshed');
-      return record;
-    } catch (error) {
-      if (error instanceof RefreshError && error.kind === 'terminal') {
-        this.#events.refresh('terminal');
-        this.#results.set(session.rtHash, 'terminal', this.#clock.now() + this.#graceMs);
-        await this.#writeShared(session, { terminal: true });
-        await this.#store.del(KEY.record(session.keys.lookup)).catch(() => undefined);
-        this.#records.delete(session.keys.lookup);
-        this.#log.info({ reason: error.message }, 'refresh refused; session ended');
-      } else {
-        this.#events.refresh('transient');
-      }
-      throw error;
-    } finally {
-      if (renew) clearInterval(renew);
-      if (storeUp) await this.#store.deleteIfEquals(lockKey, owner).catch(() => undefined);
-    }
-  }
-
-  /**
-   * Saved, then checked (a sign-out writes its tombstone before deleting the record): a session
-   * ended while its refresh was in flight stays ended, and the new refresh token is revoked too.
-   */
-  async #unlessEndedMeanwhile(session: Unsealed, newRt: string): Promise<void> {
-    const { lookup } = session.keys;
-    const now = this.#clock.now();
-    const ended =
-      this.#endings.endedHere(lookup, now) ||
-      (await this.#endings.endedInStore(lookup, now).catch(() => false));
-    if (!ended) return;
-    await this.#store.del(KEY.record(lookup)).catch(() => undefined);
-    this.#records.delete(lookup);
-    await this.#endings.end({ lookup, until: session.data.exp, refreshToken: newRt });
-    throw new RefreshError('terminal', 'the session was ended while it was being refreshed');
-  }
-
-  /**
-   * What another request may already have done for this session: a fresh record in the store, a
-   * newer cookie to refresh with instead, or a stored result (or refusal) under the old refresh
-   * token's hash. Throws StoreUnavailableError when the store is down.
-   */
-  async #newerThan(session: Unsealed, depth: number): Promise<SessionRecord | undefined> {
-    const now = this.#clock.now();
-    const record = await this.#loadRecord(session.keys);
-    if (record) {
-      const followed = this.#follow(record, session, depth, now);
-      if (followed) return followed;
-    }
-    const shared = await this.#readShared(session);
-    if (shared?.terminal) throw new RefreshError('terminal', 'refresh refused (shared result)');
-    if (shared?.record) {
-      this.#results.set(session.rtHash, shared.record, now + this.#graceMs);
-      return this.#follow(shared.record, session, depth, now);
-    }
-    return undefined;
-  }
-
-  async #callProviderWithRetries(
-    session: Unsealed,
-    depth: number,
-    patient: boolean,
-  ): Promise<{ tokens: RefreshResult } | { record: SessionRecord }> {
-    for (let attempt = 0; ; attempt++) {
-      this.#spendBudget(session);
-      try {
-        return { tokens: await this.#oidc.refresh(session.data.rt) };
-      } catch (error) {
-        const refreshError =
-          error instanceof RefreshError ? error : new RefreshError('transient', String(error));
-        const delay = patient ? this.#retryDelays[attempt] : undefined;
-        if (refreshError.kind === 'terminal' || delay === undefined) throw refreshError;
-        await sleep(delay);
-        // A 5xx may have been a lost race with another refresher: look for its result first.
-        const newer = await this.#newerThan(session, depth).catch(() => undefined);
-        if (newer) return { record: newer };
-      }
-    }
-  }
-
-  /** One call of the session's budget, or a transient refusal (metric and one log line per minute). */
-  #spendBudget(session: Unsealed): void {
-    const answer = this.#budget.take(session.keys.lookup, this.#clock.now());
-    if (answer === 'ok') return;
-    this.#events.throttled();
-    if (answer === 'just_exhausted') {
-      this.#log.warn(
-        { limit: this.#budget.limit },
-        'this session made its provider calls for the minute; no more refresh calls until the minute is over',
-      );
-    }
-    throw new RefreshError('transient', 'provider call budget of this session used up for the minute');
-  }
-
-  #resultKey(session: Unsealed): Buffer {
-    return createHmac('sha256', session.data.rt).update('refresh-result').digest();
-  }
-
-  async #readShared(session: Unsealed): Promise<SharedResult | undefined> {
-    const blob = await this.#store.get(KEY.result(session.rtHash));
-    if (blob === null) return undefined;
-    const json = decrypt(blob, this.#resultKey(session), session.rtHash);
-    return json === undefined ? undefined : (JSON.parse(json) as SharedResult);
-  }
-
-  async #writeShared(session: Unsealed, result: SharedResult): Promise<void> {
-    try {
-      await this.#store.set(
-        KEY.result(session.rtHash),
-        encrypt(JSON.stringify(result), this.#resultKey(session), session.rtHash),
-        this.#graceMs,
-      );
-    } catch (error) {
-      if (!(error instanceof StoreUnavailableError)) throw error;
-    }
-  }
+function ended(summary: SessionSummary): EndedSession {
+  return { ref: summary.ref, until: summary.sessionEnd, providerSid: summary.providerSid };
 }

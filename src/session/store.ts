@@ -1,6 +1,8 @@
 /**
  * The storage seam (DESIGN §5): a small key-value contract with expiry, implemented in memory
- * (one replica only) and on Redis. Values are opaque strings; callers encrypt what is secret.
+ * (one replica only) and on Redis. Values are opaque strings (or hashes of them, for indexes);
+ * callers encrypt what is secret. Keys that belong together (one user's) carry a Redis Cluster
+ * hash tag `{…}` so that they live in one slot.
  * One contract test suite (test/unit/store-contract.test.ts) runs against both.
  */
 export interface Store {
@@ -15,6 +17,21 @@ export interface Store {
   deleteIfEquals(key: string, value: string): Promise<boolean>;
   /** Extends the TTL only when the current value equals `value` (lock lease renewal). */
   expireIfEquals(key: string, value: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Compare-and-set: writes `value` only when the current value equals `expected` (null: only when
+   * absent); true when it wrote. For records several replicas may update (the token chain).
+   */
+  replaceIfEquals(key: string, expected: string | null, value: string, ttlMs: number): Promise<boolean>;
+  /**
+   * Sets one field of a hash, and extends the hash's time to live to at least `ttlMs` (never
+   * shortens it). Indexes: a user's sessions, sessions by provider `sid`.
+   */
+  hashSet(key: string, field: string, value: string, ttlMs: number): Promise<void>;
+  /** One field of a hash, or null. */
+  hashGet(key: string, field: string): Promise<string | null>;
+  /** Every field of a hash ({} when absent): one round trip. */
+  hashGetAll(key: string): Promise<Record<string, string>>;
+  hashDelete(key: string, fields: readonly string[]): Promise<void>;
   /** Increments a counter, setting its TTL when it is created; returns the new value. */
   increment(key: string, ttlMs: number): Promise<number>;
   /** Remaining TTL in ms, or -1 without one / -2 when absent. */

@@ -110,6 +110,43 @@ describe('three replicas, one Redis', () => {
     expect(dex.counts.refreshGrants - before).toBe(2);
   });
 
+  it('two browsers of one user, their requests spread over three replicas: both stay signed in, one refresh grant per expiry, no rotated token replayed', async () => {
+    const user = users[1]!;
+    const a = await login(user);
+    const b = await login(user); // the stand-in, like Dex, deletes the first browser's refresh token
+    const grants = dex.counts.refreshGrants;
+    const errors = dex.counts.tokenErrors;
+    const seenFrom = upstream.requests.length;
+    // Three ID-token lifetimes of both browsers browsing; Traefik sends each request to the next replica.
+    const statuses = await browse([a, b], 3 * TTL * 1000 + 500);
+    expect(statuses.length).toBeGreaterThan(50);
+    expect(statuses.filter((s) => s !== 200)).toEqual([]);
+    // Strict provider: a replayed rotated token would have revoked the grant and been refused.
+    expect(dex.counts.tokenErrors).toBe(errors);
+    const renewals = dex.counts.refreshGrants - grants;
+    expect(renewals).toBeGreaterThanOrEqual(3);
+
+    const tokensOf = (i: number) =>
+      upstream.requests
+        .slice(seenFrom)
+        .filter((r) => r.url.startsWith(`/load/${i}/`))
+        .map((r) => headerValues(r, 'authorization')[0]!.slice('Bearer '.length));
+    const first = tokensOf(0);
+    const second = tokensOf(1);
+    // The browsers share the chain's tokens: after the first browser's own token ran out, both
+    // were handed the same ones; every grant made one new token, used by both.
+    const chain = [...new Set(second)];
+    expect(chain).toHaveLength(renewals + 1);
+    expect(new Set(first.slice(first.findIndex((t) => chain.includes(t))))).toEqual(
+      new Set(chain.slice(chain.indexOf(first.find((t) => chain.includes(t))!))),
+    );
+    // One grant per expiry: each new token was issued only once the previous one was due.
+    const issued = chain.map((t) => decodeJwt(t).iat!);
+    for (let i = 1; i < issued.length; i++) {
+      expect(issued[i]! - issued[i - 1]!).toBeGreaterThanOrEqual(Math.floor(TTL - SKEW));
+    }
+  });
+
   it('SIGKILL of one replica under load logs nobody out', async () => {
     const sessions = await Promise.all(users.map((u) => login(u)));
     const statuses = await browse(sessions, 1500, async () => {

@@ -29,7 +29,7 @@ export const RUNTIME_FLAGS = '--max-semi-space-size=8';
 export async function startServiceProcess(
   env: Record<string, string>,
   port?: number,
-  options: { fromDist?: boolean; testDefaults?: boolean } = {},
+  options: { fromDist?: boolean; testDefaults?: boolean; nodeFlags?: string } = {},
 ): Promise<ServiceProcess> {
   // The built service (`npm run build`) is what production runs; tests run the sources directly.
   const fromDist = options.fromDist ?? false;
@@ -49,7 +49,7 @@ export async function startServiceProcess(
     proc = spawnTracked(
       process.execPath,
       [
-        ...(process.env['DFA_NODE_FLAGS'] ?? RUNTIME_FLAGS).split(' ').filter(Boolean),
+        ...(options.nodeFlags ?? process.env['DFA_NODE_FLAGS'] ?? RUNTIME_FLAGS).split(' ').filter(Boolean),
         ...(fromDist
           ? ['dist/src/cli.js']
           : ['--experimental-strip-types', '--disable-warning=ExperimentalWarning', 'src/cli.ts']),

@@ -3,9 +3,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type EvaluablePolicy, evaluate } from '../../src/authz/evaluate.ts';
-import { type Identity, identityFromClaims } from '../../src/authz/identity.ts';
 import { loadPolicy, type PolicySpec } from '../../src/authz/policyFile.ts';
 import { buildRbacIndex } from '../../src/authz/rbac.ts';
+import { type Identity, identityFromClaims } from '../../src/identity/claims.ts';
 
 /**
  * Kubernetes' own RBAC objects (test/fixtures/kubernetes-bootstrap-rbac.yaml, as the API server

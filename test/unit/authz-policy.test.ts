@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { PolicyAuthorizer, PolicyLoadError } from '../../src/authz/authorizer.ts';
-import { identityFromClaims } from '../../src/authz/identity.ts';
 import { loadPolicy } from '../../src/authz/policyFile.ts';
 import { createAuthorizer } from '../../src/authz/setup.ts';
 import { ConfigError } from '../../src/config.ts';
 import { AppError } from '../../src/errors.ts';
+import { identityFromClaims } from '../../src/identity/claims.ts';
 import { createLogger } from '../../src/log.ts';
 import { LogCapture } from '../support/service.ts';
 

@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { type EvaluablePolicy, evaluate } from '../../src/authz/evaluate.ts';
-import { identityFromClaims } from '../../src/authz/identity.ts';
 import {
   buildRbacIndex,
   nonResourceURLMatches,
@@ -16,6 +15,7 @@ import {
   type RbacObjects,
   type UrlRequest,
 } from '../../src/authz/rbacObjects.ts';
+import { identityFromClaims } from '../../src/identity/claims.ts';
 
 /**
  * Kubernetes RBAC for URLs: `nonResourceURLs` and verbs matched as the API server matches them

@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { MAX_JUDGED_PATH, PolicyAuthorizer } from '../../src/authz/authorizer.ts';
-import { identityFromClaims } from '../../src/authz/identity.ts';
 import { parsePolicy, takeSnapshot } from '../../src/authz/policyFile.ts';
 import { buildRbacIndex, type MatchWork, nonResourceURLMatches, rbacGrantees } from '../../src/authz/rbac.ts';
 import type { ClusterRole, ClusterRoleBinding, UrlRequest } from '../../src/authz/rbacObjects.ts';
 import { AppError } from '../../src/errors.ts';
+import { identityFromClaims } from '../../src/identity/claims.ts';
 import { createLogger } from '../../src/log.ts';
 
 /**

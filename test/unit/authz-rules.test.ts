@@ -1,6 +1,5 @@
 import { describe, expect, it } from 'vitest';
 import { type EvaluablePolicy, evaluate } from '../../src/authz/evaluate.ts';
-import { type Identity, identityFromClaims } from '../../src/authz/identity.ts';
 import { canonicalPath } from '../../src/authz/path.ts';
 import { defaultAuthorizer } from '../../src/authz/policy.ts';
 import {
@@ -12,6 +11,7 @@ import {
   pathMatches,
   type Rule,
 } from '../../src/authz/rules.ts';
+import { type Identity, identityFromClaims } from '../../src/identity/claims.ts';
 
 /** Per-route rules (DESIGN §6): pure functions of (identity, request, policy), table-tested. */
 

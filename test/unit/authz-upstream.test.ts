@@ -2,12 +2,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { authenticateBearer, bearerToken, claimsOurIssuer } from '../../src/authz/bearer.ts';
-import { identityFromClaims } from '../../src/authz/identity.ts';
 import { ServiceAccountToken } from '../../src/authz/impersonation.ts';
 import { boundedGroups, createUpstreamHeaderPlan } from '../../src/authz/upstream.ts';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 import { AppError } from '../../src/errors.ts';
+import { authenticateBearer, bearerToken, claimsOurIssuer } from '../../src/identity/bearer.ts';
+import { identityFromClaims } from '../../src/identity/claims.ts';
 import { createLogger } from '../../src/log.ts';
 
 /** Upstream headers (ID token or impersonation), the groups bound, and the bearer pre-checks. */

@@ -4,13 +4,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PolicyAuthorizer } from '../../src/authz/authorizer.ts';
-import { identityFromClaims } from '../../src/authz/identity.ts';
 import { isNavigation } from '../../src/forward/navigation.ts';
 import { type OriginalRequest, readOriginalRequest } from '../../src/forward/original.ts';
 import { judgedPath } from '../../src/forward/path.ts';
 import { ReturnUrlGuard } from '../../src/forward/returnUrl.ts';
 import { readSubrequest } from '../../src/forward/subrequest.ts';
 import { ProxyTrust } from '../../src/forward/trust.ts';
+import { identityFromClaims } from '../../src/identity/claims.ts';
 import { createLogger } from '../../src/log.ts';
 
 const trust = new ProxyTrust(['127.0.0.0/8', '10.0.0.0/8']);

@@ -1,10 +1,10 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { identityFromClaims } from '../../src/authz/identity.ts';
 import { defaultAuthorizer } from '../../src/authz/policy.ts';
 import {
   type AuthenticationService,
   createAuthenticationService,
 } from '../../src/identity/authentication.ts';
+import { identityFromClaims } from '../../src/identity/claims.ts';
 import { createLogger } from '../../src/log.ts';
 
 /**

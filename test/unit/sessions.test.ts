@@ -2,12 +2,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../../src/clock.ts';
 import { type Config, loadConfig } from '../../src/config.ts';
 import { createLogger, type Logger, silentLogger } from '../../src/log.ts';
+import { MemoryBudget } from '../../src/memory/budget.ts';
 import {
   type OidcProvider,
   RefreshError,
   type RefreshResult,
   type TokenResult,
 } from '../../src/oidc/provider.ts';
+import { deriveSessionKeys } from '../../src/session/crypto.ts';
 import { MemoryStore } from '../../src/session/memoryStore.ts';
 import { Sealer } from '../../src/session/seal.ts';
 import {
@@ -114,6 +116,7 @@ function service(
     revokeRetryDelaysMs?: number[];
     events?: SessionEvents;
     log?: Logger;
+    memory?: MemoryBudget;
   } = {},
 ): SessionService {
   const created = new SessionService({
@@ -125,6 +128,7 @@ function service(
     log: options.log ?? silentLogger(),
     retryDelaysMs: [],
     ...(options.events ? { events: options.events } : {}),
+    ...(options.memory ? { memory: options.memory } : {}),
     ...(options.revokeRetryDelaysMs ? { revokeRetryDelaysMs: options.revokeRetryDelaysMs } : {}),
   });
   services.push(created);
@@ -406,6 +410,7 @@ describe('SESSION_IDLE_TIMEOUT', () => {
   /** Counts the writes of last-seen times that reach the store. */
   function counting(): { store: Store; writes: () => number } {
     let writes = 0;
+    // Last uses go into the user's session list (`t:<session>` fields), or `ls:<session>`.
     const wrapped: Store = new Proxy(store, {
       get: (target, name) =>
         name === 'set'
@@ -413,7 +418,12 @@ describe('SESSION_IDLE_TIMEOUT', () => {
               if (key.startsWith('ls:')) writes++;
               return target.set(key, value, ttl);
             }
-          : bound(target, name),
+          : name === 'hashSet'
+            ? (key: string, field: string, value: string, ttl: number) => {
+                if (field.startsWith('t:')) writes++;
+                return target.hashSet(key, field, value, ttl);
+              }
+            : bound(target, name),
     });
     return { store: wrapped, writes: () => writes };
   }
@@ -527,5 +537,232 @@ describe('the provider-call budget', () => {
     provider.failWith = undefined;
     valid(await sessions.resolve(cookie));
     expect(provider.presented).toHaveLength(11);
+  });
+});
+
+describe('the memory budget', () => {
+  const groups = Array.from({ length: 150 }, (_, i) => `platform-team-${String(i).padStart(26, '0')}`);
+  const bigTokens = (rt: string) => {
+    const tokens = provider.tokens(rt);
+    return {
+      ...tokens,
+      idToken: `${tokens.idToken}.${'x'.repeat(8000)}`,
+      claims: { ...tokens.claims, groups },
+    };
+  };
+  const bytesOf = (memory: MemoryBudget, name: string) => memory.stats().find((s) => s.name === name)!;
+
+  it('holds no more than its bytes however many sessions there are; an evicted session is read from the store again, not lost', async () => {
+    const memory = new MemoryBudget(512 * 1024);
+    const sessions = service({ memory });
+    const cookies: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      cookies.push((await sessions.create(bigTokens(`rt-big-${i}`))).cookie);
+      expect(memory.usedBytes).toBeLessThanOrEqual(memory.maxBytes);
+    }
+    expect(bytesOf(memory, 'sessions').evictions).toBeGreaterThan(100);
+    for (const cookie of cookies) {
+      const r = valid(await sessions.resolve(cookie));
+      expect(r.record.identity.groups).toHaveLength(150);
+      expect(memory.usedBytes).toBeLessThanOrEqual(memory.maxBytes);
+    }
+    expect(provider.presented).toEqual([]); // re-read from the store, never refreshed for it
+  });
+
+  it('keeps each session once: one entry holding its record, hot resolution and answer headers', async () => {
+    const memory = new MemoryBudget(64 * 1024 * 1024);
+    const sessions = service({ memory });
+    const { cookie } = await sessions.create(bigTokens('rt-0'));
+    const r = valid(await sessions.resolve(cookie));
+    const before = bytesOf(memory, 'sessions').bytes;
+    const headers = sessions.replyHeaders(r, () => ['Authorization', `Bearer ${r.record.idToken}`]);
+    expect(sessions.replyHeaders(r, () => ['built again'])).toBe(headers);
+    const stats = bytesOf(memory, 'sessions');
+    expect(stats.entries).toBe(1);
+    // The headers are charged to the session's entry…
+    expect(stats.bytes - before).toBeGreaterThan(8000);
+    // … and the whole session (ID token, 150 groups, headers) is charged about once: not five copies.
+    expect(memory.usedBytes).toBeLessThan(3 * (8000 + 150 * 40) + 4000);
+    expect(bytesOf(memory, 'cookies').entries).toBe(1);
+  });
+});
+
+describe('one token chain per user (Dex keeps one refresh token per user and client)', () => {
+  it('a second login’s refresh token becomes the chain: the first browser refreshes with it, and the token it replaced is ended', async () => {
+    const sessions = service();
+    const { cookie: a } = await sessions.create(provider.tokens('rt-a'));
+    clock.advance(60_000);
+    const { cookie: b } = await sessions.create(provider.tokens('rt-b'));
+    expect(provider.revoked).toEqual(['rt-a']);
+    clock.advance(600_000 - 60_000);
+    const first = valid(await sessions.resolve(a)); // A's token is due: B's login left a fresh one
+    expect(provider.presented).toEqual([]);
+    expect(first.setCookie).toBeDefined(); // A's cookie now carries the chain's refresh token
+    const carried = await new Sealer(config.cookieSecrets).unseal<SessionCookieData>(first.setCookie!);
+    expect(carried?.rt).toBe('rt-b');
+    clock.advance(60_000); // now the chain's token is due too
+    const again = valid(await sessions.resolve(first.setCookie!));
+    expect(provider.presented).toEqual(['rt-b']);
+    valid(await sessions.resolve(b));
+    expect(provider.presented).toEqual(['rt-b']); // one grant for both browsers
+    expect(again.record.idToken).toBe('id-token-rt-1');
+  });
+
+  it('two replicas refreshing two browsers of one user at once make exactly one grant, and neither replays a rotated token', async () => {
+    const one = service();
+    const two = service();
+    const { cookie: a } = await one.create(provider.tokens('rt-a'));
+    const { cookie: b } = await two.create(provider.tokens('rt-b'));
+    clock.advance(600_000);
+    const results = await Promise.all([one.resolve(a), two.resolve(b), two.resolve(a), one.resolve(b)]);
+    for (const r of results) valid(r);
+    expect(provider.presented).toEqual(['rt-b']);
+    clock.advance(600_000);
+    const later = await Promise.all([
+      two.resolve(valid(results[0]!).setCookie!),
+      one.resolve(valid(results[1]!).setCookie!),
+    ]);
+    for (const r of later) valid(r);
+    expect(provider.presented).toEqual(['rt-b', 'rt-1']);
+  });
+
+  it('signing out one browser moves the chain on: the other stays signed in, the signed-out cookie’s token is spent, not revoked', async () => {
+    const sessions = service();
+    const { cookie: a } = await sessions.create(provider.tokens('rt-a'));
+    const { cookie: b } = await sessions.create(provider.tokens('rt-b'));
+    const revokedAtLogin = [...provider.revoked];
+    await sessions.destroy(b);
+    expect(provider.revoked).toEqual(revokedAtLogin); // nothing more revoked…
+    expect(provider.presented).toEqual(['rt-b']); // … the chain's token was spent for a new one
+    expect(await sessions.resolve(b)).toEqual({ kind: 'none', reason: 'signed_out' });
+    valid(await sessions.resolve(a));
+    clock.advance(600_000);
+    const renewed = valid(await sessions.resolve(a));
+    expect(provider.presented).toEqual(['rt-b', 'rt-1']); // A goes on with the moved-on chain
+    expect(renewed.record.idToken).toBe('id-token-rt-2');
+  });
+
+  it('signing out the last browser revokes the chain’s token; the next login starts a new chain', async () => {
+    const sessions = service();
+    const { cookie: a } = await sessions.create(provider.tokens('rt-a'));
+    const { cookie: b } = await sessions.create(provider.tokens('rt-b'));
+    await sessions.destroy(b);
+    await sessions.destroy(a);
+    expect(provider.revoked).toEqual(['rt-a', 'rt-1']);
+    const { cookie: c } = await sessions.create(provider.tokens('rt-c'));
+    expect(provider.revoked).toEqual(['rt-a', 'rt-1']); // nothing was left to replace
+    clock.advance(600_000);
+    valid(await sessions.resolve(c));
+    expect(provider.presented.at(-1)).toBe('rt-c');
+  });
+
+  it('a signed-out cookie whose tombstones are lost cannot join the chain the other browser goes on with', async () => {
+    const a = service();
+    const { cookie: kept } = await a.create(provider.tokens('rt-a'));
+    const { cookie: other } = await a.create(provider.tokens('rt-b'));
+    // The signed-out browser had caught up with the chain before it left.
+    clock.advance(600_000);
+    const caughtUp = valid(await a.resolve(kept)).setCookie!;
+    valid(await a.resolve(other));
+    await a.destroy(caughtUp);
+    const data = await new Sealer(config.cookieSecrets).unseal<SessionCookieData>(caughtUp);
+    await store.del(`so:${deriveSessionKeys(data!.sid).lookup}`); // the store lost the tombstone
+    const presentedBefore = provider.presented.length;
+    const fresh = service(); // a replica that never saw the sign-out
+    expect(await fresh.resolve(caughtUp)).toEqual({ kind: 'none', reason: 'refresh_refused' });
+    expect(provider.presented).toHaveLength(presentedBefore); // refused without replaying its token
+    valid(await fresh.resolve(valid(await a.resolve(other)).setCookie ?? other));
+  });
+});
+
+describe('a user’s sessions (the store layout for the sessions page, the admin API and back-channel logout)', () => {
+  const tokensFor = (rt: string, sub: string, sid?: string) => {
+    const tokens = provider.tokens(rt);
+    return { ...tokens, claims: { ...tokens.claims, sub, ...(sid ? { sid } : {}) } };
+  };
+
+  it('lists a user’s sessions with when they were created and last seen, user agent, client address and host, marking the current one', async () => {
+    const sessions = service();
+    const one = await sessions.create(tokensFor('rt-1a', 'jane'), {
+      host: 'grafana.example.com',
+      userAgent: 'Firefox/140',
+      clientAddress: '203.0.113.7',
+    });
+    clock.advance(1_000);
+    const two = await sessions.create(tokensFor('rt-1b', 'jane'), {
+      userAgent: 'curl/8',
+      clientAddress: '198.51.100.2',
+    });
+    await sessions.create(tokensFor('rt-2', 'john'));
+    const current = valid(await sessions.resolve(two.cookie)).ref;
+    const listed = await sessions.listForUser('jane', current);
+    expect(listed).toHaveLength(2);
+    expect(listed.find((s) => s.current)).toMatchObject({
+      userAgent: 'curl/8',
+      clientAddress: '198.51.100.2',
+    });
+    expect(listed.find((s) => !s.current)).toMatchObject({
+      userAgent: 'Firefox/140',
+      clientAddress: '203.0.113.7',
+      host: 'grafana.example.com',
+      created: one.sessionEnd - config.sessionTtlMs,
+      sessionEnd: one.sessionEnd,
+    });
+    expect(await sessions.listForUser('nobody')).toEqual([]);
+  });
+
+  it('notes when each session was last seen, at most once per interval, for the list', async () => {
+    const sessions = service();
+    const { cookie } = await sessions.create(tokensFor('rt-1', 'jane'));
+    const created = (await sessions.listForUser('jane'))[0]!.lastSeen;
+    clock.advance(6 * 60_000);
+    valid(await sessions.resolve(cookie));
+    expect((await sessions.listForUser('jane'))[0]!.lastSeen).toBe(created + 6 * 60_000);
+  });
+
+  it('ends one session by reference (from a replica that never saw its cookie); the user’s other session goes on', async () => {
+    const a = service();
+    const admin = service();
+    const { cookie: first } = await a.create(tokensFor('rt-1a', 'jane'));
+    const { cookie: second } = await a.create(tokensFor('rt-1b', 'jane'));
+    const target = valid(await a.resolve(first)).ref;
+    expect(await admin.end({ sub: 'jane', session: target })).toBe(true);
+    await new Promise((r) => setImmediate(r));
+    expect(await a.resolve(first)).toEqual({ kind: 'none', reason: 'signed_out' });
+    valid(await a.resolve(second));
+    expect((await admin.listForUser('jane')).map((s) => s.ref)).not.toContain(target);
+    expect(await admin.end({ sub: 'jane', session: target })).toBe(false);
+    expect(await admin.end({ sub: 'john', session: valid(await a.resolve(second)).ref })).toBe(false);
+  });
+
+  it('ends every session of a user (sign out everywhere), revoking the chain’s token once; other users stay', async () => {
+    const sessions = service();
+    const mine = [
+      (await sessions.create(tokensFor('rt-1a', 'jane'))).cookie,
+      (await sessions.create(tokensFor('rt-1b', 'jane'))).cookie,
+    ];
+    const theirs = (await sessions.create(tokensFor('rt-2', 'john'))).cookie;
+    const revokedBefore = provider.revoked.length;
+    expect(await sessions.endAllForUser('jane')).toBe(2);
+    for (const cookie of mine)
+      expect(await sessions.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    expect(provider.revoked.slice(revokedBefore)).toEqual(['rt-1b']);
+    expect(await sessions.listForUser('jane')).toEqual([]);
+    valid(await sessions.resolve(theirs));
+  });
+
+  it('ends the sessions of one provider session (back-channel logout by sid), and every session of every user', async () => {
+    const sessions = service();
+    const bySid = (await sessions.create(tokensFor('rt-1a', 'jane', 'idp-session-1'))).cookie;
+    const otherSid = (await sessions.create(tokensFor('rt-1b', 'jane', 'idp-session-2'))).cookie;
+    const john = (await sessions.create(tokensFor('rt-2', 'john', 'idp-session-3'))).cookie;
+    expect(await sessions.endBySid('idp-session-1')).toBe(1);
+    expect(await sessions.resolve(bySid)).toEqual({ kind: 'none', reason: 'signed_out' });
+    valid(await sessions.resolve(otherSid));
+    expect(await sessions.endBySid('idp-session-1')).toBe(0);
+    expect(await sessions.endAll()).toBe(2);
+    for (const cookie of [otherSid, john]) {
+      expect(await sessions.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+    }
   });
 });

@@ -3,6 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/session/memoryStore.ts';
 import { createRedisClient, RedisStore } from '../../src/session/redisStore.ts';
 import { type Store, StoreUnavailableError } from '../../src/session/store.ts';
+import { UserKeyring } from '../../src/session/userKeys.ts';
+import { type Chain, UserStore } from '../../src/session/users.ts';
 import { type RedisCluster, startRedisCluster } from '../support/cluster.ts';
 import { type RedisServer, startRedis } from '../support/redis.ts';
 
@@ -74,6 +76,107 @@ function storeContract(name: string, make: () => Store, wait: (ms: number) => Pr
       await store.set(k, 'x', 10_000);
       await store.del(k);
       expect(await store.get(k)).toBeNull();
+    });
+
+    it('compare-and-sets: writes only over the expected value, or only when absent', async () => {
+      const k = key('cas');
+      expect(await store.replaceIfEquals(k, 'x', 'v1', 10_000)).toBe(false);
+      expect(await store.get(k)).toBeNull();
+      expect(await store.replaceIfEquals(k, null, 'v1', 10_000)).toBe(true);
+      expect(await store.replaceIfEquals(k, null, 'v2', 10_000)).toBe(false);
+      expect(await store.replaceIfEquals(k, 'v0', 'v2', 10_000)).toBe(false);
+      expect(await store.replaceIfEquals(k, 'v1', 'v2', 10_000)).toBe(true);
+      expect(await store.get(k)).toBe('v2');
+      expect(await store.ttl(k)).toBeGreaterThan(0);
+    });
+
+    it('keeps hashes: fields set, read one by one or all at once, deleted; the key goes with its last field', async () => {
+      const k = `${key('hash')}:{tag}`;
+      expect(await store.hashGetAll(k)).toEqual({});
+      expect(await store.hashGet(k, 'a')).toBeNull();
+      await store.hashSet(k, 'a', '1', 10_000);
+      await store.hashSet(k, 'b', '2', 10_000);
+      await store.hashSet(k, 'a', '3', 10_000);
+      expect(await store.hashGet(k, 'a')).toBe('3');
+      expect(await store.hashGetAll(k)).toEqual({ a: '3', b: '2' });
+      await store.hashDelete(k, ['a', 'missing']);
+      expect(await store.hashGetAll(k)).toEqual({ b: '2' });
+      await store.hashDelete(k, ['b']);
+      expect(await store.ttl(k)).toBe(-2);
+    });
+
+    it('extends a hash’s time to live to the longest a field asked for, never shortening it', async () => {
+      const k = key('hashttl');
+      await store.hashSet(k, 'long', '1', 10_000);
+      await store.hashSet(k, 'short', '2', 100);
+      await wait(250);
+      expect(await store.hashGetAll(k)).toEqual({ long: '1', short: '2' });
+      const ttl = await store.ttl(k);
+      expect(ttl).toBeGreaterThan(9_000);
+      const brief = key('hashbrief');
+      await store.hashSet(brief, 'f', '1', 150);
+      await wait(300);
+      expect(await store.hashGetAll(brief)).toEqual({});
+    });
+
+    describe('the layout per user (users.ts) on this store', () => {
+      const secret = { id: '1', secret: 'contract-cookie-secret-6c1f0e9d2b7a4853' };
+      const users = () =>
+        new UserStore({
+          store,
+          keys: new UserKeyring([secret], 'https://dex.example.com/'),
+          clock: { now: () => Date.now() },
+          sessionTtlMs: 60_000,
+        });
+      const chain = (rt: string): Chain => ({
+        rt,
+        tokenExp: Date.now() + 60_000,
+        tokenIat: Date.now(),
+        at: Date.now(),
+      });
+
+      it('lists a user’s sessions in one query, by provider sid, and every user; ended or expired sessions drop out', async () => {
+        const u = users();
+        const sub = key('user');
+        const until = Date.now() + 60_000;
+        await u.addSession(sub, 'session-a', until, {
+          c: 1,
+          ua: 'Firefox',
+          ip: '203.0.113.7',
+          sid: `${sub}-sid`,
+        });
+        await u.addSession(sub, 'session-b', until, { c: 2 });
+        await u.addSession(sub, 'session-gone', Date.now() + 100, { c: 3 });
+        await u.noteSeen(sub, 'session-b', 5, until);
+        await wait(200);
+        const listed = await u.sessions(sub);
+        expect(listed.map((x) => x.ref).sort()).toEqual(['session-a', 'session-b']);
+        expect(listed.find((x) => x.ref === 'session-a')).toMatchObject({
+          userAgent: 'Firefox',
+          clientAddress: '203.0.113.7',
+        });
+        expect(listed.find((x) => x.ref === 'session-b')?.lastSeen).toBe(5);
+        expect(await u.lastSeen(sub, 'session-b')).toBe(5);
+        expect(await u.sessionsBySid(`${sub}-sid`)).toEqual([{ sub, ref: 'session-a', sessionEnd: until }]);
+        expect(await u.users()).toContain(sub);
+        await u.removeSession(sub, 'session-a', `${sub}-sid`);
+        expect((await u.sessions(sub)).map((x) => x.ref)).toEqual(['session-b']);
+        expect(await u.sessionsBySid(`${sub}-sid`)).toEqual([]);
+      });
+
+      it('writes the token chain compare-and-set: a write over a chain that changed meanwhile fails', async () => {
+        const u = users();
+        const sub = key('chain');
+        expect(await u.chain(sub)).toBeUndefined();
+        expect(await u.writeChain(sub, chain('rt-1'), undefined)).toBe(true);
+        const first = await u.chain(sub);
+        expect(first?.chain.rt).toBe('rt-1');
+        expect(await u.writeChain(sub, chain('rt-login'), 'any')).toBe(true); // a login elsewhere
+        expect(await u.writeChain(sub, chain('rt-2'), first)).toBe(false);
+        expect((await u.chain(sub))?.chain.rt).toBe('rt-login');
+        await u.deleteChainIf(sub, first!.blob); // not the chain any more: kept
+        expect((await u.chain(sub))?.chain.rt).toBe('rt-login');
+      });
     });
 
     it('answers ping', async () => {

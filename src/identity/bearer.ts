@@ -1,10 +1,10 @@
 import { decodeJwt } from 'jose';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
-import type { AuthenticationService } from '../identity/authentication.ts';
-import { IssuerUnavailable } from '../identity/jwtIssuers.ts';
-import type { OidcProvider } from '../oidc/provider.ts';
-import { type Identity, identityFromClaims } from './identity.ts';
+import type { AuthenticationService } from './authentication.ts';
+import { identityFromClaims } from './claims.ts';
+import type { Identity } from './identity.ts';
+import { IssuerUnavailable } from './jwtIssuers.ts';
 
 /**
  * Bearer pass-through (DESIGN §4.3): an `Authorization: Bearer <JWT>` whose unverified `iss` is our
@@ -69,6 +69,18 @@ function refuse(detail: string, description: string): AppError {
   });
 }
 
+/**
+ * What checks a token of the login issuer (signature by its JWKS, `iss`, `aud`, `exp`, the
+ * algorithms): the OIDC provider (src/oidc/) in production. Its refusals are AppError
+ * `unauthenticated`; anything else it throws means the provider cannot be asked.
+ */
+export interface BearerVerifier {
+  verifyBearer(
+    token: string,
+    options: { readonly audiences: readonly string[]; readonly algorithms: readonly string[] },
+  ): Promise<Record<string, unknown>>;
+}
+
 export type BearerConfig = Pick<
   Config,
   | 'issuerUrl'
@@ -89,7 +101,7 @@ export type BearerConfig = Pick<
 export async function authenticateBearer(
   header: string | string[] | undefined,
   config: BearerConfig,
-  oidc: Pick<OidcProvider, 'verifyBearer'>,
+  oidc: BearerVerifier,
   authentication?: Pick<AuthenticationService, 'authenticateBearer'>,
 ): Promise<BearerResult> {
   const token = bearerToken(header);
