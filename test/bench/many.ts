@@ -68,7 +68,7 @@ const userOf = (i: number): DexUser & SealedUser => {
 };
 
 /** The wrk script: every request carries the next cookie of the file (round robin). */
-const CYCLE_LUA = `local cookies, n, i = {}, 0, 0
+export const CYCLE_LUA = `local cookies, n, i = {}, 0, 0
 function init(args)
   for line in io.lines(args[1]) do n = n + 1; cookies[n] = line end
   i = math.random(n) - 1
