@@ -284,6 +284,7 @@ export class ManySessions {
     );
     const summary = summarise(ours);
     const bareRps = median(bares.map((m) => m.load.rps));
+    const bareSummary = summarise(bares);
     const row: ManyRow = {
       sessions: size,
       made: made.how,
@@ -292,6 +293,7 @@ export class ManySessions {
       ...summary,
       bareRps,
       bareP99Ms: median(bares.map((m) => m.load.p99Ms)),
+      bareCpuUsPerRequest: bareSummary.cpuUsPerRequest,
       ratio: bareRps > 0 ? summary.rps / bareRps : 0,
       rssAfterLoginsMiB: rssAfterLogins,
       rssAfterLoadMiB: rssMiB(pid),
@@ -301,7 +303,7 @@ export class ManySessions {
       outcomes,
     };
     this.#ctx.log(
-      `many sessions: ${size} (${made.how}): ${Math.round(row.rps)} req/s (bare ${Math.round(bareRps)}, × ${row.ratio.toFixed(2)}), p99 ${row.p99Ms.toFixed(2)} ms (bare ${row.bareP99Ms.toFixed(2)}), RSS ${row.rssAfterLoginsMiB?.toFixed(0)} → ${row.rssAfterLoadMiB?.toFixed(0)} MiB (heap used ${row.heapMiB.toFixed(0)}, caches ${row.cacheMiB.toFixed(0)}), outcomes ${JSON.stringify(outcomes)}`,
+      `many sessions: ${size} (${made.how}): ${Math.round(row.rps)} req/s (bare ${Math.round(bareRps)}, × ${row.ratio.toFixed(2)}), p99 ${row.p99Ms.toFixed(2)} ms (bare ${row.bareP99Ms.toFixed(2)}), CPU per request ${row.cpuUsPerRequest?.toFixed(0)} µs (bare ${row.bareCpuUsPerRequest?.toFixed(0)}), RSS ${row.rssAfterLoginsMiB?.toFixed(0)} → ${row.rssAfterLoadMiB?.toFixed(0)} MiB (heap used ${row.heapMiB.toFixed(0)}, caches ${row.cacheMiB.toFixed(0)}), outcomes ${JSON.stringify(outcomes)}`,
     );
     return row;
   }

@@ -112,6 +112,8 @@ export interface ManyRow {
   readonly errors: number;
   readonly bareRps: number;
   readonly bareP99Ms: number;
+  /** The bare server's CPU microseconds per request (a figure other load on the machine skews less). */
+  readonly bareCpuUsPerRequest?: number | undefined;
   readonly ratio: number;
   readonly rssAfterLoginsMiB: number | undefined;
   readonly rssAfterLoadMiB: number | undefined;
@@ -309,6 +311,7 @@ export function toMarkdown(r: Results): string {
     lines.push('');
   }
   if (r.many) lines.push(...manyMarkdown(r.many, m));
+  lines.push(...targetsMarkdown(r));
   if (r.failures.length > 0) {
     lines.push('**Checks that failed in this run:**', '', ...r.failures.map((f) => `- ${f}`), '');
   }
@@ -330,7 +333,7 @@ function manyMarkdown(many: ManyResult, m: Meta): string[] {
       'the bare `node:http` server answering the same 200, rounds interleaved; sessions are real logins through the Dex stand-in ' +
       'or, for larger N, sealed the way a login seals them — SessionService.create from stand-in-signed ID tokens into the same Redis, column "made"):',
     '',
-    '| sessions | made | req/s | × bare | p50 ms | p99 ms (bare) | CPU per request | service RSS after logins → after load | Redis per session | session-cache misses |',
+    '| sessions | made | req/s | × bare | p50 ms | p99 ms (bare) | CPU per request (bare) | service RSS after logins → after load | Redis per session | session-cache misses |',
     '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const row of many.rows) {
@@ -339,7 +342,7 @@ function manyMarkdown(many: ManyResult, m: Meta): string[] {
       row.redisBytesPerSession === undefined ? '–' : `${(row.redisBytesPerSession / 1024).toFixed(1)} KiB`;
     lines.push(
       `| ${int(row.sessions)}${flag} | ${row.made} (${row.makeSeconds.toFixed(0)} s) | ${int(row.rps)} | ${ratio(row.ratio)} | ${ms(row.p50Ms)} | ` +
-        `${ms(row.p99Ms)} (${ms(row.bareP99Ms)}) | ${us(row.cpuUsPerRequest)} | ${mib(row.rssAfterLoginsMiB)} → ${mib(row.rssAfterLoadMiB)} | ` +
+        `${ms(row.p99Ms)} (${ms(row.bareP99Ms)}) | ${us(row.cpuUsPerRequest)} (${us(row.bareCpuUsPerRequest)}) | ${mib(row.rssAfterLoginsMiB)} → ${mib(row.rssAfterLoadMiB)} | ` +
         `${perSession} | ${missRate(row.outcomes)} |`,
     );
   }
@@ -359,6 +362,85 @@ function manyMarkdown(many: ManyResult, m: Meta): string[] {
     );
   }
   return lines;
+}
+
+/** Issue 15's targets, each as measured in this run (✓ met, ✗ not, – not measured). */
+export function targets(
+  r: Results,
+): { readonly target: string; readonly measured: string; readonly met: boolean | undefined }[] {
+  const at = (n: number) => r.many?.rows.find((row) => row.sessions === n);
+  const out: { target: string; measured: string; met: boolean | undefined }[] = [];
+  const ratioTarget = (n: number, min: number, label: string) => {
+    const row = at(n);
+    out.push({
+      target: `${label}: ≥ ${min}× bare`,
+      measured: row
+        ? `${ratio(row.ratio)}×${row.bad + row.errors > 0 ? `, ${row.bad + row.errors} errors` : ''}`
+        : '–',
+      met: row ? row.ratio >= min && row.bad + row.errors === 0 : undefined,
+    });
+  };
+  ratioTarget(10_000, 0.6, '10,000 sessions');
+  const ten = at(10_000);
+  out.push({
+    target: '10,000 sessions: p99 ≤ bare p99 + 5 ms',
+    measured: ten ? `${ms(ten.p99Ms)} ms (bare ${ms(ten.bareP99Ms)} ms)` : '–',
+    met: ten ? ten.p99Ms <= ten.bareP99Ms + 5 : undefined,
+  });
+  ratioTarget(100_000, 0.5, '100,000 sessions');
+  for (const [n, max] of [
+    [10_000, 150],
+    [100_000, 200],
+  ] as const) {
+    const row = at(n);
+    const rss = row?.rssAfterLoadMiB;
+    out.push({
+      target: `RSS after ${int(n)} sessions and load ≤ ${max} MB`,
+      measured: rss === undefined ? '–' : `${Math.round((rss * 2 ** 20) / 1e6)} MB`,
+      met: rss === undefined ? undefined : rss * 2 ** 20 <= max * 1e6,
+    });
+  }
+  const one = at(1);
+  out.push({
+    target: 'one session: ≥ 0.7× bare, p99 ≤ 10 ms',
+    measured: one ? `${ratio(one.ratio)}×, ${ms(one.p99Ms)} ms` : '–',
+    met: one ? one.ratio >= 0.7 && one.p99Ms <= 10 : undefined,
+  });
+  const login = r.login;
+  out.push({
+    target: 'logins: ≥ 100/s',
+    measured: login
+      ? `${login.concurrent.perSecond.toFixed(1)}/s with ${login.concurrent.clients} clients`
+      : '–',
+    met: login ? login.concurrent.perSecond >= 100 : undefined,
+  });
+  out.push({
+    target: "the service's CPU per login halved (9.4 ms before)",
+    measured: login?.serviceCpuMsPerLogin === undefined ? '–' : `${login.serviceCpuMsPerLogin.toFixed(1)} ms`,
+    met: login?.serviceCpuMsPerLogin === undefined ? undefined : login.serviceCpuMsPerLogin <= 4.7,
+  });
+  const storm = r.storm;
+  out.push({
+    target: 'refresh storm: 10,000 sessions over 3 replicas, one grant each, no errors',
+    measured: storm
+      ? `${int(storm.sessions)} sessions over ${storm.replicas ?? 1}: ${int(storm.refreshGrants)} grants, ${int(storm.sessions - (storm.statuses['200'] ?? 0))} errors, ${storm.seconds.toFixed(1)} s`
+      : '–',
+    met: storm ? storm.ok && storm.sessions >= 10_000 && (storm.replicas ?? 1) >= 3 : undefined,
+  });
+  return out;
+}
+
+function targetsMarkdown(r: Results): string[] {
+  if (!r.many && !r.login && !r.storm) return [];
+  const mark = (met: boolean | undefined) => (met === undefined ? '–' : met ? '✓' : '✗');
+  return [
+    "**Issue 15's targets in this run:**",
+    '',
+    '| target | measured | met |',
+    '| --- | --- | ---: |',
+    ...targets(r).map((t) => `| ${t.target} | ${t.measured} | ${mark(t.met)} |`),
+    '',
+  ];
 }
 
 export const README_BEGIN = '<!-- bench:begin — generated by `npm run bench -- --write-readme` -->';

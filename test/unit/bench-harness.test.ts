@@ -12,6 +12,7 @@ import {
   type ManyRow,
   README_END,
   type Results,
+  targets,
   toMarkdown,
   writeReadme,
 } from '../bench/report.ts';
@@ -214,5 +215,17 @@ describe('the benchmark harness', () => {
     expect(text).toContain('9.6 KiB');
     expect(text).toContain('25 %');
     expect(text).toContain('a miss costs about 150 µs of service CPU more than a hit');
+    // The targets, judged from the same numbers: measured ones met or not, the rest open.
+    const judged = Object.fromEntries(targets(results).map((t) => [t.target, t.met]));
+    expect(judged['10,000 sessions: ≥ 0.6× bare']).toBe(true);
+    expect(judged['10,000 sessions: p99 ≤ bare p99 + 5 ms']).toBe(true);
+    expect(judged['RSS after 10,000 sessions and load ≤ 150 MB']).toBe(true); // 140 MiB = 147 MB
+    expect(judged['100,000 sessions: ≥ 0.5× bare']).toBeUndefined();
+    expect(judged['logins: ≥ 100/s']).toBeUndefined();
+    const slower = { ...results, many: { rows: [{ ...row, ratio: 0.59, rssAfterLoadMiB: 144 }] } };
+    const judgedSlower = Object.fromEntries(targets(slower).map((t) => [t.target, t.met]));
+    expect(judgedSlower['10,000 sessions: ≥ 0.6× bare']).toBe(false);
+    expect(judgedSlower['RSS after 10,000 sessions and load ≤ 150 MB']).toBe(false); // 151 MB
+    expect(toMarkdown(slower)).toMatch(/10,000 sessions: ≥ 0\.6× bare\s+\| 0\.59×\s+\|\s+✗ \|/);
   });
 });
