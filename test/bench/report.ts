@@ -44,6 +44,8 @@ export interface HotRow {
 }
 
 export interface LoginResult {
+  /** The gateway the logins went through (older runs: directly to the service). */
+  readonly through?: string;
   readonly sequential: { readonly count: number; readonly seconds: number; readonly perSecond: number };
   readonly concurrent: {
     readonly clients: number;
@@ -263,11 +265,13 @@ export function toMarkdown(r: Results): string {
   if (r.login) {
     const l = r.login;
     lines.push(
-      `**Login round trip** (\`/oauth2/start\` → Dex stand-in's form → \`/oauth2/callback\`, a fresh browser each time): ` +
+      (l.through
+        ? `**Login round trip** through ${l.through} (the dashboard → \`/oauth2/start\` → Dex stand-in's form → \`/oauth2/callback\` → the dashboard, a fresh browser each time): `
+        : `**Login round trip** (\`/oauth2/start\` → Dex stand-in's form → \`/oauth2/callback\`, a fresh browser each time): `) +
         `${l.sequential.perSecond.toFixed(1)}/s sequentially (${l.sequential.count} logins), ` +
         `${l.concurrent.perSecond.toFixed(1)}/s with ${l.concurrent.clients} concurrent clients (${l.concurrent.count} logins); ` +
         `CPU per login: service ${l.serviceCpuMsPerLogin === undefined ? '–' : l.serviceCpuMsPerLogin.toFixed(1)} ms, ` +
-        `Dex stand-in and browsers ${l.benchCpuMsPerLogin.toFixed(1)} ms` +
+        `${l.through ? 'gateway, dashboard, ' : ''}Dex stand-in and browsers ${l.benchCpuMsPerLogin.toFixed(1)} ms` +
         ((l.serviceCpuMsPerLogin ?? 0) < l.benchCpuMsPerLogin ? ' (the stand-in is the bottleneck).' : '.'),
       '',
     );

@@ -29,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { sealData } from 'iron-session';
 import { Browser, loginThroughDex } from '../support/browser.ts';
-import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
+import { DEMO_USERS, type Dex, type DexUser, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 import {
   makeTempDir,
@@ -41,7 +41,7 @@ import {
   waitUntil,
 } from '../support/redis.ts';
 import { RUNTIME_FLAGS, type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
-import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.ts';
+import { CLIENT_ID, CLIENT_SECRET, startStack } from '../support/stack.ts';
 import { type Apache, apacheAvailable, startApache } from './apache.ts';
 import { type LoadResult, type LoadTool, pickTool, runLoad, toolVersion } from './load.ts';
 import { DEPLOYMENT_FLAGS, ManySessions } from './many.ts';
@@ -57,6 +57,7 @@ import {
   get,
   handedCookie,
   login,
+  loginAt,
   SESSION_COOKIE,
   syntheticUsers,
 } from './sessions.ts';
@@ -545,41 +546,34 @@ async function apacheTarget(
 
 async function loginAndStorm(results: Results): Promise<void> {
   const n = settings.stormSessions;
-  const redis = await startRedis();
-  cleanups.push(() => redis.close());
-  // Logins go to the first replica (the login measurement); the storm is spread over all of them.
-  const ports = await Promise.all(Array.from({ length: settings.stormReplicas }, () => freePort()));
-  const port = ports[0] as number;
   const users = syntheticUsers(n);
-  const dex = await startDex({
-    clients: [
-      {
-        clientId: CLIENT_ID,
-        clientSecret: CLIENT_SECRET,
-        redirectUris: ports.map((p) => `http://${appHost(p)}/oauth2/callback`),
-      },
-    ],
-    users,
-    idTokenTtl: settings.stormTtlSec,
+  // The whole chain: the Traefik emulator in front of the dashboard, N replica processes sharing a
+  // private Redis deciding for it and serving the login pages, the stand-in (each session its own
+  // user: the sessions of one user share a token chain).
+  const stack = await startStack({
+    dex: { users, idTokenTtl: settings.stormTtlSec },
+    env: { LOG_LEVEL: 'warn', LOGIN_RATE_LIMIT_BURST: '0', LOGIN_LOOP_LIMIT: '0' },
+    replicas: { count: settings.stormReplicas, processes: true, inProcess: false, fromDist: true },
   });
-  cleanups.push(() => dex.close());
-  const replicas = await Promise.all(ports.map((p) => startService(dex, redis.url, p)));
-  const service = replicas[0] as ServiceProcess;
-  const servicePid = () => service.process().child.pid;
+  cleanups.push(() => stack.close());
+  const { dex, replicas, appUrl } = stack;
+  const port = stack.port;
+  const ports = replicas.map((r) => r.port);
   const replicasCpu = () => {
     const each = replicas.map((r) => cpuSeconds(r.process().child.pid));
     return each.some((c) => c === undefined)
       ? undefined
       : each.reduce((a, b) => (a as number) + (b as number), 0);
   };
+  const login = (user: DexUser) => loginAt(appUrl, user);
 
   const cookies: string[] = new Array(n);
   const sequential = Math.min(settings.loginSequential, n);
   log(`login round trip: ${sequential} sequential logins`);
   const cpu0 = process.cpuUsage();
-  const svc0 = cpuSeconds(servicePid());
+  const svc0 = replicasCpu();
   let started = performance.now();
-  for (let i = 0; i < sequential; i++) cookies[i] = await login(port, users[i]!);
+  for (let i = 0; i < sequential; i++) cookies[i] = await login(users[i]!);
   const sequentialSeconds = (performance.now() - started) / 1000;
 
   const clients = settings.loginClients;
@@ -588,14 +582,15 @@ async function loginAndStorm(results: Results): Promise<void> {
   started = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      for (let i = next++; i < n; i = next++) cookies[i] = await login(port, users[i]!);
+      for (let i = next++; i < n; i = next++) cookies[i] = await login(users[i]!);
     }),
   );
   const concurrentSeconds = (performance.now() - started) / 1000;
   const lastLoginAt = Date.now();
   const cpu = process.cpuUsage(cpu0);
-  const svc1 = cpuSeconds(servicePid());
+  const svc1 = replicasCpu();
   results.login = {
+    through: 'the Traefik emulator',
     sequential: { count: sequential, seconds: sequentialSeconds, perSecond: sequential / sequentialSeconds },
     concurrent: {
       clients,
@@ -682,9 +677,7 @@ async function loginAndStorm(results: Results): Promise<void> {
   log(
     `refresh storm: ${storm.seconds.toFixed(2)} s, ${JSON.stringify(statuses)}, ${refreshGrants} refresh grants for ${n} sessions`,
   );
-  for (const r of replicas) await r.close();
-  await dex.close();
-  await redis.close();
+  await stack.close();
 }
 
 // ---- session-count scaling --------------------------------------------------------------------
