@@ -677,6 +677,8 @@ async function loginAndStorm(results: Results): Promise<void> {
   log(
     `refresh storm: ${storm.seconds.toFixed(2)} s, ${JSON.stringify(statuses)}, ${refreshGrants} refresh grants for ${n} sessions`,
   );
+  // A profile (BENCH_CPU_PROF with DFA_NODE_FLAGS carrying --cpu-prof) is written on a graceful exit.
+  if (profileDir !== undefined) for (const r of replicas) await r.stop('SIGTERM');
   await stack.close();
 }
 
