@@ -10,6 +10,7 @@ import { homeReply } from './home.ts';
 import { kubeconfigRoutes } from './kubeconfig.ts';
 import { startLogin } from './login.ts';
 import { replySender } from './send.ts';
+import { sessionsPage } from './sessionsPage.ts';
 import { signOut } from './signOut.ts';
 
 /**
@@ -52,6 +53,12 @@ export function directRoutes(deps: Deps): Router {
   );
   router.get('/oauth2/sign_out', signOutRoute);
   router.post('/oauth2/sign_out', signOutRoute);
+
+  const sessionsRoute = route((req) =>
+    sessionsPage(deps, readOriginalRequest(req, deps.trust), req.headers, { viaForwardAuth: false }),
+  );
+  router.get('/oauth2/sessions', sessionsRoute);
+  router.post('/oauth2/sessions', sessionsRoute);
 
   router.get(
     '/oauth2/userinfo',

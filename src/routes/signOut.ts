@@ -57,7 +57,7 @@ const forbidden = { error: 'forbidden', message: 'Sign-out must come from a page
  * own Sec-Fetch-Site (which no page can set) says same-origin; or it carries neither (no browser
  * of the last years, so no forged cross-site form either: a script that holds the cookie).
  */
-function fromOwnOrigin(headers: IncomingHttpHeaders, original: OriginalRequest): boolean {
+export function fromOwnOrigin(headers: IncomingHttpHeaders, original: OriginalRequest): boolean {
   const origin = headers.origin;
   const site = headers['sec-fetch-site'];
   if (origin === undefined) return site === undefined || site === 'same-origin';
