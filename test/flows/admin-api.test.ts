@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,11 +28,32 @@ let stack: Stack;
 let replicas: readonly ServiceProcess[];
 let adminUrl: string;
 let host: string;
+let tokenFile: string;
+let wrongFile: string;
+
+/** `dex-forward-auth sessions …` as a real process: its exit status and what it printed. */
+const cli = (...args: string[]) =>
+  new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(
+      process.execPath,
+      [
+        '--experimental-strip-types',
+        '--disable-warning=ExperimentalWarning',
+        'src/cli.ts',
+        'sessions',
+        ...args,
+      ],
+      { env: { PATH: process.env['PATH'] } },
+      (error, stdout, stderr) => resolve({ code: error ? Number(error.code ?? 1) : 0, stdout, stderr }),
+    );
+  });
 
 beforeAll(async () => {
   const dir = await mkdtemp(join(tmpdir(), 'dfa-admin-'));
-  const tokenFile = join(dir, 'token');
+  tokenFile = join(dir, 'token');
+  wrongFile = join(dir, 'wrong');
   await writeFile(tokenFile, `${TOKEN}\n`);
+  await writeFile(wrongFile, WRONG);
   const adminPort = await freePort();
   adminUrl = `http://127.0.0.1:${adminPort}`;
   stack = await startStack({
@@ -39,7 +61,8 @@ beforeAll(async () => {
       count: 3,
       processes: true,
       inProcess: false,
-      envOf: (i) => (i === 0 ? { ADMIN_PORT: String(adminPort), ADMIN_TOKEN_FILE: tokenFile } : {}),
+      envOf: (i): Record<string, string> =>
+        i === 0 ? { ADMIN_PORT: String(adminPort), ADMIN_TOKEN_FILE: tokenFile } : {},
     },
     gateway: { routes: (pages) => [{ pathPrefix: '/oauth2/sessions', service: pages }] },
   });
@@ -210,5 +233,32 @@ describe('the admin API', () => {
     expect((await admin('GET', '/admin/nothing')).status).toBe(404);
     expect((await admin('POST', '/admin/sessions')).status).toBe(405);
     expect((await admin('GET', '/admin/users/%E0%A4%A/sessions')).status).toBe(400);
+  });
+
+  it('the sessions command lists and ends sessions through it, with clear exit codes', async () => {
+    const s = await login(alice, '/admin/cli/one');
+    const id = await ownSessionId(s);
+    const flags = ['--url', adminUrl, '--token-file', tokenFile];
+    const listed = await cli('list', s.sub, ...flags);
+    expect(listed.code).toBe(0);
+    expect(listed.stdout).toContain(id);
+    expect(listed.stdout).toContain('127.0.0.1');
+    const refused = await cli('list', s.sub, '--url', adminUrl, '--token-file', wrongFile);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('refused the token');
+    expect(refused.stderr + refused.stdout).not.toContain(WRONG);
+    expect((await cli('end', s.sub, 'no-such-session', ...flags)).code).toBe(1);
+    const ended = await cli('end', s.sub, id, ...flags);
+    expect([ended.code, ended.stdout]).toEqual([0, '1 session(s) ended\n']);
+    await waitUntil(
+      'the ended session to be refused',
+      async () => (await decide(replicas[2]!, s.cookie(), '/cli')) === 401,
+    );
+    expect((await cli('end-user', s.sub, ...flags, '--json')).stdout).toMatch(/^\{"ended":\d+\}\n$/);
+    expect((await cli('end-all', ...flags)).code).toBe(0);
+    const usage = await cli('end', s.sub, ...flags);
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toContain('end takes 2 argument(s)');
+    expect((await cli('list', s.sub)).code).toBe(2); // no --url, no ADMIN_PORT
   });
 });
