@@ -10,6 +10,7 @@ import { freePort } from '../support/ports.ts';
 import { type RedisServer, waitUntil } from '../support/redis.ts';
 import type { ServiceProcess } from '../support/serviceProcess.ts';
 import { type Stack, startStack } from '../support/stack.ts';
+import { hasOpenssl, makeTestPki } from '../support/tls.ts';
 import { headerValues } from '../support/upstream.ts';
 
 /**
@@ -260,5 +261,47 @@ describe('the admin API', () => {
     expect(usage.code).toBe(2);
     expect(usage.stderr).toContain('end takes 2 argument(s)');
     expect((await cli('list', s.sub)).code).toBe(2); // no --url, no ADMIN_PORT
+  });
+});
+
+describe.skipIf(!hasOpenssl())('the admin API with mutual TLS', () => {
+  it('needs no token with a client CA: a client without a certificate of that CA gets no answer, one with it does', async () => {
+    const pki = makeTestPki(await mkdtemp(join(tmpdir(), 'dfa-admin-tls-')));
+    const service = await stack.startService({
+      ADMIN_PORT: '0',
+      ADMIN_TLS_CERT_FILE: pki.serverCert,
+      ADMIN_TLS_KEY_FILE: pki.serverKey,
+      ADMIN_TLS_CLIENT_CA_FILE: pki.caCert,
+    });
+    const url = service.adminUrl!;
+    expect(url).toMatch(/^https:/);
+    const tls = ['--ca-file', pki.caCert];
+    const withCert = await cli(
+      'list',
+      'someone',
+      '--url',
+      url,
+      ...tls,
+      '--cert-file',
+      pki.clientCert,
+      '--key-file',
+      pki.clientKey,
+    );
+    expect([withCert.code, withCert.stdout]).toEqual([0, 'no sessions\n']);
+    const rogue = await cli(
+      'list',
+      'someone',
+      '--url',
+      url,
+      ...tls,
+      '--cert-file',
+      pki.rogueCert,
+      '--key-file',
+      pki.rogueKey,
+    );
+    expect(rogue.code).toBe(1);
+    const none = await cli('end-all', '--url', url, ...tls);
+    expect(none.code).toBe(1);
+    expect(none.stdout).toBe('');
   });
 });
