@@ -6,7 +6,7 @@ import { CONFLICT } from '../http/cookies.ts';
 import type { Reply } from '../http/reply.ts';
 import { html, join, type SafeHtml } from '../http/views.ts';
 import type { SessionSummary, Valid } from '../session/sessions.ts';
-import { fromOwnOrigin } from './signOut.ts';
+import { afterSignOut, fromOwnOrigin } from './signOut.ts';
 
 /**
  * `/oauth2/sessions` (issue 16 item 2): the signed-in user's sessions — created, last seen, user
@@ -15,6 +15,8 @@ import { fromOwnOrigin } from './signOut.ts';
  * sign-out is (Origin / Sec-Fetch-Site must say this very origin):
  *   `POST /oauth2/sessions?end=<session>`  ends that one session of this user;
  *   `POST /oauth2/sessions?end=all`        ends every session of this user ("sign out everywhere").
+ * Ending this browser's session (alone or everywhere) goes on as sign-out does: to the provider's
+ * end_session_endpoint where it has one, else the signed-out page (signOut.ts afterSignOut).
  * The parameters are in the query, so the forms work where the page is served through ForwardAuth
  * (the proxy forwards no body to the check). A session reference only ever ends a session of the
  * user whose cookie asks (SessionService.end looks it up among that user's sessions).
@@ -45,15 +47,20 @@ export async function sessionsPage(
     });
   }
   const query = new URLSearchParams(original.query);
-  if (method === 'POST') return endFromForm(deps, original, headers, { cookie, session, sub, query });
+  if (method === 'POST') {
+    return endFromForm(deps, original, headers, { cookie, session, sub, query }, options.viaForwardAuth);
+  }
   const listed = await deps.sessions.listForUser(sub, session.ref);
   const status = options.viaForwardAuth ? 401 : 200;
   const json = { user: session.record.identity.user, sessions: listed.map(toJson) };
   if (query.get('format') === 'json') return { status, json };
+  // The forms may lead on to the provider's end_session_endpoint (CSP form-action covers redirects).
+  const endSession = deps.oidc.endSessionEndpoint();
   return {
     status,
     json,
     page: { view: 'sessions', title: 'Your sessions', data: pageData(deps, original, listed, session) },
+    ...(endSession ? { formAction: [new URL(endSession).origin] } : {}),
   };
 }
 
@@ -69,6 +76,7 @@ async function endFromForm(
   original: OriginalRequest,
   headers: IncomingHttpHeaders,
   asker: Asker,
+  viaForwardAuth: boolean,
 ): Promise<Reply> {
   if (!fromOwnOrigin(headers, original)) {
     deps.log.info(
@@ -79,11 +87,17 @@ async function endFromForm(
   }
   const target = asker.query.get('end');
   const user = asker.session.record.identity.user;
-  const ownCookie = () => [...deps.cookies.clear(deps.cookies.session)];
+  const signedOut = () =>
+    afterSignOut(deps, original, {
+      cookies: [...deps.cookies.clear(deps.cookies.session)],
+      idToken: asker.session.record.idToken,
+      rd: undefined,
+      pageStatus: viaForwardAuth ? 401 : 200,
+    });
   if (target === 'all') {
     const ended = await deps.sessions.endAllForUser(asker.sub);
     deps.log.info({ user, host: original.host, sessions: ended }, 'signed out everywhere');
-    return signedOut(original, ownCookie(), { ended });
+    return signedOut();
   }
   if (!target) {
     return {
@@ -94,7 +108,7 @@ async function endFromForm(
   if (target === asker.session.ref) {
     await deps.sessions.destroy(asker.cookie);
     deps.log.info({ user, host: original.host }, 'signed out');
-    return signedOut(original, ownCookie(), { ended: 1 });
+    return signedOut();
   }
   if (!(await deps.sessions.end({ sub: asker.sub, session: target }))) {
     throw new AppError('not_found', 'You have no such session (it may have ended already).');
@@ -104,15 +118,6 @@ async function endFromForm(
     status: 303,
     location: `${original.proto}://${original.host}/oauth2/sessions`,
     json: { ended: 1 },
-  };
-}
-
-function signedOut(original: OriginalRequest, cookies: string[], json: { ended: number }): Reply {
-  return {
-    status: 303,
-    cookies,
-    location: `${original.proto}://${original.host}/oauth2/sign_out`,
-    json: { signedOut: true, ...json },
   };
 }
 

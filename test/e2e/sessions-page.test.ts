@@ -88,8 +88,9 @@ describe.skipIf(!hasChromium())('the sessions page in Chromium', () => {
     await expect.poll(() => sessionsShown(one.page).count()).toBe(2);
     const kept = (await one.context.cookies(stack.appUrl)).find((c) => c.name === '_forward_auth')!.value;
     await one.page.getByRole('button', { name: 'Sign out everywhere' }).click();
-    await one.page.waitForURL(`${stack.appUrl}/oauth2/sign_out`);
     await expect.poll(() => one.page.locator('h1').textContent()).toBe('Signed out');
+    // Dex (the stand-in's default profile) has no end_session_endpoint: the page says so.
+    expect(await one.page.getByText('Your sign-in at Dex was not ended').count()).toBe(1);
     await screenshot(one.page, 'sessions-signed-out-everywhere');
     for (let i = 0; i < 4; i++) {
       // This browser's cookie was removed as well; the other's is refused.

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
-import { DEMO_USERS } from '../support/dex.ts';
+import { DEMO_USERS, PROFILES } from '../support/dex.ts';
 import { type Stack, startStack } from '../support/stack.ts';
 
 /**
@@ -130,8 +130,9 @@ describe('the sessions page', () => {
     expect(await dashboard(there, '/ended/there')).toBe(401);
     expect(await dashboard(here, '/ended/here')).toBe(200);
     const hereId = (await listed(here)).sessions.find((s) => s.current)!.id;
-    const own = await here.post(`${direct}?end=${encodeURIComponent(hereId)}`, {});
-    expect(own.status).toBe(303);
+    const own = await here.post(`${direct}?end=${encodeURIComponent(hereId)}`, {}, XHR);
+    expect(own.status).toBe(200);
+    expect(own.json()).toEqual({ signedOut: true });
     expect(own.headers.getSetCookie().some((c) => c.startsWith('_forward_auth=;'))).toBe(true);
     expect(await dashboard(here, '/ended/own')).toBe(401);
     expect((await here.post(`${direct}?end=`, {})).status).toBe(401); // signed out: nothing to ask
@@ -143,8 +144,35 @@ describe('the sessions page', () => {
     expect(reply.status).toBe(401);
     expect(reply.json<Listed>().sessions.some((s) => s.current)).toBe(true);
     expect(stack.upstream.requests.some((r) => r.url.startsWith('/oauth2/sessions'))).toBe(false);
-    const everywhere = await b.post(`${viaForwardAuth}?end=all`, {});
-    expect(everywhere.status).toBe(303);
+    const everywhere = await b.post(`${viaForwardAuth}?end=all`, {}, XHR);
+    expect(everywhere.status).toBe(401);
+    expect(everywhere.json()).toEqual({ signedOut: true });
     expect(await dashboard(b, '/fa/after', stack.otherUrl)).toBe(401);
+  });
+});
+
+describe('signing out from the sessions page with a provider that has an end_session_endpoint', () => {
+  it('goes on to the provider’s end_session_endpoint with id_token_hint (RP-initiated logout), as sign-out does', async () => {
+    const own = await startStack({
+      dex: { profile: PROFILES.logoutHint },
+      gateway: { routes: (pages) => [{ pathPrefix: '/oauth2/sessions', service: pages }] },
+    });
+    try {
+      const b = new Browser({ navigation: true });
+      expect((await loginThroughDex(b, `${own.appUrl}/dash`, alice)).final.status).toBe(200);
+      // The page's forms may lead to the provider: its origin is in the CSP's form-action.
+      const page = await b.get(`${own.appUrl}/oauth2/sessions`, { accept: 'text/html' });
+      expect(page.headers.get('content-security-policy')).toContain(
+        `form-action 'self' ${new URL(own.dex.issuer).origin}`,
+      );
+      const out = await b.post(`${own.appUrl}/oauth2/sessions?end=all`, {});
+      expect(out.status).toBe(302);
+      const to = new URL(out.location!);
+      expect(`${to.origin}${to.pathname}`).toMatch(/\/session\/end$/);
+      expect(to.searchParams.get('id_token_hint')).toMatch(/^ey/);
+      expect((await b.get(`${own.appUrl}/oauth2/sessions`, XHR)).status).toBe(401); // signed out here too
+    } finally {
+      await own.close();
+    }
   });
 });
