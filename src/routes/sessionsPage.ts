@@ -53,11 +53,13 @@ export async function sessionsPage(
   const listed = await deps.sessions.listForUser(sub, session.ref);
   const status = options.viaForwardAuth ? 401 : 200;
   const json = { user: session.record.identity.user, sessions: listed.map(toJson) };
-  if (query.get('format') === 'json') return { status, json };
+  const cookies = renewed(deps, session);
+  if (query.get('format') === 'json') return { status, cookies, json };
   // The forms may lead on to the provider's end_session_endpoint (CSP form-action covers redirects).
   const endSession = deps.oidc.endSessionEndpoint();
   return {
     status,
+    cookies,
     json,
     page: { view: 'sessions', title: 'Your sessions', data: pageData(deps, original, listed, session) },
     ...(endSession ? { formAction: [new URL(endSession).origin] } : {}),
@@ -117,8 +119,16 @@ async function endFromForm(
   return {
     status: 303,
     location: `${original.proto}://${original.host}/oauth2/sessions`,
+    cookies: renewed(deps, asker.session),
     json: { ended: 1 },
   };
+}
+
+/** The session's rotated cookie when resolving it refreshed the session (else the browser falls behind). */
+function renewed(deps: Deps, session: Valid): string[] {
+  if (session.setCookie === undefined) return [];
+  const maxAge = (session.sessionEnd - deps.clock.now()) / 1000;
+  return [deps.cookies.set(deps.cookies.session, session.setCookie, maxAge)];
 }
 
 function toJson(s: SessionSummary & { current: boolean }) {

@@ -176,3 +176,28 @@ describe('signing out from the sessions page with a provider that has an end_ses
     }
   });
 });
+
+describe('the sessions page of a session that is due for a refresh', () => {
+  it('hands the browser the rotated cookie, so it does not fall behind its session', async () => {
+    const own = await startStack({
+      dex: { idTokenTtl: 4 },
+      env: { REFRESH_SKEW: '3s' },
+      gateway: { routes: (pages) => [{ pathPrefix: '/oauth2/sessions', service: pages }] },
+    });
+    try {
+      const b = new Browser({ navigation: true });
+      expect((await loginThroughDex(b, `${own.appUrl}/dash`, alice)).final.status).toBe(200);
+      const before = b.cookies(own.appUrl).find((c) => c.name === '_forward_auth')!.value;
+      const grants = own.dex.counts.refreshGrants;
+      await new Promise((r) => setTimeout(r, 1_300)); // the ID token is now within REFRESH_SKEW of its end
+      const reply = await b.get(`${own.appUrl}/oauth2/sessions`, XHR);
+      expect(reply.status).toBe(200);
+      expect(own.dex.counts.refreshGrants).toBe(grants + 1);
+      const after = b.cookies(own.appUrl).find((c) => c.name === '_forward_auth')!.value;
+      expect(after).not.toBe(before);
+      expect(reply.headers.getSetCookie().some((c) => c.startsWith('_forward_auth='))).toBe(true);
+    } finally {
+      await own.close();
+    }
+  });
+});
