@@ -62,16 +62,19 @@ export class RecordStore {
   async load(keys: SessionKeys): Promise<SessionRecord | undefined> {
     const held = this.#entries.get(keys.lookup, this.#now());
     const key = KEY.record(keys.lookup);
-    const blob =
-      held?.tag === undefined ? await this.#store.get(key) : await this.#store.getIfChanged(key, held.tag);
+    if (held?.tag === undefined) return this.#fromBlob(keys, await this.#store.get(key));
+    const blob = await this.#store.getIfChanged(key, held.tag);
+    if (blob !== false) return this.#fromBlob(keys, blob);
+    // Unchanged; unless the entry was replaced or evicted while the store answered: then read it whole.
+    const entry = this.#entries.peek(keys.lookup, this.#now());
+    if (entry !== undefined && entry.tag === held.tag)
+      return this.#remapped(keys.lookup, entry.record, held.tag);
+    return this.#fromBlob(keys, await this.#store.get(key));
+  }
+
+  /** The record in a stored blob (the entry's when the blob is the one it came from). */
+  #fromBlob(keys: SessionKeys, blob: string | null): SessionRecord | undefined {
     if (blob === null) return undefined;
-    if (blob === false) {
-      // Read again: the entry may have been replaced or evicted while the store answered.
-      const entry = this.#entries.peek(keys.lookup, this.#now());
-      if (entry?.tag === held?.tag && entry !== undefined)
-        return this.#remapped(keys.lookup, entry.record, entry.tag as string);
-      return this.load(keys);
-    }
     const entry = this.#entries.peek(keys.lookup, this.#now());
     const tag = tagOf(blob);
     if (entry?.tag === tag) return this.#remapped(keys.lookup, entry.record, tag);
