@@ -2,7 +2,14 @@ import type { Server } from 'node:http';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
 import { type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
-import { drain, httpServer, listen, MAX_HEADER_BYTES, startDecisionListener } from './listeners.ts';
+import {
+  connectionLimits,
+  drain,
+  httpServer,
+  listen,
+  MAX_HEADER_BYTES,
+  startDecisionListener,
+} from './listeners.ts';
 import { createLogger, type Logger } from './log.ts';
 import { preflight } from './preflight.ts';
 import { installProcessGuards } from './processGuards.ts';
@@ -45,7 +52,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   }
   const host = options.host ?? '0.0.0.0';
   const split = config.decisionListener;
-  const server = httpServer(createApp(deps, split ? 'browser' : 'all'));
+  const server = httpServer(createApp(deps, split ? 'browser' : 'all'), connectionLimits(deps));
   const port = await listen(server, config.port, host);
   const decision = split
     ? await startDecisionListener(deps, split, host, options.tlsReloadMs ?? 60_000)
