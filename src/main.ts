@@ -1,6 +1,6 @@
 import type { Server } from 'node:http';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
-import { type Config, ConfigError } from './config.ts';
+import { broadTrustedProxiesWarning, type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
 import {
   connectionLimits,
@@ -62,6 +62,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
     'dex-forward-auth listening',
   );
   warnAboutImpersonation(config, log);
+  const broad = broadTrustedProxiesWarning(config);
+  if (broad) log.warn(broad);
 
   const servers = decision ? [server, decision.server] : [server];
   let closing: Promise<void> | undefined;
