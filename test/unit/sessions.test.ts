@@ -157,10 +157,10 @@ describe('record loads', () => {
       get: (target, name) => {
         const member = bound(target, name);
         if (name !== 'get') return member;
-        // A store a network away: each read takes a moment.
+        // A store a network away: a record read takes a while (long enough for all 8 to ask).
         return async (key: string) => {
           if (key.startsWith('s:')) reads++;
-          await new Promise((resolve) => setImmediate(resolve));
+          await new Promise((resolve) => setTimeout(resolve, key.startsWith('s:') ? 200 : 0));
           return (member as (k: string) => Promise<string | null>)(key);
         };
       },
