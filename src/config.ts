@@ -28,6 +28,7 @@ export {
 } from './config/settings.ts';
 export { collectSettings, type RawSettings } from './config/sources.ts';
 export type {
+  AdminListener,
   CookieSecret,
   DecisionListener,
   KubeCluster,

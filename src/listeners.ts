@@ -130,8 +130,25 @@ export async function startDecisionListener(
   host: string,
   reloadMs: number,
 ): Promise<DecisionListenerHandle> {
-  const listener = createApp(deps, 'decision');
-  const limits = connectionLimits(deps);
+  return startListener(deps, createApp(deps, 'decision'), settings, {
+    host,
+    reloadMs,
+    name: 'decision',
+    limits: connectionLimits(deps),
+  });
+}
+
+/**
+ * A listener of its own port, plain or (mutual) TLS with its files re-read every `reloadMs`
+ * (the decision listener, the admin API), with `limits` on its connections when given.
+ */
+export async function startListener(
+  deps: Pick<Deps, 'log'>,
+  listener: RequestListener,
+  settings: DecisionListener,
+  options: { host: string; reloadMs: number; name: string; limits?: ConnectionLimits },
+): Promise<DecisionListenerHandle> {
+  const { host, reloadMs, name, limits } = options;
   if (!settings.tls) {
     const server = httpServer(listener, limits);
     const port = await listen(server, settings.port, host);
@@ -160,9 +177,9 @@ export async function startDecisionListener(
       if (next.cert === current.cert && next.key === current.key && next.ca === current.ca) return;
       server.setSecureContext(next);
       current = next;
-      deps.log.info('decision listener: TLS certificate files reloaded');
+      deps.log.info(`${name} listener: TLS certificate files reloaded`);
     } catch (error) {
-      deps.log.warn({ detail: (error as Error).message }, 'decision listener: TLS files NOT reloaded');
+      deps.log.warn({ detail: (error as Error).message }, `${name} listener: TLS files NOT reloaded`);
     }
   }, reloadMs);
   timer.unref();

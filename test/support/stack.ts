@@ -45,6 +45,8 @@ export interface ReplicaOptions {
   readonly log?: (replica: number) => Logger;
   /** Processes run the built service (dist/), as production does. */
   readonly fromDist?: boolean;
+  /** With `processes`: settings of one replica only, on top of the stack's (e.g. ADMIN_PORT on the first). */
+  readonly envOf?: (replica: number) => Record<string, string>;
 }
 
 export interface StackOptions {
@@ -136,7 +138,10 @@ async function startReplicas(
   const started = await parts.all<TestService | ServiceProcess>([
     ...inProcess.map((i) => startTestService({ ...env, PORT: port(i) }, own(i))),
     ...(r.processes ? range(count) : []).map((i) =>
-      startServiceProcess(env, r.ports?.[i], { testDefaults, fromDist: r.fromDist ?? false }),
+      startServiceProcess({ ...env, ...r.envOf?.(i) }, r.ports?.[i], {
+        testDefaults,
+        fromDist: r.fromDist ?? false,
+      }),
     ),
   ]);
   return {
