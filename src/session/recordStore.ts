@@ -1,5 +1,6 @@
 import { decodeJwt } from 'jose';
 import type { Identity } from '../identity/identity.ts';
+import { ID_TOKEN_MAX_BYTES } from '../oidc/limits.ts';
 import { decrypt, encrypt, type SessionKeys } from './crypto.ts';
 import type { SessionEntries } from './entries.ts';
 import type { SessionRecord } from './model.ts';
@@ -34,6 +35,12 @@ export interface RecordStoreOptions {
   readonly now: () => number;
 }
 
+/**
+ * No record a login writes comes near this (an ID token of at most ID_TOKEN_MAX_BYTES, its
+ * identity, base64 of the encryption): a larger one is treated as unreadable, never decrypted.
+ */
+const RECORD_MAX_CHARS = 4 * ID_TOKEN_MAX_BYTES;
+
 /** The GCM tag at the end of a blob: it changes with every write. */
 const tagOf = (blob: string) => blob.slice(-22);
 
@@ -44,6 +51,7 @@ export class RecordStore {
   readonly #identities: IdentityMapper | undefined;
   readonly #onStoreDown: () => void;
   readonly #now: () => number;
+  readonly #loading = new Map<string, Promise<SessionRecord | undefined>>();
 
   constructor(options: RecordStoreOptions) {
     this.#store = options.store;
@@ -55,11 +63,21 @@ export class RecordStore {
   }
 
   /**
-   * The stored record; undefined when missing or unreadable. Throws StoreUnavailableError. When
-   * this replica holds the session's entry, the store only says whether the blob still carries
-   * the entry's tag (an unchanged blob is neither sent nor decrypted again).
+   * The stored record; undefined when missing or unreadable (or larger than any record a login
+   * can write: an ID token over the provider limits). Concurrent loads of one session share one
+   * read and one decryption. When this replica holds the session's entry, the store only says
+   * whether the blob still carries the entry's tag (an unchanged blob is neither sent nor
+   * decrypted again). Throws StoreUnavailableError.
    */
-  async load(keys: SessionKeys): Promise<SessionRecord | undefined> {
+  load(keys: SessionKeys): Promise<SessionRecord | undefined> {
+    const running = this.#loading.get(keys.lookup);
+    if (running) return running;
+    const task = this.#load(keys).finally(() => this.#loading.delete(keys.lookup));
+    this.#loading.set(keys.lookup, task);
+    return task;
+  }
+
+  async #load(keys: SessionKeys): Promise<SessionRecord | undefined> {
     const held = this.#entries.get(keys.lookup, this.#now());
     const key = KEY.record(keys.lookup);
     if (held?.tag === undefined) return this.#fromBlob(keys, await this.#store.get(key));
@@ -74,7 +92,7 @@ export class RecordStore {
 
   /** The record in a stored blob (the entry's when the blob is the one it came from). */
   #fromBlob(keys: SessionKeys, blob: string | null): SessionRecord | undefined {
-    if (blob === null) return undefined;
+    if (blob === null || blob.length > RECORD_MAX_CHARS) return undefined;
     const entry = this.#entries.peek(keys.lookup, this.#now());
     const tag = tagOf(blob);
     if (entry?.tag === tag) return this.#remapped(keys.lookup, entry.record, tag);
