@@ -219,7 +219,7 @@ export const SETTINGS = [
     name: 'MAX_CONNECTIONS',
     default: '`1024`',
     description:
-      'open connections each listener accepts (beyond: closed at once; `0`: no bound), and a quarter of it from any one address outside `TRUSTED_PROXIES`; a request must send its headers within 10 s and be complete within 30 s',
+      'open connections each listener accepts (beyond: closed at once; `0`: no bound), and a quarter of it from any one address but a proxy `TRUSTED_PROXIES` names exactly (one address, `/32` or `/128`: a range such as the pod network is bounded per address too, so no pod takes every slot); a request must send its headers within 10 s and be complete within 30 s',
     field: 'maxConnections',
     schema: count(1024, 'must be a whole number of connections', 6),
   },
