@@ -186,6 +186,16 @@ export const SETTINGS = [
     }),
   },
   {
+    name: 'MAX_SESSIONS_PER_USER',
+    default: '`100`',
+    description:
+      "sessions one user may have at once: a login beyond it ends the user's least recently seen sessions (as the admin API ends one), so the sessions page and every reader of the list stay bounded",
+    field: 'maxSessionsPerUser',
+    schema: count(100, 'must be a whole number of sessions', 5).refine((n) => n >= 1, {
+      error: 'must be at least 1',
+    }),
+  },
+  {
     name: 'REFRESH_SKEW',
     default: '`30s`',
     description: "refresh the ID token this long before it expires (capped at half the token's lifetime)",

@@ -193,7 +193,13 @@ export class SessionService {
       now: () => clock.now(),
     });
     const keys = new UserKeyring(this.#config.cookieSecrets, this.#config.issuerUrl);
-    const users = new UserStore({ store: this.#store, keys, clock, sessionTtlMs: this.#config.sessionTtlMs });
+    const users = new UserStore({
+      store: this.#store,
+      keys,
+      clock,
+      sessionTtlMs: this.#config.sessionTtlMs,
+      maxSessionsPerUser: this.#config.maxSessionsPerUser,
+    });
     const hot = new HotCache({
       entries: cache.entries,
       codec,
@@ -275,6 +281,7 @@ export class SessionService {
     if (sub !== undefined) {
       await this.#joinChain(sub, tokens, now, data.exp);
       await this.#list(sub, session, { ...context, providerSid: tokens.claims['sid'] });
+      await this.#trim(sub);
     }
     await this.#p.activity.started(session.keys.lookup, sub, data.exp, now);
     return { cookie: session.value, record, sessionEnd: data.exp };
@@ -326,6 +333,20 @@ export class SessionService {
         if (!(error instanceof StoreUnavailableError)) throw error;
         this.#storeDown();
       });
+  }
+
+  /** A login beyond MAX_SESSIONS_PER_USER: the user's least recently seen sessions end. */
+  async #trim(sub: string): Promise<void> {
+    const beyond = await this.#p.users.beyond(sub).catch((error: unknown) => {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      return [];
+    });
+    if (beyond.length === 0) return;
+    this.#log.info(
+      { ended: beyond.length },
+      'login beyond MAX_SESSIONS_PER_USER: least recently seen sessions ended',
+    );
+    await this.#p.userEndings.trim(sub, beyond.map(ended));
   }
 
   /**

@@ -202,3 +202,38 @@ describe('the sessions page of a session that is due for a refresh', () => {
     }
   });
 });
+
+describe('a user who logs in again and again (MAX_SESSIONS_PER_USER)', () => {
+  const BOUND = 3;
+  let bounded: Stack;
+
+  beforeAll(async () => {
+    bounded = await startStack({
+      env: { MAX_SESSIONS_PER_USER: String(BOUND) },
+      gateway: {
+        routes: (pages) => [{ host: 'app.localhost', pathPrefix: '/oauth2/sessions', service: pages }],
+      },
+    });
+  });
+  afterAll(async () => {
+    await bounded?.close();
+  });
+
+  it('keeps at most the bound: a login beyond it ends the least recently seen session, the others live on', async () => {
+    const browsers: Browser[] = [];
+    for (let i = 0; i < BOUND + 2; i++) {
+      const browser = new Browser({ navigation: true });
+      const { final } = await loginThroughDex(browser, `${bounded.appUrl}/dash`, alice);
+      expect(final.status).toBe(200);
+      browsers.push(browser);
+    }
+    const newest = browsers.at(-1)!;
+    const page = await listed(newest, `${bounded.appUrl}/oauth2/sessions`);
+    expect(page.sessions.length).toBe(BOUND);
+    expect(page.sessions.filter((s) => s.current).length).toBe(1);
+    const status = (b: Browser, path: string) => b.get(`${bounded.appUrl}${path}`, XHR).then((r) => r.status);
+    expect(await status(browsers[0]!, '/bound/first')).toBe(401);
+    expect(await status(browsers[1]!, '/bound/second')).toBe(401);
+    for (const b of browsers.slice(2)) expect(await status(b, '/bound/kept')).toBe(200);
+  });
+});
