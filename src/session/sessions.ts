@@ -4,7 +4,7 @@ import { AppError } from '../errors.ts';
 import { identityFromClaims } from '../identity/claims.ts';
 import type { Identity } from '../identity/identity.ts';
 import type { Logger } from '../log.ts';
-import { MemoryBudget } from '../memory/budget.ts';
+import { type BoundedCache, MemoryBudget } from '../memory/budget.ts';
 import { estimateBytes } from '../memory/size.ts';
 import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
 import { Activity, type Seen } from './activity.ts';
@@ -141,6 +141,7 @@ function caches(memory: MemoryBudget) {
     seen: memory.cache<Seen>('activity', { share: 0.05, sizeOf: () => 40 }),
     endings: memory.cache<number>('endings', { share: 0.1, sizeOf: () => 16 }),
     windows: memory.cache<Window>('call-budget', { share: 0.02, sizeOf: () => 32 }),
+    logoutJtis: memory.cache<number>('logout-jtis', { share: 0.01, sizeOf: () => 80 }),
   };
 }
 
@@ -154,6 +155,8 @@ interface Parts {
   readonly endings: Endings;
   readonly refresher: RefreshCoordinator;
   readonly userEndings: UserEndings;
+  /** The back-channel logout tokens this replica took, until they are too old to be accepted. */
+  readonly logoutJtis: BoundedCache<number>;
 }
 
 export class SessionService {
@@ -244,7 +247,18 @@ export class SessionService {
       joined: (sub, session) => this.#list(sub, session, {}),
     });
     const userEndings = new UserEndings({ endings, users, refresher, oidc: options.oidc, log: this.#log });
-    return { entries: cache.entries, codec, records, users, hot, activity, endings, refresher, userEndings };
+    return {
+      entries: cache.entries,
+      codec,
+      records,
+      users,
+      hot,
+      activity,
+      endings,
+      refresher,
+      userEndings,
+      logoutJtis: cache.logoutJtis,
+    };
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -615,6 +629,21 @@ export class SessionService {
       if (error instanceof StoreUnavailableError) return true; // the cookie is single-use anyway
       throw error;
     }
+  }
+
+  /**
+   * Takes a back-channel logout token's `jti` once, until `until` (ms: when the token is too old
+   * to be accepted): false when this replica (its memory, which outlives a Redis that lost its
+   * data) or the store saw it before. Unlike useOnce, an unreachable store is not "not seen":
+   * StoreUnavailableError is thrown, and the provider retries later.
+   */
+  async useLogoutTokenOnce(jti: string, until: number): Promise<boolean> {
+    const name = fingerprint(`backchannel-logout:${jti}`);
+    const now = this.#clock.now();
+    if (this.#p.logoutJtis.peek(name, now) !== undefined) return false;
+    const first = await this.#store.setIfAbsent(ONCE(name), '1', Math.max(1_000, until - now));
+    this.#p.logoutJtis.set(name, until, until);
+    return first;
   }
 
   /** Stops background work (retries of revocations, the subscription). */

@@ -392,6 +392,32 @@ describe('sign-out', () => {
     expect(provider.presented).toEqual([]); // the tombstone answered, not the provider
   });
 
+  it('takes a logout token’s jti once, remembers it after the store lost it, and says so when the store is unreachable instead of calling it new', async () => {
+    let down = false;
+    const flaky: Store = new Proxy(store, {
+      get: (target, name) => {
+        const member = bound(target, name);
+        if (typeof member !== 'function' || name !== 'setIfAbsent') return member;
+        return (...args: unknown[]) =>
+          down
+            ? Promise.reject(new StoreUnavailableError('down'))
+            : (member as (...a: unknown[]) => unknown)(...args);
+      },
+    });
+    const a = service({ store: flaky });
+    const until = clock.now() + 60_000;
+    expect(await a.useLogoutTokenOnce('jti-1', until)).toBe(true);
+    await store.close(); // Redis "lost its data": a fresh, empty store below the same replica
+    expect(await a.useLogoutTokenOnce('jti-1', until)).toBe(false);
+    down = true;
+    await expect(a.useLogoutTokenOnce('jti-2', until)).rejects.toBeInstanceOf(StoreUnavailableError);
+    down = false;
+    expect(await a.useLogoutTokenOnce('jti-2', until)).toBe(true);
+    // Remembered until the token is too old to be accepted, not longer.
+    clock.advance(61_000);
+    expect(await a.useLogoutTokenOnce('jti-1', clock.now() + 60_000)).toBe(true);
+  });
+
   it('retries a revocation the provider could not take, in the background', async () => {
     provider.revokeFailures = 1;
     const sessions = service({ revokeRetryDelaysMs: [20] });
