@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { z } from 'zod';
 import { clientKey } from './clientKey.ts';
 import { kubeClusterList } from './kubeClusters.ts';
@@ -424,6 +425,13 @@ export const SETTINGS = [
     description:
       'the admin API (list and end sessions; `dex-forward-auth sessions`) on a port of its own, to be reached from inside the cluster only: never route it to browsers (see "Your sessions and the admin API")',
     schema: optionalPort(),
+  },
+  {
+    name: 'ADMIN_HOST',
+    default: '`127.0.0.1`',
+    description:
+      'the address `ADMIN_PORT` listens on: loopback, which `kubectl exec` and `kubectl port-forward` reach (so the shipped admin-api component needs no other); `0.0.0.0` (or `::`) widens it to every pod that can reach this one',
+    schema: trimmed('127.0.0.1').refine((host) => isIP(host) !== 0, { error: 'must be an IP address' }),
   },
   {
     name: 'ADMIN_TOKEN_FILE',
