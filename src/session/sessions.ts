@@ -130,6 +130,12 @@ export interface SessionRef {
   readonly session: string;
 }
 
+/** Only the sessions signed in on `host` (host-only cookies: each host is its own session); all when undefined. */
+export type HostScope = string | undefined;
+
+const onHost = (host: HostScope) => (s: SessionSummary) =>
+  host === undefined || s.host?.toLowerCase() === host.toLowerCase();
+
 const ONCE = (name: string) => `once:${name}`;
 
 /** The caches of one service and their shares of the budget under pressure. */
@@ -583,23 +589,36 @@ export class SessionService {
   // ---- a user's sessions (issue 16 items 2-3: the sessions page, the admin API, back-channel logout)
 
   /** The user's sessions that have not ended, most recently seen first; `current` marks one. */
-  async listForUser(sub: string, current?: string): Promise<(SessionSummary & { current: boolean })[]> {
-    return (await this.#p.users.sessions(sub)).map((s) => ({ ...s, current: s.ref === current }));
+  async listForUser(
+    sub: string,
+    current?: string,
+    host?: HostScope,
+  ): Promise<(SessionSummary & { current: boolean })[]> {
+    return (await this.#p.users.sessions(sub))
+      .filter(onHost(host))
+      .map((s) => ({ ...s, current: s.ref === current }));
   }
 
-  /** Ends one session of a user; false when the user has no such session. */
-  async end(ref: SessionRef): Promise<boolean> {
-    const summary = (await this.#p.users.sessions(ref.sub)).find((s) => s.ref === ref.session);
+  /** Ends one session of a user (of `host`'s, when given); false when the user has no such session. */
+  async end(ref: SessionRef, host?: HostScope): Promise<boolean> {
+    const summary = (await this.#p.users.sessions(ref.sub)).find(
+      (s) => s.ref === ref.session && onHost(host)(s),
+    );
     if (!summary) return false;
     await this.#p.userEndings.end(ref.sub, [ended(summary)]);
     return true;
   }
 
-  /** Ends every session of a user ("sign out everywhere"); their refresh token is revoked. */
-  async endAllForUser(sub: string): Promise<number> {
-    const sessions = await this.#p.users.sessions(sub);
-    await this.#p.userEndings.end(sub, sessions.map(ended), { everywhere: true });
-    await this.#p.users.dropUser(sub).catch(() => undefined);
+  /**
+   * Ends every session of a user ("sign out everywhere"); their refresh token is revoked. With
+   * `host`, only the sessions of that host (the user's sessions on other hosts go on).
+   */
+  async endAllForUser(sub: string, host?: HostScope): Promise<number> {
+    const all = await this.#p.users.sessions(sub);
+    const sessions = all.filter(onHost(host));
+    const everywhere = sessions.length === all.length;
+    await this.#p.userEndings.end(sub, sessions.map(ended), { everywhere });
+    if (everywhere) await this.#p.users.dropUser(sub).catch(() => undefined);
     return sessions.length;
   }
 

@@ -151,6 +151,24 @@ describe('the sessions page', () => {
   });
 });
 
+describe('the sessions page under host-only cookies (no COOKIE_DOMAIN)', () => {
+  it('lists and ends only the sessions of its own host: another host’s session is not shown, is 404 to end, and outlives "sign out everywhere" here', async () => {
+    const onApp = await login(bob);
+    const onOther = await login(bob, stack.otherUrl);
+    const appIds = (await listed(onApp)).sessions.map((s) => s.id);
+    const hereJson = (await onOther.get(viaForwardAuth, XHR)).json<Listed>();
+    expect(hereJson.sessions.every((s) => s.host === new URL(stack.otherUrl).host)).toBe(true);
+    expect(hereJson.sessions.map((s) => s.id).filter((id) => appIds.includes(id))).toEqual([]);
+    const appId = (await listed(onApp)).sessions.find((s) => s.current)!.id;
+    const other = await onOther.post(`${viaForwardAuth}?end=${appId}`, {}, XHR);
+    expect(other.status).toBe(404);
+    const everywhere = await onOther.post(`${viaForwardAuth}?end=all`, {}, XHR);
+    expect(everywhere.json()).toEqual({ signedOut: true });
+    expect(await dashboard(onOther, '/host-only/other', stack.otherUrl)).toBe(401);
+    expect(await dashboard(onApp, '/host-only/app')).toBe(200);
+  });
+});
+
 describe('signing out from the sessions page with a provider that has an end_session_endpoint', () => {
   it('goes on to the provider’s end_session_endpoint with id_token_hint (RP-initiated logout), as sign-out does', async () => {
     const own = await startStack({
