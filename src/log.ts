@@ -10,6 +10,20 @@ export interface RequestLogContext {
   user?: string;
   host?: string;
   path?: string;
+  /** What the decision found, for its audit event (src/audit/); never logged as such. */
+  decided?: {
+    readonly sub?: string;
+    readonly groups?: readonly string[];
+    /** The authorizer's answer: its step, rule or binding are what the audit event names. */
+    readonly by?: {
+      readonly source?: string;
+      readonly rule?: { index: number; match: string };
+      readonly binding?: string;
+    };
+    readonly reason?: string;
+  };
+  /** The request was no decision (a page of the service served on the protected host). */
+  notDecision?: boolean;
 }
 
 /**
@@ -87,7 +101,7 @@ export function createLogger(
   return pino(base);
 }
 
-/** A logger that drops everything: for unit tests. */
+/** A logger that drops everything (and whatever else is written to its destination): for unit tests. */
 export function silentLogger(): Logger {
-  return pino({ level: 'silent' });
+  return pino({ level: 'silent' }, { write() {} });
 }
