@@ -45,6 +45,8 @@ export interface ReplicaOptions {
   readonly log?: (replica: number) => Logger;
   /** Processes run the built service (dist/), as production does. */
   readonly fromDist?: boolean;
+  /** Settings of one process replica on top of the stack's (its POD_NAME, say). */
+  readonly envOf?: (replica: number) => Record<string, string>;
 }
 
 export interface StackOptions {
@@ -136,7 +138,10 @@ async function startReplicas(
   const started = await parts.all<TestService | ServiceProcess>([
     ...inProcess.map((i) => startTestService({ ...env, PORT: port(i) }, own(i))),
     ...(r.processes ? range(count) : []).map((i) =>
-      startServiceProcess(env, r.ports?.[i], { testDefaults, fromDist: r.fromDist ?? false }),
+      startServiceProcess({ ...env, ...r.envOf?.(i) }, r.ports?.[i], {
+        testDefaults,
+        fromDist: r.fromDist ?? false,
+      }),
     ),
   ]);
   return {
