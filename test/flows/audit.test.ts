@@ -6,7 +6,7 @@ import { Sealer } from '../../src/session/seal.ts';
 import type { SessionCookieData } from '../../src/session/sessions.ts';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
-import { waitUntil } from '../support/redis.ts';
+import { waitUntil as waitFor } from '../support/redis.ts';
 import { TEST_COOKIE_SECRET } from '../support/service.ts';
 import { CLIENT_SECRET, type Stack, startStack } from '../support/stack.ts';
 import { headerValues } from '../support/upstream.ts';
@@ -97,6 +97,9 @@ async function login(user: { login: string; password: string }, path: string): P
   expect(result.final.status).toBe(200);
   return browser;
 }
+
+/** Until `condition` holds (the replicas' output arrives asynchronously). */
+const waitUntil = (what: string, condition: () => boolean) => waitFor(what, async () => condition());
 
 const json = (id: string) => ({ accept: 'application/json', 'x-request-id': id });
 
