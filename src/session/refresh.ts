@@ -217,7 +217,10 @@ export class RefreshCoordinator {
       this.#o.chains.set(sub, chain, Number.POSITIVE_INFINITY);
     }
     this.#o.events.refresh('ok', whoOf(request, sub));
-    this.#o.log.info({ rotated: chain.rt !== rt }, 'token refreshed');
+    this.#o.log.info(
+      { rotated: chain.rt !== rt, ...(request.known ? { user: request.known.identity.user } : {}) },
+      'token refreshed',
+    );
     return chain;
   }
 
