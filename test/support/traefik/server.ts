@@ -41,7 +41,10 @@ export async function startTraefik(opts: TraefikOptions): Promise<Traefik> {
     });
   });
   // WebSocket upgrades take the same pipeline; an allowed one is joined to the service (upgrade.ts).
+  const upgraded = new Set<Duplex>();
   server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    upgraded.add(socket);
+    socket.on('close', () => upgraded.delete(socket));
     socket.on('error', () => socket.destroy());
     const res = responseOnSocket(req, socket);
     const upgrade: ServiceProxy = (service, r, _res, modifier) =>
@@ -66,6 +69,7 @@ export async function startTraefik(opts: TraefikOptions): Promise<Traefik> {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
+        for (const socket of upgraded) socket.destroy();
       });
       ctx.agent.destroy();
     },

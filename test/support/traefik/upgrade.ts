@@ -7,7 +7,7 @@
  * modifier) and the two connections are joined. A non-2xx auth answer is written on the client's
  * connection, which is then closed: no upgrade.
  */
-import { type IncomingMessage, request as httpRequest, ServerResponse } from 'node:http';
+import { request as httpRequest, type IncomingMessage, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { ResponseModifier } from './config.ts';
 import type { InboundRequest } from './entryPoint.ts';
