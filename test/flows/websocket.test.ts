@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
 import { DEMO_USERS } from '../support/dex.ts';
 import { hasCaddy, hasNginx, startShippedProxy } from '../support/proxies.ts';
-import type { GatewayOptions, Stack } from '../support/stack.ts';
+import type { GatewayOptions } from '../support/stack/gateway.ts';
+import type { Stack } from '../support/stack.ts';
 import { startStack } from '../support/stack.ts';
 import { headerValues, WEBSOCKET_GREETING } from '../support/upstream.ts';
 
