@@ -8,9 +8,7 @@ import {
   type DecisionEvent,
   decidedFields,
   type EndedVia,
-  eventRecord,
   requestFields,
-  whoFields,
 } from './events.ts';
 
 export type { AuditRequest, AuditWho, DecisionEvent, DecisionOutcome, EndedVia } from './events.ts';
@@ -90,6 +88,23 @@ function fileSink(path: string, log: Logger): Sink {
   return stream;
 }
 
+/** The JSON of who, per groups list (a session's identity keeps its list), checked against user and sub. */
+const whoCache = new WeakMap<
+  readonly string[],
+  { user?: string | undefined; sub?: string | undefined; json: string }
+>();
+
+function whoJson(who: AuditWho | undefined): string {
+  if (who === undefined) return '';
+  const groups = who.groups;
+  const known = groups ? whoCache.get(groups) : undefined;
+  if (known && known.user === who.user && known.sub === who.sub) return known.json;
+  const json = JSON.stringify({ user: who.user, sub: who.sub, groups });
+  const fragment = json.length > 2 ? `,${json.slice(1, -1)}` : '';
+  if (groups) whoCache.set(groups, { user: who.user, sub: who.sub, json: fragment });
+  return fragment;
+}
+
 export function createAuditLog(options: AuditOptions): AuditLog {
   if (options.target.kind === 'off') return NO_AUDIT;
   const sink =
@@ -100,7 +115,7 @@ export function createAuditLog(options: AuditOptions): AuditLog {
 class StreamAuditLog implements AuditLog {
   readonly #sink: Sink;
   readonly #rate: number;
-  readonly #replica: string;
+  readonly #replicaJson: string;
   readonly #now: () => number;
   readonly #random: () => number;
   /** The file's stream is ours to end; the logger's is not. */
@@ -110,7 +125,7 @@ class StreamAuditLog implements AuditLog {
     this.#sink = sink;
     this.#owned = options.target.kind === 'file';
     this.#rate = options.allowRate;
-    this.#replica = options.replica || hostname();
+    this.#replicaJson = JSON.stringify(options.replica || hostname());
     this.#now = options.now ?? Date.now;
     this.#random = options.random ?? Math.random;
   }
@@ -121,28 +136,31 @@ class StreamAuditLog implements AuditLog {
   }
 
   decision(event: DecisionEvent): void {
-    this.#write('decision', {
-      ...whoFields(event.who),
-      ...requestFields(event.request),
-      ...decidedFields(event),
+    const { request: r, decidedBy: by } = event;
+    this.#write('decision', event.who, {
+      method: r?.method,
+      host: r?.host,
+      path: r?.path,
+      client: r?.clientIp,
+      ...decidedFields(event.outcome, event.status, by, event.reason),
       requestId: event.requestId,
     });
   }
 
   login(who: AuditWho, request: AuditRequest): void {
-    this.#write('login', { ...whoFields(who), ...requestFields(request), ...this.#context() });
+    this.#write('login', who, { ...requestFields(request), ...this.#context() });
   }
 
   refresh(who: AuditWho, outcome: 'ok' | 'refused'): void {
-    this.#write('refresh', { ...whoFields(who), outcome, ...this.#context(true) });
+    this.#write('refresh', who, { outcome, ...this.#context(true) });
   }
 
   signOut(who: AuditWho, request: AuditRequest): void {
-    this.#write('sign-out', { ...whoFields(who), ...requestFields(request), ...this.#context() });
+    this.#write('sign-out', who, { ...requestFields(request), ...this.#context() });
   }
 
   revocation(who: AuditWho, sessions: number, via: EndedVia): void {
-    this.#write('revocation', { ...whoFields(who), sessions, via, ...this.#context(true) });
+    this.#write('revocation', who, { sessions, via, ...this.#context(true) });
   }
 
   reopen(): void {
@@ -167,10 +185,18 @@ class StreamAuditLog implements AuditLog {
       : { requestId: ctx.requestId };
   }
 
-  #write(event: AuditEventType, fields: Record<string, unknown>): void {
-    const time = new Date(this.#now()).toISOString();
+  /**
+   * One line: the fixed head, who (its JSON kept per identity: a session's groups are encoded once,
+   * not per request), then the event's own fields (JSON.stringify leaves out the unset ones).
+   */
+  #write(event: AuditEventType, who: AuditWho | undefined, fields: Record<string, unknown>): void {
     try {
-      this.#sink.write(`${JSON.stringify(eventRecord({ time, event, replica: this.#replica }, fields))}\n`);
+      const time = new Date(this.#now()).toISOString();
+      const rest = JSON.stringify(fields);
+      const tail = rest.length > 2 ? `,${rest.slice(1, -1)}` : '';
+      this.#sink.write(
+        `{"audit":true,"time":"${time}","event":"${event}","replica":${this.#replicaJson}${whoJson(who)}${tail}}\n`,
+      );
     } catch {
       // a broken stream never breaks a request (the file's error handler said it once)
     }

@@ -53,43 +53,25 @@ export interface DecisionEvent {
   readonly requestId: string;
 }
 
-/** The JSON object of one event, fields in a stable order, unset ones left out. */
-export function eventRecord(
-  base: { readonly time: string; readonly replica: string; readonly event: AuditEventType },
-  fields: Readonly<Record<string, unknown>>,
-): Record<string, unknown> {
-  const out: Record<string, unknown> = {
-    audit: true,
-    time: base.time,
-    event: base.event,
-    replica: base.replica,
-  };
-  for (const [name, value] of Object.entries(fields)) if (value !== undefined) out[name] = value;
-  return out;
-}
-
 /** The fields of a request, for an event. */
-export function requestFields(request: AuditRequest | undefined): Record<string, unknown> {
-  if (request === undefined) return {};
+export function requestFields(request: AuditRequest): Record<string, unknown> {
   return { method: request.method, host: request.host, path: request.path, client: request.clientIp };
 }
 
-/** The fields of a who, for an event. */
-export function whoFields(who: AuditWho | undefined): Record<string, unknown> {
-  if (who === undefined) return {};
-  return { user: who.user, sub: who.sub, groups: who.groups };
-}
-
 /** `decision: allow|deny|…`, the step that decided and its rule or binding. */
-export function decidedFields(event: DecisionEvent): Record<string, unknown> {
-  const by = event.decidedBy;
+export function decidedFields(
+  outcome: DecisionOutcome,
+  status: number,
+  by: AuditDecidedBy | undefined,
+  reason: string | undefined,
+): Record<string, unknown> {
+  const judged = outcome === 'allow' || outcome === 'forbidden';
   return {
-    decision: event.outcome === 'allow' ? 'allow' : event.outcome === 'forbidden' ? 'deny' : event.outcome,
-    status: event.status,
-    source:
-      by?.source ?? (event.outcome === 'allow' || event.outcome === 'forbidden' ? 'default' : undefined),
+    decision: outcome === 'forbidden' ? 'deny' : outcome,
+    status,
+    source: by?.source ?? (judged ? 'default' : undefined),
     rule: by?.rule,
     binding: by?.binding,
-    reason: event.reason,
+    reason,
   };
 }
