@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -176,6 +176,25 @@ describe('the audit writer', () => {
         requestId: 'two',
       }),
     ]);
+  });
+});
+
+describe('an audit file that cannot be written', () => {
+  it('is said once in the log, and never fails the caller', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'audit-bad-'));
+    dirs.push(dir);
+    writeFileSync(join(dir, 'not-a-directory'), '');
+    const capture = new LogCapture();
+    const audit = createAuditLog({
+      target: { kind: 'file', path: join(dir, 'not-a-directory', 'audit.jsonl') },
+      allowRate: 1,
+      log: createLogger({ destination: capture }),
+    });
+    for (let i = 0; i < 3; i++) expect(() => audit.login({ user: 'jane' }, request)).not.toThrow();
+    await waitFor(() => capture.records().some((r) => r['msg'] === 'audit log: cannot write the file'));
+    audit.login({ user: 'jane' }, request);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(capture.records().filter((r) => r['msg'] === 'audit log: cannot write the file')).toHaveLength(1);
   });
 });
 
