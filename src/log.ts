@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
+import { type DestinationStream, type Logger, type LoggerOptions, pino, symbols } from 'pino';
 import pinoPretty from 'pino-pretty';
 
 export type { Logger };
@@ -65,6 +65,15 @@ export const REDACT_PATHS = [
   '*.clientSecret',
 ];
 
+/** The pino-pretty destinations (a terminal, the demo); a logger's children write to its one. */
+const PRETTY = new WeakSet<object>();
+
+/** Whether `log` (or the logger it is a child of) prints human-readably rather than JSON lines. */
+export function isPretty(log: Logger): boolean {
+  const stream = (log as unknown as Record<symbol, object | undefined>)[symbols.streamSym];
+  return stream !== undefined && PRETTY.has(stream);
+}
+
 /**
  * JSON lines (one object per line) for log collectors; `pretty` (main sets it when stdout is a
  * terminal) prints the same records human-readably through pino-pretty, for development.
@@ -95,6 +104,7 @@ export function createLogger(
       ignore: 'pid,hostname,service',
       singleLine: options.singleLine ?? false,
     });
+    PRETTY.add(pretty);
     return pino(base, pretty);
   }
   if (options.destination) return pino(base, options.destination as DestinationStream);

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { type DestinationStream, destination, symbols } from 'pino';
-import { type Logger, requestContext } from '../log.ts';
+import { isPretty, type Logger, requestContext } from '../log.ts';
 import {
   type AuditEventType,
   type AuditRequest,
@@ -72,7 +72,21 @@ export const NO_AUDIT: AuditLog = {
   close() {},
 };
 
+/** On a terminal (pino-pretty), each line is printed as a log record `audit <event>`, readably. */
+function prettySink(log: Logger): Sink {
+  return {
+    write(lines: string) {
+      for (const line of lines.split('\n')) {
+        if (line === '') continue;
+        const { audit: _audit, time: _time, event, ...fields } = JSON.parse(line) as Record<string, unknown>;
+        log.info({ audit: true, ...fields }, `audit ${String(event)}`);
+      }
+    },
+  };
+}
+
 function loggerSink(log: Logger): Sink {
+  if (isPretty(log)) return prettySink(log);
   const stream = (log as unknown as Record<symbol, DestinationStream | undefined>)[symbols.streamSym];
   return stream ?? process.stdout;
 }
@@ -93,21 +107,10 @@ const MAX_PENDING = 64 * 1024;
 /** How long a line may wait for the next write. */
 const FLUSH_MS = 50;
 
-/** The JSON of who, per groups list (a session's identity keeps its list), checked against user and sub. */
-const whoCache = new WeakMap<
-  readonly string[],
-  { user?: string | undefined; sub?: string | undefined; json: string }
->();
-
 function whoJson(who: AuditWho | undefined): string {
   if (who === undefined) return '';
-  const groups = who.groups;
-  const known = groups ? whoCache.get(groups) : undefined;
-  if (known && known.user === who.user && known.sub === who.sub) return known.json;
-  const json = JSON.stringify({ user: who.user, sub: who.sub, groups });
-  const fragment = json.length > 2 ? `,${json.slice(1, -1)}` : '';
-  if (groups) whoCache.set(groups, { user: who.user, sub: who.sub, json: fragment });
-  return fragment;
+  const json = JSON.stringify({ user: who.user, sub: who.sub, groups: who.groups });
+  return json.length > 2 ? `,${json.slice(1, -1)}` : '';
 }
 
 export function createAuditLog(options: AuditOptions): AuditLog {
@@ -234,10 +237,7 @@ class StreamAuditLog implements AuditLog {
       : { requestId: ctx.requestId };
   }
 
-  /**
-   * One line: the fixed head, who (its JSON kept per identity: a session's groups are encoded once,
-   * not per request), then the event's own fields (JSON.stringify leaves out the unset ones).
-   */
+  /** One line: the fixed head, who, then the event's own fields (JSON.stringify leaves out the unset ones). */
   #write(event: AuditEventType, who: AuditWho | undefined, fields: Record<string, unknown>): void {
     try {
       const time = this.#time();

@@ -85,6 +85,9 @@ beforeAll(async () => {
       OIDC_CLIENT_SECRET: CLIENT_SECRET,
       REDIS_URL: redis.url,
       LOG_LEVEL: 'warn',
+      // The byte budget is under test; a 6 KB audit line per allowed decision of a 150-group user
+      // (README: Audit log, its cost) would only slow the 5,000 decisions down. Denials stay on.
+      AUDIT_ALLOW: 'none',
     },
     undefined,
     { nodeFlags: `${RUNTIME_FLAGS} --max-old-space-size=96` },

@@ -121,6 +121,16 @@ describe('the audit writer', () => {
     ]);
   });
 
+  it('prints each event readably as an `audit <event>` record where the logs are pretty (a terminal, the demo)', async () => {
+    const capture = new LogCapture();
+    const log = createLogger({ pretty: true, singleLine: true, destination: capture }).child({ replica: 1 });
+    createAuditLog({ target: { kind: 'stdout' }, allowRate: 1, log }).login({ user: 'jane' }, request);
+    await new Promise((r) => setTimeout(r, 120));
+    expect(capture.lines).toHaveLength(1);
+    expect(capture.lines[0]).toMatch(/^\[\d\d:\d\d:\d\d\.\d{3}\] INFO: audit login /);
+    expect(capture.lines[0]).toContain('"user":"jane"');
+  });
+
   it('samples allowed decisions at AUDIT_ALLOW (all, none, a rate)', () => {
     const log = createLogger({ destination: new LogCapture() });
     const draws = [0.005, 0.5, 0.009, 0.99];
