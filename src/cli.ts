@@ -5,7 +5,7 @@ import { parseCommandLine } from './cliHelp.ts';
 import { VERSION } from './version.ts';
 
 /**
- * `dex-forward-auth [serve] | doctor | demo | help [command] | version`. Everything else is loaded
+ * `dex-forward-auth [serve] | doctor | sessions | demo | help [command] | version`. Everything else is loaded
  * on demand, after the Node version check.
  */
 async function demo(): Promise<void> {
@@ -48,6 +48,10 @@ switch (invocation.kind) {
       // Checks the configuration live (provider, client, cookies, secrets, Redis); see src/doctor/.
       const { doctorCommand } = await import('./doctor/index.ts');
       process.exitCode = await doctorCommand(invocation.args, process.env, process.stdout);
+    } else if (invocation.command === 'sessions') {
+      // The admin API's client (ADMIN_PORT): list and end sessions; see src/adminClient.ts.
+      const { sessionsCommand } = await import('./adminClient.ts');
+      process.exitCode = await sessionsCommand(invocation.args, process.env, process.stdout, process.stderr);
     } else {
       await demo();
     }

@@ -3,7 +3,7 @@
  * and every help text. Pure: src/cli.ts prints and runs; tests read these directly.
  */
 
-export const COMMANDS = ['serve', 'doctor', 'demo', 'help', 'version'] as const;
+export const COMMANDS = ['serve', 'doctor', 'sessions', 'demo', 'help', 'version'] as const;
 export type Command = (typeof COMMANDS)[number];
 
 const SUMMARY = 'single sign-on (Dex, OIDC) for dashboards behind Traefik, Caddy or nginx';
@@ -16,6 +16,7 @@ Usage: dex-forward-auth <command> [options]
 Commands:
   serve      run the service (the default command); configured by environment variables
   doctor     check a configuration live (provider, client, callback URLs, cookies, Redis), then exit
+  sessions   list and end users' sessions through the admin API (ADMIN_PORT)
   demo       run everything on this machine: Dex stand-in, gateway, sample dashboards, Redis
   help       show this help; \`help <command>\` describes one command
   version    print the version
@@ -29,7 +30,32 @@ COOKIE_SECRET, REDIS_URL, …): see "Configuration" in the README. Node.js 22.13
 `;
 }
 
+const SESSIONS_HELP = `Usage: dex-forward-auth sessions <action> [options]
+
+Lists and ends sessions through the admin API (ADMIN_PORT; see the README's "Your sessions and
+the admin API"). <user> is the user's sub claim, as /oauth2/userinfo shows it.
+
+Actions:
+  list <user>              the user's sessions: id, created, last seen, address, host, browser
+  end <user> <session>     end one session (an id from \`list\`)
+  end-user <user>          end every session of the user (sign out everywhere)
+  end-all                  end every session of every user
+
+Options:
+  --url <url>          the admin API (default http://127.0.0.1:$ADMIN_PORT)
+  --token-file <file>  the bearer token's file (default $ADMIN_TOKEN_FILE); never printed
+  --cert-file <file>   mutual TLS: this client certificate (PEM) …
+  --key-file <file>    … and its key
+  --ca-file <file>     trust this CA for the API's server certificate
+  --json               print the API's JSON answer
+  -h, --help           show this help
+
+Exit status: 0 done, 1 the API refused or failed (wrong token, no such session, unreachable),
+2 bad arguments.
+`;
+
 const HELP: Record<Exclude<Command, 'help' | 'version'>, string> = {
+  sessions: SESSIONS_HELP,
   serve: `Usage: dex-forward-auth serve
 
 Runs the forward-auth service on PORT (default 4180): GET /auth for Traefik ForwardAuth and
@@ -96,7 +122,11 @@ export function commandHelp(command: Command, version: string): string {
 
 /** What one command line asks for. */
 export type Invocation =
-  | { readonly kind: 'run'; readonly command: 'serve' | 'doctor' | 'demo'; readonly args: readonly string[] }
+  | {
+      readonly kind: 'run';
+      readonly command: 'serve' | 'doctor' | 'sessions' | 'demo';
+      readonly args: readonly string[];
+    }
   | { readonly kind: 'print'; readonly text: string; readonly exitCode: 0 }
   | { readonly kind: 'usage'; readonly text: string; readonly exitCode: 2 };
 
@@ -141,7 +171,7 @@ export function parseCommandLine(argv: readonly string[], version: string): Invo
   }
   if (rest.some(isHelpFlag)) return { kind: 'print', text: commandHelp(first, version), exitCode: 0 };
   if (first === 'version') return { kind: 'print', text: `${version}\n`, exitCode: 0 };
-  if (first === 'doctor') return { kind: 'run', command: 'doctor', args: rest };
+  if (first === 'doctor' || first === 'sessions') return { kind: 'run', command: first, args: rest };
   if (rest.length > 0) {
     const text = `dex-forward-auth ${first}: takes no arguments (got "${rest.join(' ')}")\n\n${commandHelp(first, version)}`;
     return { kind: 'usage', text, exitCode: 2 };

@@ -27,6 +27,7 @@ export {
 } from './config/settings.ts';
 export { collectSettings, type RawSettings } from './config/sources.ts';
 export type {
+  AdminListener,
   CookieSecret,
   DecisionListener,
   KubeCluster,

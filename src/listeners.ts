@@ -78,7 +78,20 @@ export async function startDecisionListener(
   host: string,
   reloadMs: number,
 ): Promise<DecisionListenerHandle> {
-  const listener = createApp(deps, 'decision');
+  return startListener(deps, createApp(deps, 'decision'), settings, { host, reloadMs, name: 'decision' });
+}
+
+/**
+ * A listener of its own port, plain or (mutual) TLS with its files re-read every `reloadMs`
+ * (the decision listener, the admin API).
+ */
+export async function startListener(
+  deps: Pick<Deps, 'log'>,
+  listener: RequestListener,
+  settings: DecisionListener,
+  options: { host: string; reloadMs: number; name: string },
+): Promise<DecisionListenerHandle> {
+  const { host, reloadMs, name } = options;
   if (!settings.tls) {
     const server = httpServer(listener);
     const port = await listen(server, settings.port, host);
@@ -104,9 +117,9 @@ export async function startDecisionListener(
       if (next.cert === current.cert && next.key === current.key && next.ca === current.ca) return;
       server.setSecureContext(next);
       current = next;
-      deps.log.info('decision listener: TLS certificate files reloaded');
+      deps.log.info(`${name} listener: TLS certificate files reloaded`);
     } catch (error) {
-      deps.log.warn({ detail: (error as Error).message }, 'decision listener: TLS files NOT reloaded');
+      deps.log.warn({ detail: (error as Error).message }, `${name} listener: TLS files NOT reloaded`);
     }
   }, reloadMs);
   timer.unref();

@@ -2,10 +2,18 @@ import type { Server } from 'node:http';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
 import { type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
-import { drain, httpServer, listen, MAX_HEADER_BYTES, startDecisionListener } from './listeners.ts';
+import {
+  drain,
+  httpServer,
+  listen,
+  MAX_HEADER_BYTES,
+  startDecisionListener,
+  startListener,
+} from './listeners.ts';
 import { createLogger, type Logger } from './log.ts';
 import { preflight } from './preflight.ts';
 import { installProcessGuards } from './processGuards.ts';
+import { createAdminApp } from './routes/admin.ts';
 import { RedisStore } from './session/redisStore.ts';
 
 /**
@@ -18,6 +26,8 @@ export interface RunningService {
   readonly server: Server;
   /** The decision listener (AUTH_PORT), when configured. */
   readonly decisionServer: Server | undefined;
+  /** The admin API (ADMIN_PORT), when configured: its URL. */
+  readonly adminUrl: string | undefined;
   readonly deps: Deps;
   readonly url: string;
   readonly port: number;
@@ -50,13 +60,27 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const decision = split
     ? await startDecisionListener(deps, split, host, options.tlsReloadMs ?? 60_000)
     : undefined;
+  const adminSettings = config.adminListener;
+  const admin = adminSettings
+    ? await startListener(deps, createAdminApp(deps, adminSettings), adminSettings, {
+        host,
+        reloadMs: options.tlsReloadMs ?? 60_000,
+        name: 'admin',
+      })
+    : undefined;
   log.info(
-    { port, authPort: decision?.port, store: deps.store.kind, issuer: config.issuerUrl },
+    {
+      port,
+      authPort: decision?.port,
+      adminPort: admin?.port,
+      store: deps.store.kind,
+      issuer: config.issuerUrl,
+    },
     'dex-forward-auth listening',
   );
   warnAboutImpersonation(config, log);
 
-  const servers = decision ? [server, decision.server] : [server];
+  const servers = [server, ...(decision ? [decision.server] : []), ...(admin ? [admin.server] : [])];
   let closing: Promise<void> | undefined;
   /**
    * Drain (DESIGN §8): readiness goes 503 at once while requests are still served for
@@ -69,6 +93,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
       const drainMs = options.drainMs ?? config.shutdownTimeoutMs;
       decision?.stopReloading();
+      admin?.stopReloading();
       await Promise.all(servers.map((s) => drain(s, drainMs)));
       deps.oidc.close();
       deps.sessions.close();
@@ -84,6 +109,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   return {
     server,
     decisionServer: decision?.server,
+    adminUrl: admin?.url,
     deps,
     url,
     port,

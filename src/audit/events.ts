@@ -8,7 +8,15 @@
 export type AuditEventType = 'login' | 'refresh' | 'sign-out' | 'revocation' | 'decision';
 
 /** How a session came to end (`revocation` events). */
-export type EndedVia = 'sign-out' | 'idle' | 'session' | 'user' | 'all' | 'provider-sid' | 'refresh-refused';
+export type EndedVia =
+  | 'sign-out'
+  | 'idle'
+  | 'session'
+  | 'user'
+  | 'all'
+  | 'provider-sid'
+  | 'provider-sub'
+  | 'refresh-refused';
 
 /** The decision's outcome as the metrics count it (dex_forward_auth_decisions_total `outcome`). */
 export type DecisionOutcome =

@@ -79,113 +79,148 @@ function describeError(error: unknown): string {
   return status ? `${base} (HTTP ${status})` : base;
 }
 
+type KindName = 'clusterroles' | 'clusterrolebindings';
+type KubeList = { items: KubernetesObject[]; metadata?: { resourceVersion?: string } };
+type ListFn = () => Promise<KubeList>;
+type KindInformer = Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
+
+/** What both watches share: whether the source is closed, and the last error while failing. */
+interface WatchState {
+  closed: boolean;
+  lastError: string | undefined;
+}
+
 /** Starts watching; never throws for network errors (they are retried), only for a missing configuration. */
 export function watchClusterRbac(options: KubeRbacOptions): KubeRbacSource {
-  const { log } = options;
   const k8s = kubeClient();
   const kc = loadKubeConfig(k8s, options.kubeconfigPath);
   const api = kc.makeApiClient(k8s.RbacAuthorizationV1Api);
-  const firstBackoff = options.backoffMs ?? 1_000;
-
-  interface Watched {
-    readonly name: 'clusterroles' | 'clusterrolebindings';
-    readonly informer: Informer<KubernetesObject> & ObjectCache<KubernetesObject>;
-    listed: boolean;
-    backoff: number;
-    timer: NodeJS.Timeout | undefined;
-  }
-
-  let closed = false;
-  let lastError: string | undefined;
-
-  const make = (
-    name: Watched['name'],
-    path: string,
-    list: () => Promise<{ items: KubernetesObject[]; metadata?: { resourceVersion?: string } }>,
-  ): Watched => {
-    const w: Watched = {
-      name,
-      informer: undefined as unknown as Watched['informer'],
-      listed: false,
-      backoff: firstBackoff,
-      timer: undefined,
-    };
-    const informer = k8s.makeInformer<KubernetesObject>(kc, path, async () => {
-      const result = await list();
-      const first = !w.listed;
-      w.listed = true;
-      w.backoff = firstBackoff;
-      lastError = undefined;
-      if (first) queueMicrotask(options.onChange);
-      return result as never;
-    });
-    informer.on('add', options.onChange);
-    informer.on('update', options.onChange);
-    informer.on('delete', options.onChange);
-    informer.on('error', (error: unknown) => {
-      if (closed) return;
-      lastError = `${name}: ${describeError(error)}`;
-      log.warn(
-        { err: { message: lastError }, retryInMs: w.backoff },
-        'kubernetes RBAC watch failed; retrying',
-      );
-      options.onError?.(lastError);
-      if (w.timer) return;
-      w.timer = setTimeout(() => {
-        w.timer = undefined;
-        if (!closed) void informer.start().catch(() => undefined);
-      }, w.backoff);
-      w.timer.unref();
-      w.backoff = Math.min(w.backoff * 2, 30_000);
-    });
-    (w as { informer: Watched['informer'] }).informer = informer;
-    return w;
-  };
-
-  const roles = make('clusterroles', PATHS.roles, () => api.listClusterRole());
-  const bindings = make('clusterrolebindings', PATHS.bindings, () => api.listClusterRoleBinding());
-  for (const w of [roles, bindings]) void w.informer.start().catch(() => undefined);
-  log.info({ server: kc.getCurrentCluster()?.server }, 'watching ClusterRoles and ClusterRoleBindings');
-
-  const read = (w: Watched, out: (ClusterRole | ClusterRoleBinding)[]): void => {
-    for (const obj of w.informer.list()) {
-      const problems: string[] = [];
-      try {
-        // Objects from a list are client models; from a watch, plain JSON. Both carry the same field names.
-        const plain = JSON.parse(JSON.stringify(obj)) as Record<string, unknown>;
-        plain['kind'] = w.name === 'clusterroles' ? 'ClusterRole' : 'ClusterRoleBinding';
-        const parsed = parseRbacObject(plain, `cluster ${w.name}`, problems);
-        if (parsed && parsed !== 'ignored') out.push(parsed);
-      } catch (error) {
-        // One object that cannot be read (nested too deeply, say) must not hold back the others.
-        problems.push(`cluster ${w.name} ${obj.metadata?.name ?? '?'}: ${(error as Error).message}`);
-      }
-      if (problems.length > 0) log.warn({ problems }, 'ignoring a malformed RBAC object from the cluster');
-    }
-  };
-
+  const state: WatchState = { closed: false, lastError: undefined };
+  const watch = (name: KindName, path: string, list: ListFn) =>
+    new WatchedKind(name, list, (fn) => k8s.makeInformer(kc, path, fn as never), state, options);
+  const roles = watch('clusterroles', PATHS.roles, () => api.listClusterRole());
+  const bindings = watch('clusterrolebindings', PATHS.bindings, () => api.listClusterRoleBinding());
+  for (const w of [roles, bindings]) w.start();
+  options.log.info(
+    { server: kc.getCurrentCluster()?.server },
+    'watching ClusterRoles and ClusterRoleBindings',
+  );
   return {
     get synced() {
       return roles.listed && bindings.listed;
     },
     get lastError() {
-      return lastError;
+      return state.lastError;
     },
     objects() {
-      const out: (ClusterRole | ClusterRoleBinding)[] = [];
-      read(roles, out);
-      read(bindings, out);
+      const out = [...roles.read(), ...bindings.read()];
       return {
         roles: out.filter((o): o is ClusterRole => o.kind === 'ClusterRole'),
         bindings: out.filter((o): o is ClusterRoleBinding => o.kind === 'ClusterRoleBinding'),
       };
     },
     async close() {
-      closed = true;
-      for (const w of [roles, bindings]) {
-        if (w.timer) clearTimeout(w.timer);
-        await w.informer.stop();
-      }
+      state.closed = true;
+      for (const w of [roles, bindings]) await w.stop();
     },
   };
+}
+
+/**
+ * One kind's list-then-watch informer: its first listing, its changes (to `onChange`), and a
+ * failed watch restarted with back-off (1 s → 30 s), reset by each good listing.
+ */
+class WatchedKind {
+  listed = false;
+  readonly #name: KindName;
+  readonly #informer: KindInformer;
+  readonly #state: WatchState;
+  readonly #options: KubeRbacOptions;
+  readonly #firstBackoff: number;
+  #backoff: number;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    name: KindName,
+    list: ListFn,
+    makeInformer: (list: ListFn) => KindInformer,
+    state: WatchState,
+    options: KubeRbacOptions,
+  ) {
+    this.#name = name;
+    this.#state = state;
+    this.#options = options;
+    this.#firstBackoff = options.backoffMs ?? 1_000;
+    this.#backoff = this.#firstBackoff;
+    this.#informer = makeInformer(() => this.#list(list));
+    this.#informer.on('add', options.onChange);
+    this.#informer.on('update', options.onChange);
+    this.#informer.on('delete', options.onChange);
+    this.#informer.on('error', (error: unknown) => this.#failed(error));
+  }
+
+  start(): void {
+    void this.#informer.start().catch(() => undefined);
+  }
+
+  async stop(): Promise<void> {
+    if (this.#timer) clearTimeout(this.#timer);
+    await this.#informer.stop();
+  }
+
+  /** The cached objects as RBAC objects; a malformed one is logged and left out. */
+  read(): (ClusterRole | ClusterRoleBinding)[] {
+    const out: (ClusterRole | ClusterRoleBinding)[] = [];
+    for (const obj of this.#informer.list()) {
+      const problems: string[] = [];
+      const parsed = this.#parse(obj, problems);
+      if (parsed) out.push(parsed);
+      if (problems.length > 0) {
+        this.#options.log.warn({ problems }, 'ignoring a malformed RBAC object from the cluster');
+      }
+    }
+    return out;
+  }
+
+  #parse(obj: KubernetesObject, problems: string[]): ClusterRole | ClusterRoleBinding | undefined {
+    try {
+      // Objects from a list are client models; from a watch, plain JSON. Both carry the same field names.
+      const plain = JSON.parse(JSON.stringify(obj)) as Record<string, unknown>;
+      plain['kind'] = this.#name === 'clusterroles' ? 'ClusterRole' : 'ClusterRoleBinding';
+      const parsed = parseRbacObject(plain, `cluster ${this.#name}`, problems);
+      return parsed && parsed !== 'ignored' ? parsed : undefined;
+    } catch (error) {
+      // One object that cannot be read (nested too deeply, say) must not hold back the others.
+      problems.push(`cluster ${this.#name} ${obj.metadata?.name ?? '?'}: ${(error as Error).message}`);
+      return undefined;
+    }
+  }
+
+  async #list(list: ListFn): Promise<KubeList> {
+    const result = await list();
+    const first = !this.listed;
+    this.listed = true;
+    this.#backoff = this.#firstBackoff;
+    this.#state.lastError = undefined;
+    if (first) queueMicrotask(this.#options.onChange);
+    return result;
+  }
+
+  #failed(error: unknown): void {
+    if (this.#state.closed) return;
+    const lastError = `${this.#name}: ${describeError(error)}`;
+    this.#state.lastError = lastError;
+    this.#options.log.warn(
+      { err: { message: lastError }, retryInMs: this.#backoff },
+      'kubernetes RBAC watch failed; retrying',
+    );
+    this.#options.onError?.(lastError);
+    if (this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (!this.#state.closed) this.start();
+    }, this.#backoff);
+    this.#timer.unref();
+    this.#backoff = Math.min(this.#backoff * 2, 30_000);
+  }
 }

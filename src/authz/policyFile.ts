@@ -207,6 +207,22 @@ function flowDepth(text: string): number {
   return max;
 }
 
+type SnapshotFile = PolicySnapshot['files'][number];
+
+/** What the RBAC globs gather while a snapshot is taken. */
+interface Gathered {
+  readonly files: SnapshotFile[];
+  readonly globProblems: string[];
+  readonly globWarnings: string[];
+  readonly dirs: Set<string>;
+  readonly seen: Set<string>;
+}
+
+interface SnapshotIo {
+  readonly readFile: (path: string) => string;
+  readonly glob: (pattern: string) => string[];
+}
+
 /** Reads the config file, expands the RBAC globs and reads those files. Never throws. */
 export function takeSnapshot(
   configPath: string,
@@ -220,70 +236,92 @@ export function takeSnapshot(
   } catch (error) {
     configError = readProblem(error);
   }
-
-  const files: { path: string; text: string | undefined; error?: string }[] = [];
-  const globProblems: string[] = [];
-  const globWarnings: string[] = [];
-  const dirs = new Set<string>([dirname(resolve(configPath))]);
+  const base = dirname(resolve(configPath));
+  const gathered: Gathered = {
+    files: [],
+    globProblems: [],
+    globWarnings: [],
+    dirs: new Set([base]),
+    seen: new Set(),
+  };
   if (configText !== undefined) {
-    // Only the file list is needed here; the full validation happens in parsePolicy.
-    let patterns: string[] = [];
-    const first = yamlDocuments(configText, configPath, [])[0] as { rbac?: { files?: unknown } } | undefined;
-    const raw = typeof first === 'object' && first !== null ? first.rbac?.files : undefined;
-    if (Array.isArray(raw)) patterns = raw.filter((p): p is string => typeof p === 'string');
-    const base = dirname(resolve(configPath));
-    const seen = new Set<string>();
-    for (const pattern of patterns) {
-      const absolute = isAbsolute(pattern) ? pattern : resolve(base, pattern);
-      const fixed = absolute.split(GLOB_CHARS)[0] as string;
-      dirs.add(fixed.endsWith('/') ? fixed.slice(0, -1) || '/' : dirname(fixed));
-      let matches: string[];
-      if (GLOB_CHARS.test(pattern)) {
-        try {
-          matches = glob(absolute).sort();
-        } catch (error) {
-          globProblems.push(`rbac.files "${pattern}": ${(error as Error).message}`);
-          continue;
-        }
-        if (matches.length === 0) globWarnings.push(`rbac.files "${pattern}" matches no file`);
-        if (matches.length > MAX_RBAC_FILES) {
-          globProblems.push(
-            `rbac.files "${pattern}" matches ${matches.length} files, more than ${MAX_RBAC_FILES}`,
-          );
-          continue;
-        }
-      } else {
-        matches = [absolute];
-      }
-      for (const path of matches) {
-        if (seen.has(path)) continue;
-        seen.add(path);
-        try {
-          files.push({ path, text: readFile(path) });
-        } catch (error) {
-          const code = (error as NodeJS.ErrnoException).code;
-          // A directory matched by a glob is not a problem; a named file that is missing is.
-          if (code === 'EISDIR' && GLOB_CHARS.test(pattern)) continue;
-          files.push({ path, text: undefined, error: readProblem(error) });
-        }
-      }
+    for (const pattern of rbacPatterns(configText, configPath)) {
+      gatherPattern(pattern, base, { readFile, glob }, gathered);
     }
   }
+  const { files, globProblems, globWarnings, dirs } = gathered;
+  const hash = snapshotHash(configText, configError, files, globProblems);
+  return { hash, configPath, configText, configError, files, globProblems, globWarnings, dirs: [...dirs] };
+}
 
+/** The `rbac.files` patterns; only the file list is needed here, the full validation is parsePolicy's. */
+function rbacPatterns(configText: string, configPath: string): string[] {
+  const first = yamlDocuments(configText, configPath, [])[0] as { rbac?: { files?: unknown } } | undefined;
+  const raw = typeof first === 'object' && first !== null ? first.rbac?.files : undefined;
+  return Array.isArray(raw) ? raw.filter((p): p is string => typeof p === 'string') : [];
+}
+
+/** One `rbac.files` entry: the directory to watch, its matches (bounded), and each match read once. */
+function gatherPattern(pattern: string, base: string, io: SnapshotIo, gathered: Gathered): void {
+  const absolute = isAbsolute(pattern) ? pattern : resolve(base, pattern);
+  const fixed = absolute.split(GLOB_CHARS)[0] as string;
+  gathered.dirs.add(fixed.endsWith('/') ? fixed.slice(0, -1) || '/' : dirname(fixed));
+  const isGlob = GLOB_CHARS.test(pattern);
+  const matches = isGlob ? globMatches(pattern, absolute, io, gathered) : [absolute];
+  for (const path of matches ?? []) {
+    if (gathered.seen.has(path)) continue;
+    gathered.seen.add(path);
+    const file = readSnapshotFile(path, isGlob, io);
+    if (file) gathered.files.push(file);
+  }
+}
+
+/** A glob's matches, sorted; undefined (and a problem) when it fails or matches too many files. */
+function globMatches(
+  pattern: string,
+  absolute: string,
+  io: SnapshotIo,
+  gathered: Gathered,
+): string[] | undefined {
+  let matches: string[];
+  try {
+    matches = io.glob(absolute).sort();
+  } catch (error) {
+    gathered.globProblems.push(`rbac.files "${pattern}": ${(error as Error).message}`);
+    return undefined;
+  }
+  if (matches.length === 0) gathered.globWarnings.push(`rbac.files "${pattern}" matches no file`);
+  if (matches.length > MAX_RBAC_FILES) {
+    gathered.globProblems.push(
+      `rbac.files "${pattern}" matches ${matches.length} files, more than ${MAX_RBAC_FILES}`,
+    );
+    return undefined;
+  }
+  return matches;
+}
+
+function readSnapshotFile(path: string, fromGlob: boolean, io: SnapshotIo): SnapshotFile | undefined {
+  try {
+    return { path, text: io.readFile(path) };
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    // A directory matched by a glob is not a problem; a named file that is missing is.
+    if (code === 'EISDIR' && fromGlob) return undefined;
+    return { path, text: undefined, error: readProblem(error) };
+  }
+}
+
+function snapshotHash(
+  configText: string | undefined,
+  configError: string | undefined,
+  files: readonly SnapshotFile[],
+  globProblems: readonly string[],
+): string {
   const hash = createHash('sha256');
   hash.update(configText ?? `\0error:${configError}`);
   for (const f of files) hash.update(`\0${f.path}\0${f.text ?? `\0error:${f.error}`}`);
   for (const p of globProblems) hash.update(`\0glob:${p}`);
-  return {
-    hash: hash.digest('hex'),
-    configPath,
-    configText,
-    configError,
-    files,
-    globProblems,
-    globWarnings,
-    dirs: [...dirs],
-  };
+  return hash.digest('hex');
 }
 
 /** Validates a snapshot into a PolicySpec, or reports every problem. */

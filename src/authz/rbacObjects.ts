@@ -140,6 +140,15 @@ function scopeOf(
   return 'default';
 }
 
+/** What every RBAC object carries: its kind, name, labels and dashboard scope. */
+interface ObjectHead {
+  readonly kind: RbacObject['kind'];
+  readonly name: string;
+  readonly at: string;
+  readonly scope: DashboardScope;
+  readonly labels: Readonly<Record<string, string>>;
+}
+
 /**
  * One Kubernetes object → a ClusterRole or ClusterRoleBinding; `ignored` for other kinds (a file
  * may hold a whole chart's output); problems for malformed RBAC objects. `List` kinds are expanded
@@ -156,6 +165,17 @@ export function parseRbacObject(
   }
   const kind = obj['kind'];
   if (kind !== 'ClusterRole' && kind !== 'ClusterRoleBinding') return 'ignored';
+  const head = parseHead(obj, kind, where, problems);
+  if (!head) return undefined;
+  return kind === 'ClusterRole' ? parseClusterRole(obj, head, problems) : parseBinding(obj, head, problems);
+}
+
+function parseHead(
+  obj: Json,
+  kind: RbacObject['kind'],
+  where: string,
+  problems: string[],
+): ObjectHead | undefined {
   const metadata = isObject(obj['metadata']) ? obj['metadata'] : {};
   const name = metadata['name'];
   if (typeof name !== 'string' || name === '') {
@@ -169,55 +189,86 @@ export function parseRbacObject(
     problems.push(`${at}: metadata.labels and metadata.annotations must map strings to strings`);
     return undefined;
   }
-  const scope = scopeOf(name, labels, annotations);
+  return { kind, name, at, scope: scopeOf(name, labels, annotations), labels };
+}
 
-  if (kind === 'ClusterRole') {
-    const rawRules = obj['rules'] ?? [];
-    if (!Array.isArray(rawRules)) {
-      problems.push(`${at}: rules must be a list`);
+function parseClusterRole(obj: Json, head: ObjectHead, problems: string[]): ClusterRole | undefined {
+  const rules = parseRules(obj['rules'] ?? [], head.at, problems);
+  if (!rules) return undefined;
+  const aggregation = parseAggregation(obj['aggregationRule'], head.at, problems);
+  if (aggregation === null) return undefined;
+  const { name, scope, labels } = head;
+  return { kind: 'ClusterRole', name, scope, labels, rules, aggregation };
+}
+
+/** The rules that name URLs (a rule of resources only grants no dashboard URL). */
+function parseRules(rawRules: unknown, at: string, problems: string[]): PolicyRule[] | undefined {
+  if (!Array.isArray(rawRules)) {
+    problems.push(`${at}: rules must be a list`);
+    return undefined;
+  }
+  const rules: PolicyRule[] = [];
+  for (const [i, r] of rawRules.entries()) {
+    const rule = parseRule(r, `${at}: rules[${i}]`, problems);
+    if (!rule) return undefined;
+    if (rule.nonResourceURLs.length > 0) rules.push(rule);
+  }
+  return rules;
+}
+
+function parseRule(r: unknown, at: string, problems: string[]): PolicyRule | undefined {
+  const verbs = isObject(r) ? stringList(r['verbs']) : undefined;
+  const urls = isObject(r) ? stringList(r['nonResourceURLs']) : undefined;
+  if (!verbs || !urls) {
+    problems.push(`${at}.verbs and .nonResourceURLs must be lists of strings`);
+    return undefined;
+  }
+  for (const url of urls) {
+    const problem = urlPatternProblem(url);
+    if (problem) {
+      problems.push(`${at}.nonResourceURLs entry "${url}": ${problem}`);
       return undefined;
     }
-    const rules: PolicyRule[] = [];
-    for (const [i, r] of rawRules.entries()) {
-      const verbs = isObject(r) ? stringList(r['verbs']) : undefined;
-      const urls = isObject(r) ? stringList(r['nonResourceURLs']) : undefined;
-      if (!verbs || !urls) {
-        problems.push(`${at}: rules[${i}].verbs and .nonResourceURLs must be lists of strings`);
-        return undefined;
-      }
-      for (const url of urls) {
-        const problem = urlPatternProblem(url);
-        if (problem) {
-          problems.push(`${at}: rules[${i}].nonResourceURLs entry "${url}": ${problem}`);
-          return undefined;
-        }
-      }
-      if (urls.length > 0) rules.push({ verbs, nonResourceURLs: urls });
-    }
-    let aggregation: LabelSelector[] | undefined;
-    const rawAggregation = obj['aggregationRule'];
-    if (isObject(rawAggregation)) {
-      const selectors = rawAggregation['clusterRoleSelectors'] ?? [];
-      if (!Array.isArray(selectors)) {
-        problems.push(`${at}: aggregationRule.clusterRoleSelectors must be a list`);
-        return undefined;
-      }
-      aggregation = [];
-      for (const s of selectors) {
-        const selector = parseSelector(s, at, problems);
-        if (!selector) return undefined;
-        aggregation.push(selector);
-      }
-    }
-    return { kind, name, scope, labels, rules, aggregation };
   }
+  return { verbs, nonResourceURLs: urls };
+}
 
+/** An aggregated ClusterRole's selectors; undefined when it is not aggregated, null when malformed. */
+function parseAggregation(raw: unknown, at: string, problems: string[]): LabelSelector[] | undefined | null {
+  if (!isObject(raw)) return undefined;
+  const selectors = raw['clusterRoleSelectors'] ?? [];
+  if (!Array.isArray(selectors)) {
+    problems.push(`${at}: aggregationRule.clusterRoleSelectors must be a list`);
+    return null;
+  }
+  const aggregation: LabelSelector[] = [];
+  for (const s of selectors) {
+    const selector = parseSelector(s, at, problems);
+    if (!selector) return null;
+    aggregation.push(selector);
+  }
+  return aggregation;
+}
+
+function parseBinding(obj: Json, head: ObjectHead, problems: string[]): ClusterRoleBinding | undefined {
+  const { at, name, scope } = head;
   const roleRef = obj['roleRef'];
   if (!isObject(roleRef) || typeof roleRef['name'] !== 'string' || typeof roleRef['kind'] !== 'string') {
     problems.push(`${at}: roleRef needs kind and name`);
     return undefined;
   }
-  const rawSubjects = obj['subjects'] ?? [];
+  const subjects = parseSubjects(obj['subjects'] ?? [], at, problems);
+  if (!subjects) return undefined;
+  return {
+    kind: 'ClusterRoleBinding',
+    name,
+    scope,
+    roleRef: { kind: roleRef['kind'], name: roleRef['name'] },
+    subjects,
+  };
+}
+
+function parseSubjects(rawSubjects: unknown, at: string, problems: string[]): Subject[] | undefined {
   if (!Array.isArray(rawSubjects)) {
     problems.push(`${at}: subjects must be a list`);
     return undefined;
@@ -230,7 +281,7 @@ export function parseRbacObject(
     }
     subjects.push({ kind: s['kind'], name: s['name'] });
   }
-  return { kind, name, scope, roleRef: { kind: roleRef['kind'], name: roleRef['name'] }, subjects };
+  return subjects;
 }
 
 /** `kind: List` (and `ClusterRoleList`, `ClusterRoleBindingList`) → their items; other objects as they are. */

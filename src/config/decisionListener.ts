@@ -37,15 +37,17 @@ export function decisionListener(
   });
 }
 
-function checkTlsFiles(
+/** The TLS files of a listener (prefix `AUTH_TLS` or `ADMIN_TLS`) are readable and make a context. */
+export function checkTlsFiles(
   files: { certFile: string; keyFile: string; clientCaFile: string | undefined },
   readFile: (path: string) => string,
   problems: string[],
+  prefix = 'AUTH_TLS',
 ): void {
   const named: [string, string | undefined][] = [
-    ['AUTH_TLS_CERT_FILE', files.certFile],
-    ['AUTH_TLS_KEY_FILE', files.keyFile],
-    ['AUTH_TLS_CLIENT_CA_FILE', files.clientCaFile],
+    [`${prefix}_CERT_FILE`, files.certFile],
+    [`${prefix}_KEY_FILE`, files.keyFile],
+    [`${prefix}_CLIENT_CA_FILE`, files.clientCaFile],
   ];
   const pem: Record<string, string> = {};
   for (const [name, file] of named) {
@@ -56,7 +58,7 @@ function checkTlsFiles(
       problems.push(`${name} ${file} cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
     }
   }
-  for (const name of ['AUTH_TLS_CERT_FILE', 'AUTH_TLS_CLIENT_CA_FILE']) {
+  for (const name of [`${prefix}_CERT_FILE`, `${prefix}_CLIENT_CA_FILE`]) {
     const text = pem[name];
     if (text !== undefined && !text.includes('-----BEGIN CERTIFICATE-----')) {
       problems.push(`${name} holds no PEM certificate`);
@@ -65,12 +67,12 @@ function checkTlsFiles(
   if (Object.keys(pem).length !== named.filter(([, f]) => f).length) return;
   try {
     createSecureContext({
-      cert: pem['AUTH_TLS_CERT_FILE'],
-      key: pem['AUTH_TLS_KEY_FILE'],
-      ca: pem['AUTH_TLS_CLIENT_CA_FILE'],
+      cert: pem[`${prefix}_CERT_FILE`],
+      key: pem[`${prefix}_KEY_FILE`],
+      ca: pem[`${prefix}_CLIENT_CA_FILE`],
     });
   } catch (error) {
-    problems.push(`AUTH_TLS_*: the certificate, key or CA is not usable (${(error as Error).message})`);
+    problems.push(`${prefix}_*: the certificate, key or CA is not usable (${(error as Error).message})`);
   }
 }
 

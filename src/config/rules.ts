@@ -1,9 +1,10 @@
+import { adminListener } from './adminListener.ts';
 import { checkExplicitTrust, decisionListener } from './decisionListener.ts';
 import { resolveKubeClusters } from './kubeClusters.ts';
 import { cookieSecretProblem } from './secretStrength.ts';
 import type { SettingValues } from './settings.ts';
 import type { RawSettings } from './sources.ts';
-import type { CookieSecret, DecisionListener, KubeCluster, RedisSettings } from './types.ts';
+import type { AdminListener, CookieSecret, DecisionListener, KubeCluster, RedisSettings } from './types.ts';
 
 /**
  * The rules that involve more than one setting, after each was parsed on its own (settings.ts).
@@ -25,6 +26,8 @@ export interface DerivedFields {
   readonly kubeClusters: readonly KubeCluster[];
   /** AUTH_PORT (and AUTH_TLS_*); undefined: PORT serves the decision endpoints too. */
   readonly decisionListener: DecisionListener | undefined;
+  /** ADMIN_PORT (ADMIN_TOKEN_FILE, ADMIN_TLS_*); undefined: no admin API. */
+  readonly adminListener: AdminListener | undefined;
 }
 
 export type PartialValues = { readonly [N in keyof SettingValues]?: SettingValues[N] };
@@ -60,6 +63,7 @@ export function applyRules(input: RuleInput, problems: string[]): DerivedFields 
       problems,
     ),
     decisionListener: decisionListener(v, input.readFile, problems),
+    adminListener: adminListener(v, input.readFile, problems),
   };
 }
 

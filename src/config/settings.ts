@@ -402,6 +402,39 @@ export const SETTINGS = [
     schema: trimmed(undefined),
   },
   {
+    name: 'ADMIN_PORT',
+    default: 'unset (no admin API)',
+    description:
+      'the admin API (list and end sessions; `dex-forward-auth sessions`) on a port of its own, to be reached from inside the cluster only: never route it to browsers (see "Your sessions and the admin API")',
+    schema: optionalPort(),
+  },
+  {
+    name: 'ADMIN_TOKEN_FILE',
+    default: 'unset',
+    description:
+      "a file holding the admin API's bearer token (a mounted Secret; at least 32 characters), read at every call; required with `ADMIN_PORT` unless `ADMIN_TLS_CLIENT_CA_FILE` is set",
+    schema: trimmed(undefined),
+  },
+  {
+    name: 'ADMIN_TLS_CERT_FILE',
+    default: 'unset',
+    description: '`ADMIN_PORT` speaks TLS with this PEM certificate (chain); re-read every minute',
+    schema: trimmed(undefined),
+  },
+  {
+    name: 'ADMIN_TLS_KEY_FILE',
+    default: 'unset',
+    description: 'the PEM private key of `ADMIN_TLS_CERT_FILE`',
+    schema: trimmed(undefined),
+  },
+  {
+    name: 'ADMIN_TLS_CLIENT_CA_FILE',
+    default: 'unset',
+    description:
+      'mutual TLS: `ADMIN_PORT` accepts only clients with a certificate signed by this PEM CA (then `ADMIN_TOKEN_FILE` is optional)',
+    schema: trimmed(undefined),
+  },
+  {
     name: 'LOG_LEVEL',
     default: '`info`',
     description: '`fatal`, `error`, `warn`, `info`, `debug` (one line per decision), `trace` or `silent`',

@@ -52,6 +52,12 @@ export interface DecisionListener {
   };
 }
 
+/** The admin API's listener (ADMIN_PORT): a bearer token file and/or mutual TLS. */
+export interface AdminListener extends DecisionListener {
+  /** The file holding the bearer token, read at every call (a rotated Secret takes effect at once). */
+  readonly tokenFile?: string;
+}
+
 /** One row of the settings table as the README shows it. */
 export interface SettingSpec {
   /** Environment variable (also the CONFIG_FILE key; `<name>_FILE` reads it from a file). */

@@ -9,6 +9,10 @@ import type { CookieSecret, RawText } from './types.ts';
 
 export const DEFAULT_TRUSTED_PROXIES = ['127.0.0.0/8', '::1/128'];
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+/**
+ * The asymmetric JWS algorithms (RS, ES, PS; never none or HS*): the choices of BEARER_ALGORITHMS,
+ * and all that AUTHENTICATION_CONFIG issuers accept, as the API server does (identity/jwtIssuers.ts).
+ */
 export const BEARER_ALGORITHM_CHOICES = [
   'RS256',
   'RS384',

@@ -75,26 +75,15 @@ export interface DoctorCheck {
   run(ctx: DoctorContext): Promise<readonly Finding[]> | readonly Finding[];
 }
 
-export const ok = (message: string, topic?: string): Finding => ({
-  status: 'ok',
-  message,
-  ...(topic ? { topic } : {}),
-});
-export const problem = (message: string, topic?: string): Finding => ({
-  status: 'problem',
-  message,
-  ...(topic ? { topic } : {}),
-});
-export const warning = (message: string, topic?: string): Finding => ({
-  status: 'warning',
-  message,
-  ...(topic ? { topic } : {}),
-});
-export const skipped = (message: string, topic?: string): Finding => ({
-  status: 'skipped',
-  message,
-  ...(topic ? { topic } : {}),
-});
+/** A finding of one status: `ok('…')`, `problem('…', 'topic')`. */
+const finding =
+  (status: CheckStatus) =>
+  (message: string, topic?: string): Finding => ({ status, message, ...(topic ? { topic } : {}) });
+
+export const ok = finding('ok');
+export const problem = finding('problem');
+export const warning = finding('warning');
+export const skipped = finding('skipped');
 
 export function isFacts(value: ProviderFacts | DiscoveryFailure): value is ProviderFacts {
   return 'document' in value;

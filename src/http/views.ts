@@ -26,6 +26,7 @@ export const VIEW_NAMES = [
   'kubeconfig',
   'home',
   'proxy-only',
+  'sessions',
 ] as const;
 export type ViewName = (typeof VIEW_NAMES)[number];
 export type ViewValue = string | number | SafeHtml | undefined;

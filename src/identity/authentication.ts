@@ -92,89 +92,134 @@ function audienceRefusal(a: CompiledJwtAuthenticator, claims: Claims): Refusal |
 const verifierKey = (a: CompiledJwtAuthenticator) =>
   JSON.stringify([a.issuerUrl, a.discoveryUrl, a.certificateAuthority, a.audiences]);
 
+/**
+ * The file in force, its authenticators by issuer, and one verifier per distinct issuer entry:
+ * a reload keeps the verifiers (and their JWKS) of entries it did not change, and closes the rest.
+ */
+class IssuerSet {
+  #loaded: LoadedAuthentication;
+  #byIssuer: ReadonlyMap<string, CompiledJwtAuthenticator>;
+  #verifiers = new Map<string, IssuerVerifier>();
+  readonly #options: AuthenticationServiceOptions;
+
+  constructor(loaded: LoadedAuthentication, options: AuthenticationServiceOptions) {
+    this.#options = options;
+    this.#loaded = loaded;
+    this.#byIssuer = IssuerSet.#index(loaded);
+    this.#syncVerifiers();
+  }
+
+  get revision(): string {
+    return this.#loaded.revision;
+  }
+
+  replace(next: LoadedAuthentication): void {
+    this.#loaded = next;
+    this.#byIssuer = IssuerSet.#index(next);
+    this.#syncVerifiers();
+  }
+
+  authenticator(issuer: string): CompiledJwtAuthenticator | undefined {
+    return this.#byIssuer.get(issuer);
+  }
+
+  verifier(a: CompiledJwtAuthenticator): IssuerVerifier {
+    return this.#verifiers.get(verifierKey(a)) as IssuerVerifier;
+  }
+
+  issuers(): ReturnType<AuthenticationService['issuers']> {
+    return [...this.#verifiers.values()].map((v) => ({ issuer: v.issuer, status: v.status() }));
+  }
+
+  close(): void {
+    for (const v of this.#verifiers.values()) v.close();
+  }
+
+  static #index(loaded: LoadedAuthentication): ReadonlyMap<string, CompiledJwtAuthenticator> {
+    return new Map(loaded.authenticators.map((a) => [a.issuerUrl, a] as const));
+  }
+
+  #syncVerifiers(): void {
+    const next = new Map<string, IssuerVerifier>();
+    for (const a of this.#loaded.authenticators) {
+      const key = verifierKey(a);
+      next.set(key, this.#verifiers.get(key) ?? this.#newVerifier(a));
+    }
+    for (const [key, v] of this.#verifiers) if (!next.has(key)) v.close();
+    this.#verifiers = next;
+  }
+
+  #newVerifier(a: CompiledJwtAuthenticator): IssuerVerifier {
+    const { clock, log, jwksCooldownMs } = this.#options;
+    return createIssuerVerifier({
+      issuerUrl: a.issuerUrl,
+      discoveryUrl: a.discoveryUrl,
+      certificateAuthority: a.certificateAuthority,
+      audiences: a.audiences,
+      clock,
+      log,
+      ...(jwksCooldownMs !== undefined ? { jwksCooldownMs } : {}),
+    });
+  }
+}
+
 export function createAuthenticationService(options: AuthenticationServiceOptions): AuthenticationService {
   const first = loadAuthenticationFile(options);
   if (!first.loaded) throw new AuthenticationConfigError(first.problems);
-  let loaded: LoadedAuthentication = first.loaded;
-  let verifiers = new Map<string, IssuerVerifier>();
-  const byIssuer = () => new Map(loaded.authenticators.map((a) => [a.issuerUrl, a] as const));
-  let authenticators = byIssuer();
-
-  const syncVerifiers = () => {
-    const next = new Map<string, IssuerVerifier>();
-    for (const a of loaded.authenticators) {
-      const key = verifierKey(a);
-      next.set(
-        key,
-        verifiers.get(key) ??
-          createIssuerVerifier({
-            issuerUrl: a.issuerUrl,
-            discoveryUrl: a.discoveryUrl,
-            certificateAuthority: a.certificateAuthority,
-            audiences: a.audiences,
-            clock: options.clock,
-            log: options.log,
-            ...(options.jwksCooldownMs !== undefined ? { jwksCooldownMs: options.jwksCooldownMs } : {}),
-          }),
-      );
-    }
-    for (const [key, v] of verifiers) if (!next.has(key)) v.close();
-    verifiers = next;
-  };
-  syncVerifiers();
-
-  const stop = watchAuthenticationFile(loaded, {
+  const issuers = new IssuerSet(first.loaded, options);
+  const stop = watchAuthenticationFile(first.loaded, {
     ...options,
-    onChange(next) {
-      loaded = next;
-      authenticators = byIssuer();
-      syncVerifiers();
-    },
+    onChange: (next) => issuers.replace(next),
   });
   options.log.info(
-    { path: options.path, revision: loaded.revision, issuers: loaded.authenticators.map((a) => a.issuerUrl) },
+    {
+      path: options.path,
+      revision: first.loaded.revision,
+      issuers: first.loaded.authenticators.map((a) => a.issuerUrl),
+    },
     'AUTHENTICATION_CONFIG: identities are derived as the API server derives them',
   );
-
   return {
     path: options.path,
-    revision: () => loaded.revision,
-    identify(claims) {
-      const a = authenticators.get(options.loginIssuer) as CompiledJwtAuthenticator;
-      const refusal = audienceRefusal(a, claims);
-      return toIdentity(claims, loaded.revision, refusal ? { refusal } : mapResult(a, claims));
-    },
-    isCurrent: (identity) => identity.authnRevision === loaded.revision,
-    async authenticateBearer(token) {
-      const issuer = untrustedIssuer(token);
-      const a = issuer === undefined ? undefined : authenticators.get(issuer);
-      if (!a) return { kind: 'none' };
-      const verifier = verifiers.get(verifierKey(a)) as IssuerVerifier;
-      let claims: Claims;
-      try {
-        claims = await verifier.verify(token);
-      } catch (error) {
-        if (error instanceof TokenRejected) {
-          return { kind: 'invalid', detail: error.message, description: error.description };
-        }
-        throw error;
-      }
-      const result = mapClaims(a, claims);
-      if (!result.ok) {
-        return {
-          kind: 'invalid',
-          detail: `${result.refusal.field}: ${result.refusal.message}`,
-          description: result.refusal.message,
-        };
-      }
-      return { kind: 'valid', identity: toIdentity(claims, loaded.revision, result) };
-    },
-    issuers: () => [...verifiers.values()].map((v) => ({ issuer: v.issuer, status: v.status() })),
+    revision: () => issuers.revision,
+    identify: (claims) => identifyLogin(issuers, options.loginIssuer, claims),
+    isCurrent: (identity) => identity.authnRevision === issuers.revision,
+    authenticateBearer: (token) => authenticateBearer(issuers, token),
+    issuers: () => issuers.issuers(),
     close() {
       stop();
-      for (const v of verifiers.values()) v.close();
+      issuers.close();
     },
   };
+}
+
+/** A session's identity: the login issuer's entry maps the verified ID token's claims. */
+function identifyLogin(issuers: IssuerSet, loginIssuer: string, claims: Claims): Identity {
+  const a = issuers.authenticator(loginIssuer) as CompiledJwtAuthenticator;
+  const refusal = audienceRefusal(a, claims);
+  return toIdentity(claims, issuers.revision, refusal ? { refusal } : mapResult(a, claims));
+}
+
+/** A bearer token of an issuer in the file: verified with that issuer's keys, mapped with its entry. */
+async function authenticateBearer(issuers: IssuerSet, token: string): Promise<BearerAuthentication> {
+  const issuer = untrustedIssuer(token);
+  const a = issuer === undefined ? undefined : issuers.authenticator(issuer);
+  if (!a) return { kind: 'none' };
+  let claims: Claims;
+  try {
+    claims = await issuers.verifier(a).verify(token);
+  } catch (error) {
+    if (error instanceof TokenRejected) {
+      return { kind: 'invalid', detail: error.message, description: error.description };
+    }
+    throw error;
+  }
+  const result = mapClaims(a, claims);
+  if (!result.ok) {
+    const { field, message } = result.refusal;
+    return { kind: 'invalid', detail: `${field}: ${message}`, description: message };
+  }
+  return { kind: 'valid', identity: toIdentity(claims, issuers.revision, result) };
 }
 
 function mapResult(

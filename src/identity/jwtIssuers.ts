@@ -8,6 +8,7 @@ import {
   jwtVerify,
 } from 'jose';
 import type { Clock } from '../clock.ts';
+import { BEARER_ALGORITHM_CHOICES } from '../config.ts';
 import type { Logger } from '../log.ts';
 
 /**
@@ -20,17 +21,8 @@ import type { Logger } from '../log.ts';
  * `certificateAuthority` is used for the TLS connections to discovery and JWKS.
  */
 
-export const SIGNING_ALGORITHMS = [
-  'RS256',
-  'RS384',
-  'RS512',
-  'ES256',
-  'ES384',
-  'ES512',
-  'PS256',
-  'PS384',
-  'PS512',
-];
+/** jose wants a mutable list; the list itself is the one BEARER_ALGORITHMS chooses from. */
+const SIGNING_ALGORITHMS: string[] = [...BEARER_ALGORITHM_CHOICES];
 
 export type Claims = Readonly<Record<string, unknown>>;
 
@@ -98,84 +90,121 @@ export function untrustedIssuer(token: string): string | undefined {
   }
 }
 
-export function createIssuerVerifier(options: IssuerVerifierOptions): IssuerVerifier {
-  const { issuerUrl, clock, log } = options;
-  const timeoutMs = options.timeoutMs ?? 10_000;
-  const fetcher = fetchWithCa(options.certificateAuthority);
-  const discoveryUrl =
-    options.discoveryUrl ?? `${issuerUrl.replace(/\/+$/, '')}/.well-known/openid-configuration`;
-  let jwks: ReturnType<typeof createRemoteJWKSet> | undefined;
-  let inflight: Promise<typeof jwks> | undefined;
-  let lastAttempt = Number.NEGATIVE_INFINITY;
-  let closed = false;
-  let timer: NodeJS.Timeout | undefined;
+type Jwks = ReturnType<typeof createRemoteJWKSet>;
 
-  const discover = async () => {
-    lastAttempt = clock.now();
+export function createIssuerVerifier(options: IssuerVerifierOptions): IssuerVerifier {
+  return new DiscoveredIssuer(options);
+}
+
+/**
+ * One issuer: discovered at once and, until that succeeds, again every 10 s (as the API server
+ * polls) or on a token that arrives at least a second after the last attempt.
+ */
+class DiscoveredIssuer implements IssuerVerifier {
+  readonly issuer: string;
+  readonly #options: IssuerVerifierOptions;
+  readonly #discoveryUrl: string;
+  readonly #fetch: Fetch;
+  readonly #timeoutMs: number;
+  #jwks: Jwks | undefined;
+  #inflight: Promise<Jwks | undefined> | undefined;
+  #lastAttempt = Number.NEGATIVE_INFINITY;
+  #closed = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(options: IssuerVerifierOptions) {
+    this.issuer = options.issuerUrl;
+    this.#options = options;
+    this.#timeoutMs = options.timeoutMs ?? 10_000;
+    this.#fetch = fetchWithCa(options.certificateAuthority);
+    this.#discoveryUrl =
+      options.discoveryUrl ?? `${this.issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`;
+    void this.#ensure();
+  }
+
+  status(): 'ready' | 'unavailable' {
+    return this.#jwks ? 'ready' : 'unavailable';
+  }
+
+  async verify(token: string): Promise<Claims> {
+    const { clock, audiences } = this.#options;
+    const retry = this.#inflight || clock.now() - this.#lastAttempt >= 1_000;
+    const keys = this.#jwks ?? (retry ? await this.#ensure() : undefined);
+    if (!keys) throw new IssuerUnavailable(`issuer ${this.issuer} has not been discovered`);
+    return verifyWith(keys, token, this.issuer, audiences, clock.now());
+  }
+
+  close(): void {
+    this.#closed = true;
+    if (this.#timer) clearTimeout(this.#timer);
+  }
+
+  #ensure(): Promise<Jwks | undefined> {
+    if (this.#jwks) return Promise.resolve(this.#jwks);
+    this.#inflight ??= this.#discover().finally(() => {
+      this.#inflight = undefined;
+    });
+    return this.#inflight;
+  }
+
+  async #discover(): Promise<Jwks | undefined> {
+    const { clock, log } = this.#options;
+    this.#lastAttempt = clock.now();
     try {
-      const response = await fetcher(discoveryUrl, {
-        signal: AbortSignal.timeout(timeoutMs),
-        redirect: 'manual',
-      });
-      if (response.status !== 200) throw new Error(`discovery answered HTTP ${response.status}`);
-      const doc = (await response.json()) as { issuer?: unknown; jwks_uri?: unknown };
-      if (doc.issuer !== issuerUrl) {
-        throw new Error(
-          `discovery issuer ${JSON.stringify(doc.issuer)} differs from issuer.url ${JSON.stringify(issuerUrl)}`,
-        );
-      }
-      if (typeof doc.jwks_uri !== 'string') throw new Error('discovery has no jwks_uri');
-      jwks = createRemoteJWKSet(new URL(doc.jwks_uri), {
-        timeoutDuration: timeoutMs,
-        cooldownDuration: options.jwksCooldownMs ?? 30_000,
+      const jwksUri = await discoverJwksUri(this.#discoveryUrl, this.issuer, this.#fetch, this.#timeoutMs);
+      this.#jwks = createRemoteJWKSet(new URL(jwksUri), {
+        timeoutDuration: this.#timeoutMs,
+        cooldownDuration: this.#options.jwksCooldownMs ?? 30_000,
         cacheMaxAge: 600_000,
-        [customFetch]: fetcher,
+        [customFetch]: this.#fetch,
       });
-      log.info({ issuer: issuerUrl }, 'jwt issuer discovered');
-      return jwks;
+      log.info({ issuer: this.issuer }, 'jwt issuer discovered');
+      return this.#jwks;
     } catch (error) {
       log.warn(
-        { issuer: issuerUrl, err: { message: (error as Error).message } },
+        { issuer: this.issuer, err: { message: (error as Error).message } },
         'jwt issuer discovery failed; will retry',
       );
-      if (!closed && !timer) {
-        // The API server polls every 10 s until discovery succeeds.
-        timer = setTimeout(() => {
-          timer = undefined;
-          void ensure();
-        }, 10_000);
-        timer.unref();
-      }
+      this.#retryLater();
       return undefined;
     }
-  };
+  }
 
-  const ensure = () => {
-    if (jwks) return Promise.resolve(jwks);
-    inflight ??= discover().finally(() => {
-      inflight = undefined;
-    });
-    return inflight;
-  };
-  void ensure();
+  /** The API server polls every 10 s until discovery succeeds. */
+  #retryLater(): void {
+    if (this.#closed || this.#timer) return;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      void this.#ensure();
+    }, 10_000);
+    this.#timer.unref();
+  }
+}
 
-  return {
-    issuer: issuerUrl,
-    status: () => (jwks ? 'ready' : 'unavailable'),
-    async verify(token) {
-      const keys = jwks ?? (inflight || clock.now() - lastAttempt >= 1_000 ? await ensure() : undefined);
-      if (!keys) throw new IssuerUnavailable(`issuer ${issuerUrl} has not been discovered`);
-      return verifyWith(keys, token, issuerUrl, options.audiences, clock.now());
-    },
-    close() {
-      closed = true;
-      if (timer) clearTimeout(timer);
-    },
-  };
+/** The issuer's discovery document → its `jwks_uri`; its `issuer` must equal ours byte for byte. */
+async function discoverJwksUri(
+  discoveryUrl: string,
+  issuerUrl: string,
+  fetcher: Fetch,
+  timeoutMs: number,
+): Promise<string> {
+  const response = await fetcher(discoveryUrl, {
+    signal: AbortSignal.timeout(timeoutMs),
+    redirect: 'manual',
+  });
+  if (response.status !== 200) throw new Error(`discovery answered HTTP ${response.status}`);
+  const doc = (await response.json()) as { issuer?: unknown; jwks_uri?: unknown };
+  if (doc.issuer !== issuerUrl) {
+    throw new Error(
+      `discovery issuer ${JSON.stringify(doc.issuer)} differs from issuer.url ${JSON.stringify(issuerUrl)}`,
+    );
+  }
+  if (typeof doc.jwks_uri !== 'string') throw new Error('discovery has no jwks_uri');
+  return doc.jwks_uri;
 }
 
 async function verifyWith(
-  keys: ReturnType<typeof createRemoteJWKSet>,
+  keys: Jwks,
   token: string,
   issuerUrl: string,
   audiences: readonly string[],

@@ -7,6 +7,7 @@ import { type Discovered, discover } from './discover.ts';
 import { endSessionUrl } from './endSessionUrl.ts';
 import { providerUnavailable, RefreshError } from './errors.ts';
 import { exchangeCode } from './exchangeCode.ts';
+import { type LogoutToken, verifyLogoutToken } from './logoutToken.ts';
 import { refresh } from './refresh.ts';
 import { revokeRefreshToken } from './revoke.ts';
 import { type Observe, Transport } from './transport.ts';
@@ -221,6 +222,10 @@ export class OidcClient implements OidcProvider {
 
   async verifyBearer(token: string, options: BearerVerifyOptions): Promise<IdClaims> {
     return verifyBearer(await this.#ready(), this.#config, this.#options.clock, token, options);
+  }
+
+  async verifyLogoutToken(token: string): Promise<LogoutToken> {
+    return verifyLogoutToken(await this.#ready(), this.#config, this.#options.clock, token);
   }
 
   endSessionEndpoint(): string | undefined {

@@ -1,4 +1,5 @@
 import type { JWTPayload } from 'jose';
+import type { LogoutToken } from './logoutToken.ts';
 
 /** What the rest of the service sees of the identity provider: plain values, no library types. */
 
@@ -114,6 +115,11 @@ export interface OidcProvider {
    * AppError 'unauthenticated' (invalid token) or 'provider_unavailable' (JWKS unreachable).
    */
   verifyBearer(token: string, options: BearerVerifyOptions): Promise<IdClaims>;
+  /**
+   * Verifies a Back-Channel Logout 1.0 logout token (logoutToken.ts) and returns its `jti`, `sid`
+   * and `sub`. Throws AppError 'bad_request' (invalid) or 'provider_unavailable' (no JWKS).
+   */
+  verifyLogoutToken(token: string): Promise<LogoutToken>;
   /** The provider's end_session_endpoint when discovery offers one (released Dex has none). */
   endSessionEndpoint(): string | undefined;
   /** The provider's logout URL for this session, or undefined when discovery offers none. */

@@ -5,11 +5,13 @@ import { readOriginalRequest } from '../forward/original.ts';
 import { CONFLICT } from '../http/cookies.ts';
 import { errorReply, type Reply } from '../http/reply.ts';
 import { requestIdOf } from '../http/requestId.ts';
+import { backchannelLogout } from './backchannelLogout.ts';
 import { finishLogin } from './callback.ts';
 import { homeReply } from './home.ts';
 import { kubeconfigRoutes } from './kubeconfig.ts';
 import { startLogin } from './login.ts';
 import { replySender } from './send.ts';
+import { sessionsPage } from './sessionsPage.ts';
 import { signOut } from './signOut.ts';
 
 /**
@@ -52,6 +54,18 @@ export function directRoutes(deps: Deps): Router {
   );
   router.get('/oauth2/sign_out', signOutRoute);
   router.post('/oauth2/sign_out', signOutRoute);
+
+  const sessionsRoute = route((req) =>
+    sessionsPage(deps, readOriginalRequest(req, deps.trust), req.headers, { viaForwardAuth: false }),
+  );
+  router.get('/oauth2/sessions', sessionsRoute);
+  router.post('/oauth2/sessions', sessionsRoute);
+
+  // Sent by the provider, not a browser: no cookie, no CSRF question; the signed token is the proof.
+  router.post(
+    '/oauth2/backchannel-logout',
+    route((req) => backchannelLogout(deps, req)),
+  );
 
   router.get(
     '/oauth2/userinfo',

@@ -4,11 +4,12 @@ import type { OriginalRequest } from '../forward/original.ts';
 import type { Reply } from '../http/reply.ts';
 import { finishLogin } from './callback.ts';
 import { startLogin } from './login.ts';
+import { sessionsPage } from './sessionsPage.ts';
 import { signOut } from './signOut.ts';
 
 /**
  * `/oauth2/…` on a protected host, forwarded to us by the proxy with the decision (DESIGN §2):
- * start, callback and sign-out are served from the decision itself. Undefined for any other path.
+ * start, callback, sign-out and the sessions page are served from the decision itself. Undefined for any other path.
  */
 export function serveOAuth2OnHost(
   deps: Deps,
@@ -27,6 +28,8 @@ export function serveOAuth2OnHost(
       return finishLogin(deps, original, cookieHeader, req.headers['user-agent']);
     case '/oauth2/sign_out':
       return signOut(deps, original, req.headers, { viaForwardAuth: true });
+    case '/oauth2/sessions':
+      return sessionsPage(deps, original, req.headers, { viaForwardAuth: true });
     default:
       return undefined;
   }

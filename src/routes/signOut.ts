@@ -57,7 +57,7 @@ const forbidden = { error: 'forbidden', message: 'Sign-out must come from a page
  * own Sec-Fetch-Site (which no page can set) says same-origin; or it carries neither (no browser
  * of the last years, so no forged cross-site form either: a script that holds the cookie).
  */
-function fromOwnOrigin(headers: IncomingHttpHeaders, original: OriginalRequest): boolean {
+export function fromOwnOrigin(headers: IncomingHttpHeaders, original: OriginalRequest): boolean {
   const origin = headers.origin;
   const site = headers['sec-fetch-site'];
   if (origin === undefined) return site === undefined || site === 'same-origin';
@@ -142,12 +142,25 @@ async function endSession(
     cookies.push(...deps.loopBreaker.clear()); // signing out and in again is no redirect loop
   }
   deps.log.info({ user, host: original.host }, 'signed out');
+  return afterSignOut(deps, original, { cookies, idToken, rd: returnUrl(deps, original), pageStatus });
+}
 
-  const rd = returnUrl(deps, original);
-  const endSession = deps.oidc.endSessionUrl({ idTokenHint: idToken, postLogoutRedirectUri: rd });
-  if (endSession) return { status: 302, location: endSession, cookies };
+/**
+ * After this site's sessions ended (sign-out, the sessions page): on to the provider's
+ * end_session_endpoint when it has one (RP-Initiated Logout, which ends the provider's session
+ * too), else to `rd`, else the signed-out page saying the provider's session lives on.
+ */
+export function afterSignOut(
+  deps: Deps,
+  original: OriginalRequest,
+  how: { cookies: string[]; idToken: string | undefined; rd: string | undefined; pageStatus: number },
+): Reply {
+  const { cookies, rd } = how;
+  const endSession = deps.oidc.endSessionUrl({ idTokenHint: how.idToken, postLogoutRedirectUri: rd });
+  if (endSession)
+    return { status: 302, location: endSession, cookies, json: { signedOut: true, provider: 'ending' } };
   if (rd) return { status: 302, location: rd, cookies };
-  return signedOutPage(deps, original, pageStatus, cookies);
+  return signedOutPage(deps, original, how.pageStatus, cookies);
 }
 
 function signedOutPage(deps: Deps, original: OriginalRequest, status: number, cookies: string[]): Reply {

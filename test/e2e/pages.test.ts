@@ -111,6 +111,20 @@ kind: Config
       version: '0.1.0',
     },
   },
+  sessions: {
+    title: 'Your sessions',
+    data: {
+      user: `alice${HOSTILE}`,
+      scope: 'Each session is one browser signed in to one site.',
+      rows: html`<section class="session" aria-current="true"><h2>This browser</h2><dl>
+<dt>Signed in</dt><dd>2026-11-23 09:00:00 UTC</dd><dt>Last seen</dt><dd>2026-11-23 09:30:00 UTC</dd>
+<dt>Browser</dt><dd>Mozilla/5.0 ${HOSTILE}</dd><dt>Address</dt><dd><code>203.0.113.7</code></dd>
+<dt>Site</dt><dd><code>grafana.example.com</code></dd></dl>
+<form method="post" action="/oauth2/sessions?end=abc"><button class="button secondary" type="submit">Sign out this browser</button></form></section>`,
+      everywhereAction: '/oauth2/sessions?end=all',
+      backUrl: 'https://grafana.example.com/',
+    },
+  },
   'proxy-only': {
     title: 'This address is for the proxy',
     data: {

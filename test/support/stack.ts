@@ -45,7 +45,7 @@ export interface ReplicaOptions {
   readonly log?: (replica: number) => Logger;
   /** Processes run the built service (dist/), as production does. */
   readonly fromDist?: boolean;
-  /** Settings of one process replica on top of the stack's (its POD_NAME, say). */
+  /** With `processes`: settings of one replica only, on top of the stack's (e.g. ADMIN_PORT on the first). */
   readonly envOf?: (replica: number) => Record<string, string>;
 }
 

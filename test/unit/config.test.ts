@@ -416,6 +416,7 @@ describe('the one settings table', () => {
       'bearerAudiences',
       'kubeClusters',
       'decisionListener',
+      'adminListener',
     ];
     expect(Object.keys(config).sort()).toEqual([...fields, ...derived].sort());
     expect(new Set(fields).size).toBe(fields.length);

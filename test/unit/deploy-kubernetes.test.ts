@@ -72,6 +72,7 @@ const BROWSER_PATHS = [
   '/oauth2/callback',
   '/oauth2/sign_out',
   '/oauth2/userinfo',
+  '/oauth2/sessions',
   '/kubeconfig',
   '/kubeconfig/download',
 ];
@@ -540,6 +541,51 @@ describe.skipIf(!canBuild).each(OVERLAYS)('the %s overlay with the decision-mtls
       }
     },
   );
+});
+
+describe.skipIf(!canBuild).each(OVERLAYS)('the %s overlay with the admin-api component', (overlay) => {
+  let objs: Obj[];
+  beforeAll(() => {
+    objs = renderWith([`overlays/${overlay}`], ['components/admin-api']);
+  });
+  const TOKEN = 'an-admin-token-from-openssl-rand-base64-32=';
+
+  it('validates against the schemas', () => {
+    expect(schemaProblems(objs)).toEqual([]);
+  });
+
+  it('opens the admin port in the pod only: in no Service, IngressRoute or NetworkPolicy rule', () => {
+    const container = find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec.containers[0];
+    const admin = container.ports.find((p: Any) => p.name === 'admin');
+    expect(admin.containerPort).toBe(4182);
+    for (const service of findAll(objs, 'Service')) {
+      for (const port of service.spec.ports) {
+        expect([port.targetPort, port.port]).not.toContain('admin');
+        expect([port.targetPort, port.port]).not.toContain(4182);
+      }
+    }
+    for (const policy of findAll(objs, 'NetworkPolicy')) {
+      const ports = (policy.spec.ingress ?? [])
+        .flatMap((rule: Any) => rule.ports ?? [])
+        .map((p: Any) => p.port);
+      expect(ports).not.toContain('admin');
+      expect(ports).not.toContain(4182);
+    }
+    expect(JSON.stringify(findAll(objs, 'IngressRoute'))).not.toContain('4182');
+  });
+
+  it('reads the token from the Secret dex-forward-auth-admin, as a valid configuration', () => {
+    const cluster = {
+      ...TEST_CLUSTER,
+      secrets: { ...TEST_CLUSTER.secrets, 'dex-forward-auth-admin': { token: TOKEN } },
+    };
+    const config = podConfig(objs, cluster);
+    expect(config.adminListener?.port).toBe(4182);
+    expect(podView(objs, cluster).files.get(config.adminListener!.tokenFile!)).toBe(TOKEN);
+    const pod = find(objs, 'Deployment', 'dex-forward-auth').spec.template.spec;
+    const mount = pod.containers[0].volumeMounts.find((m: Any) => m.name === 'admin-token');
+    expect(mount.subPath).toBeUndefined(); // a rotated token must appear in place
+  });
 });
 
 describe('the Redis configuration script', () => {

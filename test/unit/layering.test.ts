@@ -37,6 +37,7 @@ const LAYER: Record<string, number> = {
   'app.ts': 11,
   'listeners.ts': 12,
   'processGuards.ts': 12,
+  'adminClient.ts': 1,
   'cliHelp.ts': 12,
   'main.ts': 13,
   'cli.ts': 14,

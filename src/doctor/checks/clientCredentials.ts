@@ -1,16 +1,8 @@
 import { probeTokenEndpoint, type TokenProbe, type TokenProbeOptions } from '../../oidc/probe.ts';
 import { changedByFormEncoding } from '../../oidc/profile.ts';
 import type { TokenAuthMethod } from '../../oidc/types.ts';
-import {
-  type DoctorCheck,
-  type DoctorContext,
-  type Finding,
-  isFacts,
-  ok,
-  type ProviderFacts,
-  problem,
-  warning,
-} from '../types.ts';
+import type { DoctorCheck, DoctorContext, Finding, ProviderFacts } from '../types.ts';
+import { isFacts, ok, problem, warning } from '../types.ts';
 
 /**
  * The client credentials, tested exactly as login uses them: the token endpoint is asked to

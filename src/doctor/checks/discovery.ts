@@ -1,14 +1,6 @@
 import type { Config } from '../../config.ts';
-import {
-  type DoctorCheck,
-  type DoctorContext,
-  type Finding,
-  isFacts,
-  ok,
-  type ProviderFacts,
-  problem,
-  warning,
-} from '../types.ts';
+import type { DoctorCheck, DoctorContext, Finding, ProviderFacts } from '../types.ts';
+import { isFacts, ok, problem, warning } from '../types.ts';
 
 /** Discovery answers, names the issuer byte for byte, and agrees on the time; which provider it is. */
 

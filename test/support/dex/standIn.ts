@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { decodeJwt, type JWK } from 'jose';
 import Provider, { type KoaContextWithOIDC } from 'oidc-provider';
+import { type BackchannelAnswer, logoutClaims, postLogoutToken } from './backchannel.ts';
 import { DEFAULT_AUTH_METHODS } from './clientAuth.ts';
 import { dexClaims, dexSubject, type TokenBody } from './dexShape.ts';
 import { DexRefreshShim } from './dexShims.ts';
@@ -487,6 +488,15 @@ export class DexStandIn implements Dex {
   mintIdToken(claims: Record<string, unknown>, opts: MintOptions = {}): Promise<string> {
     const defaults = { issuer: this.issuer, audience: this.clients[0]?.clientId, ttl: this.idTokenTtl };
     return mint(this.signer(), defaults, claims, opts);
+  }
+
+  async sendBackchannelLogout(
+    uri: string,
+    claims: Record<string, unknown>,
+    opts: MintOptions = {},
+  ): Promise<BackchannelAnswer & { token: string }> {
+    const token = await this.mintIdToken(logoutClaims(claims), { expiresIn: 120, ...opts });
+    return { ...(await postLogoutToken(uri, token)), token };
   }
 
   async close(): Promise<void> {

@@ -1,5 +1,6 @@
 import type { CryptoKey, JWK, KeyObject } from 'jose';
 import type Provider from 'oidc-provider';
+import type { BackchannelAnswer } from './backchannel.ts';
 import type { StandInProfile } from './profiles.ts';
 import type { DexUser } from './users.ts';
 
@@ -89,6 +90,16 @@ export interface Dex {
    * exp = now + expiresIn. A claim given as `undefined` is left out (e.g. `{ exp: undefined }`).
    */
   mintIdToken(claims: Record<string, unknown>, opts?: MintOptions): Promise<string>;
+  /**
+   * Back-Channel Logout: signs a logout token (iss, aud, iat, a fresh jti, the logout event, 2 min
+   * to live; `claims` add or replace, `undefined` leaves one out) with the stand-in's keys and POSTs
+   * it to `uri`, as the provider's back channel does. `token` is what was sent (for replays).
+   */
+  sendBackchannelLogout(
+    uri: string,
+    claims: Record<string, unknown>,
+    opts?: MintOptions,
+  ): Promise<BackchannelAnswer & { readonly token: string }>;
   /** When down, every request gets its TCP connection destroyed. */
   setDown(down: boolean): void;
   /** Close the listener (and all connections); state survives. */
