@@ -15,6 +15,7 @@ export { type Config, type Inspection, inspectConfig, loadConfig, parseConfig } 
 export { suggestionsFor } from './config/lookalikes.ts';
 export { parseDuration } from './config/parsers.ts';
 export { ConfigError } from './config/problems.ts';
+export { broadTrustedProxies, broadTrustedProxiesWarning } from './config/proxyRanges.ts';
 export { cookieSecretProblem, estimatedBits, MIN_SECRET_BITS } from './config/secretStrength.ts';
 export {
   DEFAULT_SCOPES,

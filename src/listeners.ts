@@ -15,10 +15,57 @@ import type { Deps } from './deps.ts';
 /** Node's header limit; above it the client gets 431 with advice (see README: authRequestHeaders). */
 export const MAX_HEADER_BYTES = 32 * 1024;
 
-const SERVER_OPTIONS = { maxHeaderSize: MAX_HEADER_BYTES, keepAliveTimeout: 65_000 } as const;
+/**
+ * Node's defaults let a peer hold a connection with a half-sent header block for a minute, and
+ * hold as many as it likes: a proxy sends its headers at once, so 10 s for the headers and 30 s
+ * for a whole request are plenty, checked every second.
+ */
+export const HEADERS_TIMEOUT_MS = 10_000;
+export const REQUEST_TIMEOUT_MS = 30_000;
 
-export function httpServer(listener: RequestListener): Server {
-  return answerClientErrors(createServer(SERVER_OPTIONS, listener));
+const SERVER_OPTIONS = {
+  maxHeaderSize: MAX_HEADER_BYTES,
+  keepAliveTimeout: 65_000,
+  headersTimeout: HEADERS_TIMEOUT_MS,
+  requestTimeout: REQUEST_TIMEOUT_MS,
+  connectionsCheckingInterval: 1_000,
+} as const;
+
+/** What bounds a listener's connections: MAX_CONNECTIONS, and who counts as one of the proxies. */
+export interface ConnectionLimits {
+  readonly maxConnections: number;
+  readonly isTrusted: (address: string | undefined) => boolean;
+}
+
+export function httpServer(listener: RequestListener, limits?: ConnectionLimits): Server {
+  return limitConnections(answerClientErrors(createServer(SERVER_OPTIONS, listener)), limits);
+}
+
+/**
+ * At most `maxConnections` open connections (Node closes any beyond), and a quarter of them from
+ * any one address outside TRUSTED_PROXIES, so a single pod cannot take every slot.
+ */
+function limitConnections<S extends Server>(server: S, limits: ConnectionLimits | undefined): S {
+  if (!limits || limits.maxConnections <= 0) return server;
+  server.maxConnections = limits.maxConnections;
+  const perClient = Math.max(1, Math.floor(limits.maxConnections / 4));
+  const open = new Map<string, number>();
+  server.on('connection', (socket) => {
+    const address = socket.remoteAddress;
+    if (address === undefined || limits.isTrusted(address)) return;
+    const count = (open.get(address) ?? 0) + 1;
+    if (count > perClient) {
+      socket.destroy();
+      return;
+    }
+    open.set(address, count);
+    socket.once('close', () => {
+      const left = (open.get(address) ?? 1) - 1;
+      if (left <= 0) open.delete(address);
+      else open.set(address, left);
+    });
+  });
+  return server;
 }
 
 /** Malformed requests and oversized headers get a clear answer, never a reset. */
@@ -35,6 +82,11 @@ function answerClientErrors<S extends Server>(server: S): S {
     socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
   });
   return server;
+}
+
+/** The connection limits of the service's listeners, from its settings. */
+export function connectionLimits(deps: Pick<Deps, 'config' | 'trust'>): ConnectionLimits {
+  return { maxConnections: deps.config.maxConnections, isTrusted: (a) => deps.trust.isTrusted(a) };
 }
 
 export async function listen(server: Server, port: number, host: string): Promise<number> {
@@ -78,37 +130,45 @@ export async function startDecisionListener(
   host: string,
   reloadMs: number,
 ): Promise<DecisionListenerHandle> {
-  return startListener(deps, createApp(deps, 'decision'), settings, { host, reloadMs, name: 'decision' });
+  return startListener(deps, createApp(deps, 'decision'), settings, {
+    host,
+    reloadMs,
+    name: 'decision',
+    limits: connectionLimits(deps),
+  });
 }
 
 /**
  * A listener of its own port, plain or (mutual) TLS with its files re-read every `reloadMs`
- * (the decision listener, the admin API).
+ * (the decision listener, the admin API), with `limits` on its connections when given.
  */
 export async function startListener(
   deps: Pick<Deps, 'log'>,
   listener: RequestListener,
   settings: DecisionListener,
-  options: { host: string; reloadMs: number; name: string },
+  options: { host: string; reloadMs: number; name: string; limits?: ConnectionLimits },
 ): Promise<DecisionListenerHandle> {
-  const { host, reloadMs, name } = options;
+  const { host, reloadMs, name, limits } = options;
   if (!settings.tls) {
-    const server = httpServer(listener);
+    const server = httpServer(listener, limits);
     const port = await listen(server, settings.port, host);
     return { server, port, url: `http://127.0.0.1:${port}`, stopReloading: () => {} };
   }
   const files = settings.tls;
   let current = readTlsFiles(files);
-  const server = answerClientErrors(
-    createHttpsServer(
-      {
-        ...SERVER_OPTIONS,
-        ...current,
-        requestCert: files.clientCaFile !== undefined,
-        rejectUnauthorized: files.clientCaFile !== undefined,
-      },
-      listener,
+  const server = limitConnections(
+    answerClientErrors(
+      createHttpsServer(
+        {
+          ...SERVER_OPTIONS,
+          ...current,
+          requestCert: files.clientCaFile !== undefined,
+          rejectUnauthorized: files.clientCaFile !== undefined,
+        },
+        listener,
+      ),
     ),
+    limits,
   );
   const port = await listen(server, settings.port, host);
   const timer = setInterval(() => {

@@ -1,8 +1,9 @@
 import type { Server } from 'node:http';
 import { type BuildOptions, buildDeps, createApp } from './app.ts';
-import { type Config, ConfigError } from './config.ts';
+import { broadTrustedProxiesWarning, type Config, ConfigError } from './config.ts';
 import type { Deps } from './deps.ts';
 import {
+  connectionLimits,
   drain,
   httpServer,
   listen,
@@ -55,7 +56,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   }
   const host = options.host ?? '0.0.0.0';
   const split = config.decisionListener;
-  const server = httpServer(createApp(deps, split ? 'browser' : 'all'));
+  const server = httpServer(createApp(deps, split ? 'browser' : 'all'), connectionLimits(deps));
   const port = await listen(server, config.port, host);
   const decision = split
     ? await startDecisionListener(deps, split, host, options.tlsReloadMs ?? 60_000)
@@ -79,6 +80,8 @@ export async function startService(config: Config, options: StartOptions = {}): 
     'dex-forward-auth listening',
   );
   warnAboutImpersonation(config, log);
+  const broad = broadTrustedProxiesWarning(config);
+  if (broad) log.warn(broad);
 
   const servers = [server, ...(decision ? [decision.server] : []), ...(admin ? [admin.server] : [])];
   let closing: Promise<void> | undefined;

@@ -11,12 +11,19 @@ for (const button of document.querySelectorAll('button[data-copy]')) {
       await navigator.clipboard.writeText(source.textContent);
       button.textContent = 'Copied';
     } catch {
+      // The kubeconfig page is sandboxed (an opaque origin has no clipboard permission): copy the
+      // selection during the click instead, and say so when even that is refused.
       const range = document.createRange();
       range.selectNodeContents(source);
       getSelection().removeAllRanges();
       getSelection().addRange(range);
-      message = 'Selected: press Ctrl+C (⌘C on a Mac) to copy.';
-      button.textContent = 'Selected';
+      if (document.execCommand('copy')) {
+        getSelection().removeAllRanges();
+        button.textContent = 'Copied';
+      } else {
+        message = 'Selected: press Ctrl+C (⌘C on a Mac) to copy.';
+        button.textContent = 'Selected';
+      }
     }
     if (status) status.textContent = message;
     setTimeout(() => {

@@ -217,6 +217,14 @@ export const SETTINGS = [
     schema: duration('20s'),
   },
   {
+    name: 'MAX_CONNECTIONS',
+    default: '`1024`',
+    description:
+      'open connections each listener accepts (beyond: closed at once; `0`: no bound), and a quarter of it from any one address outside `TRUSTED_PROXIES`; a request must send its headers within 10 s and be complete within 30 s',
+    field: 'maxConnections',
+    schema: count(1024, 'must be a whole number of connections', 6),
+  },
+  {
     name: 'REDIS_URL',
     default: 'unset → in-memory store (one replica only; warned at start)',
     description: '`redis://` or `rediss://`',

@@ -15,16 +15,33 @@ import { AppError } from '../errors.ts';
  * - Empty segments collapse (`//admin` is `/admin`); a `.` or `..` segment is refused (browsers
  *   never send one; Traefik v3 removes them; nginx and Caddy pass them on as they came).
  * - Case and trailing dots are kept: `/ADMIN` and `/admin.` are other paths than `/admin`.
+ * - A Unicode spelling of a separator or dot (`／`, `．．`: NFKC) is refused.
  *
  * The result is escaped again where needed (`%` as `%25`), so that one more decoding — as the
  * policy does — yields exactly the judged path.
  */
 
 /** Anything that can make a path mean something else; a path without these is returned as is. */
-const NEEDS_WORK = /[%;#\\]|\/\/|\/\.|^[^/]/;
+const NEEDS_WORK = /[%;#\\\u0080-\uffff]|\/\/|\/\.|^[^/]/;
 
 function refuse(detail: string): never {
   throw new AppError('invalid_forwarded_request', 'The requested path is not accepted here.', { detail });
+}
+
+/**
+ * Upstreams that normalise Unicode (NFKC: IIS, some Java and Python stacks) read a fullwidth
+ * full stop `．` (U+FF0E) as `.`, a fullwidth solidus `／` (U+FF0F) as `/` and so on: refused
+ * where the normalised path would have another separator, a dot segment, a backslash, `;`, `#`
+ * or `?` than the path judged.
+ */
+function refuseUnicodeLookalikes(decoded: string): void {
+  const normalised = decoded.normalize('NFKC');
+  if (normalised === decoded) return;
+  const count = (text: string, c: string) => text.split(c).length;
+  const moved = ['/', '\\', '#', '?', ';', '%'].some((c) => count(normalised, c) !== count(decoded, c));
+  if (moved || /(^|\/)\.\.?(\/|;|$)/.test(normalised)) {
+    refuse('a Unicode spelling of a separator or dot segment in the path');
+  }
 }
 
 export function judgedPath(rawPath: string): string {
@@ -41,6 +58,7 @@ export function judgedPath(rawPath: string): string {
     if (/[#?\\\u0000-\u001f\u007f]/.test(decoded)) refuse('encoded fragment, query, backslash or control');
     if (/%[0-9a-f]{2}/i.test(decoded)) refuse('double percent-encoding in the path');
   }
+  if (/[^\u0000-\u007f]/.test(decoded)) refuseUnicodeLookalikes(decoded);
   const segments: string[] = [];
   const parts = decoded.split('/');
   for (let i = 1; i < parts.length; i++) {

@@ -25,13 +25,31 @@ export interface Denial {
   readonly wouldAllow?: WouldAllow;
 }
 
+/**
+ * What a denied user is told would have allowed it: groups and email domains by name, but other
+ * people's identities (user names, email addresses) only as a count — the page must not tell one
+ * user who else has access.
+ */
+function shownWouldAllow(would: WouldAllow): WouldAllow & { readonly namedUsers: number } {
+  return {
+    groups: would.groups,
+    users: [],
+    emails: [],
+    emailDomains: would.emailDomains,
+    namedUsers: new Set([...would.users, ...would.emails]).size,
+  };
+}
+
 function wouldAllowHtml(would: WouldAllow | undefined) {
   if (!would) return undefined;
+  const shown = shownWouldAllow(would);
+  const named = shown.namedUsers;
   const items = [
-    ...would.groups.map((g) => html`<li>the group <code>${g}</code></li>`),
-    ...would.users.map((u) => html`<li>the user <code>${u}</code></li>`),
-    ...would.emails.map((e) => html`<li>the email address <code>${e}</code></li>`),
-    ...would.emailDomains.map((d) => html`<li>an email address at <code>${d}</code></li>`),
+    ...shown.groups.map((g) => html`<li>the group <code>${g}</code></li>`),
+    ...shown.emailDomains.map((d) => html`<li>an email address at <code>${d}</code></li>`),
+    ...(named > 0
+      ? [html`<li>${String(named)} named user${named === 1 ? '' : 's'} (not listed here)</li>`]
+      : []),
   ].slice(0, 25);
   if (items.length === 0) {
     return html`<h2>What would have allowed it</h2><p>Nobody is allowed here at the moment.</p>`;
@@ -73,7 +91,7 @@ export function deniedReply(
       message: denial.reason,
       user: identity.user,
       groups: identity.groups,
-      ...(denial.wouldAllow ? { allowedBy: denial.wouldAllow } : {}),
+      ...(denial.wouldAllow ? { allowedBy: shownWouldAllow(denial.wouldAllow) } : {}),
     },
   };
 }

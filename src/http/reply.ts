@@ -37,7 +37,16 @@ export interface Reply {
    * redirect after a form's POST: a sign-out's `rd`, the provider's end-session endpoint).
    */
   readonly formAction?: readonly string[];
+  /**
+   * The page gets `Content-Security-Policy: sandbox` (scripts and downloads allowed, never
+   * allow-same-origin): an opaque origin, so no other page of the host, opener or popup, reads it.
+   */
+  readonly sandbox?: boolean;
 }
+
+/** The sandbox a page holding a token is served in (Reply.sandbox). */
+export const PAGE_SANDBOX =
+  'sandbox allow-scripts allow-downloads allow-popups allow-popups-to-escape-sandbox';
 
 export interface ReplyContext {
   readonly views: Views;
@@ -77,6 +86,15 @@ export function setHeaderSafely(
   }
 }
 
+function pageCsp(csp: string, reply: Reply): string {
+  let out = csp;
+  if (reply.formAction && reply.formAction.length > 0) {
+    const extra = reply.formAction.filter((o) => /^https?:\/\/[\w.:[\]-]+$/.test(o)).join(' ');
+    out = out.replace("form-action 'self'", `form-action 'self' ${extra}`);
+  }
+  return reply.sandbox ? `${out}; ${PAGE_SANDBOX}` : out;
+}
+
 /** Writes a reply. Every answer carries Cache-Control: no-store (DESIGN §4.7). */
 export function writeReply(
   res: ServerResponse,
@@ -98,13 +116,7 @@ export function writeReply(
   if ((reply.page || reply.html) && (browser || reply.json === undefined)) {
     for (const [name, value] of Object.entries(ctx.pageHeaders)) res.setHeader(name, value);
     const csp = ctx.pageHeaders['Content-Security-Policy'];
-    if (reply.formAction && reply.formAction.length > 0 && csp) {
-      const extra = reply.formAction.filter((o) => /^https?:\/\/[\w.:[\]-]+$/.test(o)).join(' ');
-      res.setHeader(
-        'Content-Security-Policy',
-        csp.replace("form-action 'self'", `form-action 'self' ${extra}`),
-      );
-    }
+    if (csp) res.setHeader('Content-Security-Policy', pageCsp(csp, reply));
     res.setHeader('Content-Type', 'text/html; charset=utf-8');
     body = reply.page
       ? ctx.views.render(reply.page.view, reply.page.title, reply.page.data, ctx.requestId)

@@ -8,7 +8,7 @@ import {
   watchAuthenticationFile,
 } from './authenticationFile.ts';
 import { type KubernetesUser, mapClaims, type Refusal } from './claimMappings.ts';
-import type { Identity } from './identity.ts';
+import { emailVerifiedOf, type Identity } from './identity.ts';
 import {
   type Claims,
   createIssuerVerifier,
@@ -64,11 +64,10 @@ export function toIdentity(
   revision: string,
   result: { user: KubernetesUser } | { refusal: Refusal },
 ): Identity {
-  const verified = claims['email_verified'];
   const base = {
     sub: str(claims['sub']) ?? '',
     email: str(claims['email']),
-    emailVerified: typeof verified === 'boolean' ? verified : undefined,
+    emailVerified: emailVerifiedOf(claims),
     name: str(claims['name']),
     preferredUsername: str(claims['preferred_username']),
     authnRevision: revision,

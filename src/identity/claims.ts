@@ -1,5 +1,5 @@
 import type { Config } from '../config.ts';
-import type { Identity } from './identity.ts';
+import { emailVerifiedOf, type Identity } from './identity.ts';
 
 export type { Identity } from './identity.ts';
 
@@ -17,12 +17,11 @@ export function identityFromClaims(
       : Array.isArray(rawGroups)
         ? rawGroups.filter((g): g is string => typeof g === 'string')
         : [];
-  const verified = claims['email_verified'];
   return {
     sub: str(claims['sub']) ?? '',
     user: rawUser === '' ? '' : config.usernamePrefix + rawUser,
     email: str(claims['email']),
-    emailVerified: typeof verified === 'boolean' ? verified : undefined,
+    emailVerified: emailVerifiedOf(claims),
     groups: groups.map((g) => config.groupsPrefix + g),
     name: str(claims['name']),
     preferredUsername: str(claims['preferred_username']),

@@ -22,3 +22,13 @@ export interface Identity {
   readonly authnRevision?: string;
   readonly refused?: { readonly field: string; readonly message: string };
 }
+
+/**
+ * The `email_verified` claim as the API server reads it: absent is "not said"; anything present
+ * other than the boolean true ("true" or "false" as text, 0, 1, null) is not verified (kube-apiserver
+ * refuses such a token when the email is the user name: "oidc: parse 'email_verified' claim").
+ */
+export function emailVerifiedOf(claims: Readonly<Record<string, unknown>>): boolean | undefined {
+  if (!Object.hasOwn(claims, 'email_verified')) return undefined;
+  return claims['email_verified'] === true;
+}

@@ -1,6 +1,7 @@
 import { errors as joseErrors } from 'jose';
 import * as client from 'openid-client';
 import { AppError, describeError } from '../errors.ts';
+import { tooLargeIn } from './limits.ts';
 
 /**
  * The one place where openid-client's and jose's errors become ours (STYLE: translate a lower
@@ -52,6 +53,8 @@ export function isRefusal(status: number): boolean {
 /** Any 4xx is terminal (Dex answers most refusals with 400 invalid_request, spec A9; others send no body). */
 export function classifyRefreshError(error: unknown): RefreshError {
   if (error instanceof RefreshError) return error;
+  const tooLarge = tooLargeIn(error);
+  if (tooLarge) return new RefreshError('terminal', `refresh answer unusable: ${tooLarge.detail}`);
   const answer = httpAnswerOf(error);
   if (answer) {
     const kind = isRefusal(answer.status) ? 'terminal' : 'transient';
@@ -74,6 +77,8 @@ export function providerUnavailable(detail: string, retryAfter = '5'): AppError 
 /** A failed code exchange: the provider's refusal, its failure, or no answer at all. */
 export function translateCodeError(error: unknown): AppError {
   if (error instanceof AppError) return error;
+  const tooLarge = tooLargeIn(error);
+  if (tooLarge) return tooLarge;
   if (error instanceof client.AuthorizationResponseError) {
     return new AppError('provider_denied', 'The identity provider did not complete the sign-in.', {
       detail: `authorization response error: ${error.error}`,
@@ -145,6 +150,8 @@ export function translateBearerError(error: unknown): AppError {
 /** An ID token from a refresh that fails verification ends the session; an unreadable answer does not. */
 export function translateRefreshedTokenError(error: unknown): RefreshError {
   if (error instanceof RefreshError) return error;
+  const tooLarge = tooLargeIn(error);
+  if (tooLarge) return new RefreshError('terminal', `refreshed id token unusable: ${tooLarge.detail}`);
   if (error instanceof joseErrors.JOSEError) {
     return new RefreshError('terminal', `refreshed id token rejected: ${error.code}`);
   }

@@ -1,4 +1,5 @@
 import type { ProviderOperation, ProviderResult } from '../metrics.ts';
+import { boundedResponse } from './limits.ts';
 import type { ProviderCall } from './types.ts';
 
 /**
@@ -41,7 +42,7 @@ export class Transport {
       try {
         const response = await fetch(url, init);
         this.#record(operation, (performance.now() - started) / 1000, resultOf(response.status));
-        return response;
+        return await boundedResponse(response);
       } catch (error) {
         this.#record(operation, (performance.now() - started) / 1000, 'error');
         throw error;

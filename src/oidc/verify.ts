@@ -4,6 +4,7 @@ import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
 import type { Discovered } from './discover.ts';
 import { invalidBearer, translateBearerError } from './errors.ts';
+import { checkClaimSizes, checkIdTokenSize } from './limits.ts';
 import type { BearerVerifyOptions, IdClaims } from './types.ts';
 
 /** `verifyIdToken`: signature via the JWKS, iss, aud, exp, iat, and the nonce of this login. */
@@ -14,6 +15,7 @@ export async function verifyIdToken(
   idToken: string,
   expectedNonce?: string,
 ): Promise<IdClaims> {
+  checkIdTokenSize(idToken);
   const { payload } = await jwtVerify(idToken, d.jwks, {
     issuer: config.issuerUrl,
     audience: config.clientId,
@@ -26,6 +28,7 @@ export async function verifyIdToken(
       detail: 'id token nonce mismatch',
     });
   }
+  checkClaimSizes(payload);
   return payload as IdClaims;
 }
 

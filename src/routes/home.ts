@@ -1,6 +1,7 @@
 import type { Request } from 'express';
 import type { Deps } from '../deps.ts';
-import { readCookie } from '../http/cookies.ts';
+import { readOriginalRequest } from '../forward/original.ts';
+import { CONFLICT } from '../http/cookies.ts';
 import type { Reply } from '../http/reply.ts';
 import { html, join, type SafeHtml } from '../http/views.ts';
 import type { Resolution } from '../session/sessions.ts';
@@ -44,8 +45,12 @@ function signedOut(deps: Deps): SafeHtml {
  * browsers, JSON otherwise). Reached on a direct route: a central auth host, or the service itself.
  */
 export async function homeReply(deps: Deps, req: Request): Promise<Reply> {
-  const cookie = readCookie(req.headers.cookie, deps.cookies.session);
-  const resolved = cookie ? await deps.sessions.resolve(cookie) : undefined;
+  // Read as /auth reads it: two session cookies are a conflict, and a host-only session is one
+  // only on the host it was made for.
+  const original = readOriginalRequest(req, deps.trust);
+  const cookie = deps.cookies.readSession(req.headers.cookie);
+  if (cookie === CONFLICT) throw deps.cookies.conflict(original);
+  const resolved = cookie ? await deps.sessions.resolve(cookie, original.host) : undefined;
   const session = resolved?.kind === 'valid' ? resolved : undefined;
   const maxAge = session ? (session.sessionEnd - deps.clock.now()) / 1000 : 0;
   const cookies =

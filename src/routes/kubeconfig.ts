@@ -320,6 +320,9 @@ function page(deps: Deps, record: SessionRecord, cookies: string[], withToken: b
   return {
     status: 200,
     cookies,
+    // The page holds the ID token: an opaque origin, so a dashboard's script on this host cannot
+    // read it through a popup, even where the dashboard's COOP puts both in one browsing context group.
+    sandbox: true,
     page: {
       view: 'kubeconfig',
       title: 'Kubeconfig',

@@ -86,6 +86,7 @@ async function guardLoginStart(
   if (!limit.allowed) {
     deps.metrics.loginFailed('rate_limited');
     deps.log.info({ clientIp: original.clientIp, host: original.host }, 'login start rate-limited');
+    deps.loginLimiter.noteRefused(original.clientIp);
     throw rateLimited(limit.retryAfterSeconds, original.url);
   }
   const now = deps.clock.now();

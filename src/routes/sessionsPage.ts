@@ -80,7 +80,7 @@ async function endFromForm(
   asker: Asker,
   viaForwardAuth: boolean,
 ): Promise<Reply> {
-  if (!fromOwnOrigin(headers, original)) {
+  if (!fromOwnOrigin(headers, original, viaForwardAuth)) {
     deps.log.info(
       { host: original.host, origin: String(headers.origin ?? '') },
       'ending sessions from another origin refused',

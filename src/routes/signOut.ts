@@ -39,11 +39,19 @@ export async function signOut(
       ? confirmPage(deps, original, cookie, pageStatus)
       : signedOutPage(deps, original, pageStatus, []);
   }
-  if (!fromOwnOrigin(headers, original)) {
-    deps.log.info(
-      { host: original.host, origin: String(headers.origin ?? '') },
-      'sign-out from another origin refused',
-    );
+  if (!fromOwnOrigin(headers, original, options.viaForwardAuth)) {
+    const unseen = headers.origin === undefined && headers['sec-fetch-site'] === undefined;
+    if (unseen) {
+      deps.log.warn(
+        { host: original.host },
+        'sign-out through forward auth refused: the request carries neither Origin nor Sec-Fetch-Site; add both to the middleware authRequestHeaders',
+      );
+    } else {
+      deps.log.info(
+        { host: original.host, origin: String(headers.origin ?? '') },
+        'sign-out from another origin refused',
+      );
+    }
     return { ...(await confirmPage(deps, original, cookie, 403)), json: forbidden };
   }
   return endSession(deps, original, headers.cookie, cookie, pageStatus);
@@ -55,12 +63,17 @@ const forbidden = { error: 'forbidden', message: 'Sign-out must come from a page
  * The POST came from a page of this very origin: its Origin says so; or it says `null` — as
  * browsers send it from our own pages, whose Referrer-Policy is no-referrer — and the browser's
  * own Sec-Fetch-Site (which no page can set) says same-origin; or it carries neither (no browser
- * of the last years, so no forged cross-site form either: a script that holds the cookie).
+ * of the last years, so no forged cross-site form either: a script that holds the cookie) —
+ * except through forward auth, where a proxy's `authRequestHeaders` may have dropped both.
  */
-export function fromOwnOrigin(headers: IncomingHttpHeaders, original: OriginalRequest): boolean {
+export function fromOwnOrigin(
+  headers: IncomingHttpHeaders,
+  original: OriginalRequest,
+  viaForwardAuth = false,
+): boolean {
   const origin = headers.origin;
   const site = headers['sec-fetch-site'];
-  if (origin === undefined) return site === undefined || site === 'same-origin';
+  if (origin === undefined) return site === undefined ? !viaForwardAuth : site === 'same-origin';
   if (origin === 'null') return site === 'same-origin';
   try {
     const url = new URL(String(origin));

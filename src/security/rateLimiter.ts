@@ -1,5 +1,5 @@
 import { createHmac, randomBytes } from 'node:crypto';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import type { Clock } from '../clock.ts';
 import type { Logger } from '../log.ts';
 import { fingerprint } from '../session/crypto.ts';
@@ -45,6 +45,7 @@ export class LoginRateLimiter {
   readonly #log: Logger;
   readonly #keyKey: Buffer;
   #lastWarned = Number.NEGATIVE_INFINITY;
+  #lastSharedWarning = Number.NEGATIVE_INFINITY;
 
   constructor(options: {
     store: Store;
@@ -96,6 +97,22 @@ export class LoginRateLimiter {
     }
   }
 
+  /**
+   * Told about a refused attempt: the first time in ten minutes that the refused address is an
+   * internal one (private, CGNAT, loopback, ULA), a warning that it may be a proxy or a node's
+   * SNAT, in which case every user shares its budget (README: trustForwardHeader: true with the
+   * entry point's forwardedHeaders.trustedIPs).
+   */
+  noteRefused(clientIp: string): void {
+    const now = this.#clock.now();
+    if (now - this.#lastSharedWarning < 600_000 || !isInternalAddress(clientIp)) return;
+    this.#lastSharedWarning = now;
+    this.#log.warn(
+      { clientIp },
+      "login attempts all come from one address: the login rate limit was reached by an internal address, likely a load balancer, a node (SNAT) or a proxy, so every user behind it shares one budget; let the proxy pass on the client address (Traefik: trustForwardHeader: true and the entry point's forwardedHeaders.trustedIPs) and list it in TRUSTED_PROXIES",
+    );
+  }
+
   async close(): Promise<void> {
     await this.#fallback.close();
   }
@@ -131,6 +148,26 @@ async function claimSlot(
     if (await store.setIfAbsent(slot(k), '1', ttl)) return ALLOWED;
   }
   return denied();
+}
+
+const INTERNAL = new BlockList();
+for (const [net, prefix] of [
+  ['10.0.0.0', 8],
+  ['172.16.0.0', 12],
+  ['192.168.0.0', 16],
+  ['100.64.0.0', 10],
+  ['127.0.0.0', 8],
+] as const) {
+  INTERNAL.addSubnet(net, prefix, 'ipv4');
+}
+INTERNAL.addSubnet('fc00::', 7, 'ipv6');
+INTERNAL.addSubnet('::1', 128, 'ipv6');
+
+/** An address of a private network, CGNAT or loopback: where proxies and nodes are, not users. */
+export function isInternalAddress(ip: string): boolean {
+  const address = ip.startsWith('::ffff:') && isIP(ip.slice(7)) === 4 ? ip.slice(7) : ip;
+  const family = isIP(address);
+  return family !== 0 && INTERNAL.check(address, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /**

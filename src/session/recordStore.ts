@@ -1,5 +1,6 @@
 import { decodeJwt } from 'jose';
 import type { Identity } from '../identity/identity.ts';
+import { ID_TOKEN_MAX_BYTES } from '../oidc/limits.ts';
 import { decrypt, encrypt, type SessionKeys } from './crypto.ts';
 import type { SessionEntries } from './entries.ts';
 import type { SessionRecord } from './model.ts';
@@ -34,6 +35,12 @@ export interface RecordStoreOptions {
   readonly now: () => number;
 }
 
+/**
+ * No record a login writes comes near this (an ID token of at most ID_TOKEN_MAX_BYTES, its
+ * identity, base64 of the encryption): a larger one is treated as unreadable, never decrypted.
+ */
+const RECORD_MAX_CHARS = 4 * ID_TOKEN_MAX_BYTES;
+
 /** The GCM tag at the end of a blob: it changes with every write. */
 const tagOf = (blob: string) => blob.slice(-22);
 
@@ -44,6 +51,7 @@ export class RecordStore {
   readonly #identities: IdentityMapper | undefined;
   readonly #onStoreDown: () => void;
   readonly #now: () => number;
+  readonly #loading = new Map<string, Promise<SessionRecord | undefined>>();
 
   constructor(options: RecordStoreOptions) {
     this.#store = options.store;
@@ -54,10 +62,22 @@ export class RecordStore {
     this.#now = options.now;
   }
 
-  /** The stored record; undefined when missing or unreadable. Throws StoreUnavailableError. */
-  async load(keys: SessionKeys): Promise<SessionRecord | undefined> {
+  /**
+   * The stored record; undefined when missing or unreadable (or larger than any record a login
+   * can write: an ID token over the provider limits). Concurrent loads of one session share one
+   * read and one decryption. Throws StoreUnavailableError.
+   */
+  load(keys: SessionKeys): Promise<SessionRecord | undefined> {
+    const running = this.#loading.get(keys.lookup);
+    if (running) return running;
+    const task = this.#load(keys).finally(() => this.#loading.delete(keys.lookup));
+    this.#loading.set(keys.lookup, task);
+    return task;
+  }
+
+  async #load(keys: SessionKeys): Promise<SessionRecord | undefined> {
     const blob = await this.#store.get(KEY.record(keys.lookup));
-    if (blob === null) return undefined;
+    if (blob === null || blob.length > RECORD_MAX_CHARS) return undefined;
     const now = this.#now();
     const entry = this.#entries.get(keys.lookup, now);
     const tag = tagOf(blob);

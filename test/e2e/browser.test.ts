@@ -172,6 +172,48 @@ describe.skipIf(!hasChromium())('in Chromium', () => {
     expect(await page.content()).toMatch(/token: eyJ/);
   });
 
+  it.each([
+    ['no COOP', undefined],
+    ['COOP: same-origin', 'same-origin'],
+  ])(
+    "a dashboard's script cannot read the token kubeconfig out of a popup it opens (dashboard page with %s)",
+    async (_name, coop) => {
+      const dashboard = await context.newPage();
+      await dashboard.route(`${stack.appUrl}/isolated`, (route) =>
+        route.fulfill({
+          status: 200,
+          headers: { 'content-type': 'text/html', ...(coop ? { 'cross-origin-opener-policy': coop } : {}) },
+          body: '<!doctype html><title>dashboard</title><body><button id="x">x</button></body>',
+        }),
+      );
+      await dashboard.goto(`${stack.appUrl}/isolated`);
+      await dashboard.evaluate(
+        `document.getElementById('x').onclick = () => { window.w = window.open('/kubeconfig'); }`,
+      );
+      const opened = context.waitForEvent('page');
+      await dashboard.click('#x');
+      const popup = await opened;
+      await popup.waitForLoadState();
+      expect(await popup.content()).toMatch(/token: eyJ/); // the user's own navigation shows it
+      const read = await dashboard.evaluate<string>(`(() => {
+        try { return String(/eyJ[\\w-]+\\.eyJ/.test(window.w.document.body.textContent ?? '')); }
+        catch (e) { return 'refused'; }
+      })()`);
+      expect(read).not.toBe('true');
+      await popup.close();
+      await dashboard.close();
+    },
+  );
+
+  it('serves the kubeconfig page sandboxed, isolated from openers and never cached', async () => {
+    const response = await page.goto(`${stack.appUrl}/kubeconfig`);
+    const headers = response!.headers();
+    expect(headers['content-security-policy']).toMatch(/; sandbox allow-scripts allow-downloads/);
+    expect(headers['content-security-policy']).not.toContain('allow-same-origin');
+    expect(headers['cross-origin-opener-policy']).toBe('same-origin');
+    expect(headers['cache-control']).toBe('no-store');
+  });
+
   it('a copy button puts the kubeconfig shown on the page on the clipboard', async () => {
     await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: stack.appUrl });
     await page.goto(`${stack.appUrl}/kubeconfig`);
@@ -179,8 +221,12 @@ describe.skipIf(!hasChromium())('in Chromium', () => {
     expect(await button.isVisible()).toBe(true);
     await button.click();
     await page.getByRole('status').filter({ hasText: 'Copied' }).waitFor();
-    const clipboard = await page.evaluate<string>('navigator.clipboard.readText()');
+    // The page is sandboxed (an opaque origin): read the clipboard from a page of the host.
     const shown = await page.locator('#exec-1').textContent();
+    const reader = await context.newPage();
+    await reader.goto(`${stack.appUrl}/some-dashboard`);
+    const clipboard = await reader.evaluate<string>('navigator.clipboard.readText()');
+    await reader.close();
     expect(clipboard).toBe(shown);
     expect((parseYaml(clipboard) as KubeconfigDoc)['current-context']).toBe('staging');
     expect(problems).toEqual([]);

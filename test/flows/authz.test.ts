@@ -679,3 +679,61 @@ describe('impersonation with groups as the identity provider writes them (no OID
     ]);
   });
 });
+
+/**
+ * `email_verified` that is present but not the boolean true ("false" as text, 0) is not
+ * verified: the API server refuses such a token ("oidc: parse 'email_verified' claim"), so the
+ * session path refuses it too, an `emailDomains` rule does not admit the address, and
+ * impersonation mode never impersonates it (issue 11 review).
+ */
+describe.each<{ mode: string; env: Record<string, string> }>([
+  { mode: 'id-token', env: {} },
+  { mode: 'impersonate', env: { UPSTREAM_AUTH: 'impersonate', TRUSTED_PROXIES: '127.0.0.1/32' } },
+])('email_verified of the wrong type ($mode)', ({ env }) => {
+  let stack: Stack;
+  let dir: string;
+  const typed = (login: string, emailVerified: unknown): DexUser => ({
+    login,
+    password: 'password',
+    userId: `uid-${login}`,
+    email: login,
+    emailVerified: emailVerified as boolean,
+    name: login,
+    groups: ['engineering'],
+  });
+  const wrongType = [typed('mallory@example.com', 'false'), typed('eve@example.com', 0)];
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'authz-ev-'));
+    writeFileSync(
+      join(dir, 'policy.yaml'),
+      'default: deny\nrules:\n  - allow: { emailDomains: ["example.com"] }\n',
+    );
+    writeFileSync(join(dir, 'token'), 'sa-token\n');
+    stack = await startStack({
+      redis: false,
+      env: { ...env, AUTHZ_CONFIG: join(dir, 'policy.yaml'), SERVICE_ACCOUNT_TOKEN_PATH: join(dir, 'token') },
+      dex: { users: [...DEMO_USERS, ...wrongType] },
+    });
+  });
+  afterAll(async () => {
+    await stack?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('lets a verified example.com user in (the rule works)', async () => {
+    const result = await loginThroughDex(new Browser({ navigation: true }), `${stack.appUrl}/home`, dev);
+    expect(result.final.status).toBe(200);
+  });
+
+  it.each(wrongType.map((u) => [JSON.stringify(u.emailVerified), u] as const))(
+    'refuses email_verified %s like false: a 403 and nothing upstream',
+    async (_name, user) => {
+      stack.upstream.requests.length = 0;
+      const result = await loginThroughDex(new Browser({ navigation: true }), `${stack.appUrl}/home`, user);
+      expect(result.final.status).toBe(403);
+      expect(result.final.body).toContain('not verified');
+      expect(stack.upstream.requests).toHaveLength(0);
+    },
+  );
+});

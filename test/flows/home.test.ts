@@ -50,6 +50,7 @@ describe('GET /', () => {
     const page = await request(stack.service.server)
       .get('/')
       .set(NAVIGATION)
+      .set('X-Forwarded-Host', new URL(stack.appUrl).host)
       .set('Cookie', `_forward_auth=${cookie?.value}`)
       .expect(200);
     expect(page.text).toContain(`You are signed in as <strong>${admin.email}</strong>`);
@@ -60,6 +61,7 @@ describe('GET /', () => {
 
     const json = await request(stack.service.server)
       .get('/')
+      .set('X-Forwarded-Host', new URL(stack.appUrl).host)
       .set('Cookie', `_forward_auth=${cookie?.value}`)
       .expect(200);
     expect(json.body).toEqual({
@@ -68,6 +70,25 @@ describe('GET /', () => {
       signedIn: true,
       user: admin.email,
     });
+  });
+
+  it('reads the cookie as /auth does: a host-only session of another host is none, two session cookies a conflict', async () => {
+    const browser = new Browser({ navigation: true });
+    await loginThroughDex(browser, `${stack.appUrl}/`, admin);
+    const cookie = browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')!.value;
+    const elsewhere = await request(stack.service.server)
+      .get('/')
+      .set('X-Forwarded-Host', new URL(stack.otherUrl).host)
+      .set('Cookie', `_forward_auth=${cookie}`)
+      .expect(200);
+    expect(elsewhere.body).toMatchObject({ signedIn: false });
+    const twice = await request(stack.service.server)
+      .get('/')
+      .set(NAVIGATION)
+      .set('X-Forwarded-Host', new URL(stack.appUrl).host)
+      .set('Cookie', `_forward_auth=${cookie}; _forward_auth=planted`);
+    expect(twice.status).toBe(400);
+    expect(twice.text).not.toContain('You are signed in');
   });
 
   it('answers JSON to non-browsers', async () => {

@@ -1,7 +1,7 @@
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { Browser, dexLoginFormAction, loginThroughDex } from '../support/browser.ts';
-import { DEMO_USERS } from '../support/dex.ts';
+import { DEMO_USERS, type DexUser } from '../support/dex.ts';
 import { CLIENT_ID, type Stack, startStack } from '../support/stack.ts';
 import { headerValues, type RecordedRequest } from '../support/upstream.ts';
 
@@ -371,5 +371,52 @@ describe.each([
       const token = headerValues(lastUpstream(), 'authorization')[0]!.slice(7);
       expect(decodeJwt(token)['nonce']).toBe(nonce);
     });
+  });
+});
+
+/**
+ * The provider's data is hostile (issue 11 review): a user in so many groups that the ID token is
+ * larger than the service stores and passes on ends the login with a page that says so, never a
+ * session (before the caps, a 33 MB token was stored, and its one cookie took down every fresh
+ * replica asked about it).
+ */
+describe('a sign-in whose answer is too large', () => {
+  let stack: Stack;
+  const inGroups = (login: string, count: number): DexUser => ({
+    login,
+    password: 'password',
+    userId: `uid-${login}`,
+    email: login,
+    emailVerified: true,
+    name: login,
+    groups: Array.from(
+      { length: count },
+      (_, i) => `team-platform-observability-${String(i).padStart(6, '0')}`,
+    ),
+  });
+  // ~350 KiB of ID token (over ID_TOKEN_MAX_BYTES) and ~1.5 MiB of token answer (over PROVIDER_RESPONSE_MAX_BYTES).
+  const bigToken = inGroups('big@example.com', 7_000);
+  const bigAnswer = inGroups('bigger@example.com', 30_000);
+
+  beforeAll(async () => {
+    stack = await startStack({ redis: false, dex: { users: [...DEMO_USERS, bigToken, bigAnswer] } });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  it.each([
+    ['an ID token over the limit', bigToken],
+    ['a token answer over the limit', bigAnswer],
+  ])('%s ends the login with a page that says why, and no session', async (_name, user) => {
+    const browser = new Browser({ navigation: true });
+    const result = await loginThroughDex(browser, `${stack.appUrl}/many-groups`, user);
+    expect(result.final.status).toBe(502);
+    expect(result.final.body).toContain('too large to use');
+    expect(browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')).toBeUndefined();
+    expect(stack.upstream.requests.some((r) => r.url === '/many-groups')).toBe(false);
+    // The service goes on serving others.
+    const other = await loginThroughDex(new Browser({ navigation: true }), `${stack.appUrl}/after`, admin);
+    expect(other.final.status).toBe(200);
   });
 });

@@ -711,6 +711,7 @@ describe.skipIf(!hasOpenssl())('mutual TLS between the shipped proxies and the d
         upstreamUrl: upstream.url,
         port,
         mtls: { dir: pki.dir },
+        hosts: ['127.0.0.1'],
       });
       try {
         expect(proxy.config).toContain(`${pki.dir}/client.crt`);

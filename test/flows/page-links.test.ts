@@ -47,6 +47,7 @@ const CASES: Case[] = [
         decisionUrl: at.decision,
         upstreamUrl: at.dashboard,
         port: at.port,
+        hosts: [HOST],
       }),
   },
   {

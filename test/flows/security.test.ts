@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parse as parseYaml } from 'yaml';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 import type { LoginTransaction } from '../../src/routes/login.ts';
 import { Sealer } from '../../src/session/seal.ts';
@@ -15,7 +17,7 @@ import {
 import { DEMO_USERS } from '../support/dex.ts';
 import { TEST_COOKIE_SECRET, type TestService } from '../support/service.ts';
 import { CLIENT_SECRET, forwardAuthFor, type Stack, startStack } from '../support/stack.ts';
-import { startTraefik, type Traefik } from '../support/traefik.ts';
+import { type ForwardAuthOptions, startTraefik, type Traefik } from '../support/traefik.ts';
 import { headerValues } from '../support/upstream.ts';
 
 /**
@@ -606,17 +608,24 @@ describe('sign-out', () => {
     expect(await stillIn(cookie)).toBe(401);
   });
 
-  it('a POST without Origin or Sec-Fetch-Site (a script holding the cookie, not a browser) signs out', async () => {
+  it('a POST without Origin or Sec-Fetch-Site (a script holding the cookie, not a browser) signs out on the pages port, but not through forward auth', async () => {
     const { cookie } = await signedIn();
-    const reply = await new Browser().get(`${stack.service.url}/auth`, {
+    // Through forward auth the proxy may have dropped both headers: refused.
+    const viaAuth = await new Browser().get(`${stack.service.url}/auth`, {
       cookie: `_forward_auth=${cookie}`,
       'x-forwarded-host': new URL(stack.appUrl).host,
       'x-forwarded-uri': '/oauth2/sign_out',
       'x-forwarded-method': 'POST',
       accept: 'application/json',
     });
-    expect(reply.status).toBe(401);
-    expect(reply.json()).toEqual({ signedOut: true });
+    expect(viaAuth.status).toBe(403);
+    expect(await stillIn(cookie)).toBe(200);
+    const direct = await rawRequest(
+      stack.service.port,
+      `POST /oauth2/sign_out HTTP/1.1\r\nHost: ${new URL(stack.appUrl).host}\r\nCookie: _forward_auth=${cookie}\r\n` +
+        'Accept: application/json\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
+    );
+    expect(statusOf(direct)).toBe(200);
     expect(await stillIn(cookie)).toBe(401);
   });
 
@@ -731,5 +740,104 @@ describe('logs', () => {
     }
     expect(text).not.toMatch(/eyJ[\w-]{8,}\.eyJ/);
     expect(text).not.toMatch(/Fe26\.2\*/);
+  });
+});
+
+/** The shipped Middleware's forwardAuth options (deploy/kubernetes/base/middleware.yaml), address aside. */
+function shippedMiddleware(): Partial<ForwardAuthOptions> {
+  const text = readFileSync(new URL('../../deploy/kubernetes/base/middleware.yaml', import.meta.url), 'utf8');
+  const { address: _address, ...options } = parseYaml(text).spec.forwardAuth;
+  return options;
+}
+
+/**
+ * The shipped Middleware behind a load balancer the entry point trusts (here: this test's client
+ * on 127.0.0.1, sending X-Forwarded-For as a balancer does): login budgets count per client, and
+ * sign-out through the middleware keeps its origin check (issue 11 review).
+ */
+describe('the shipped Traefik Middleware behind a load balancer', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({
+      redis: false,
+      env: { LOGIN_RATE_LIMIT_BURST: '3', LOGIN_RATE_LIMIT_INTERVAL: '1h', LOG_LEVEL: 'info' },
+      gateway: { forwardAuth: shippedMiddleware(), traefik: { entryPointTrustedIPs: ['127.0.0.1'] } },
+    });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  const navigate = (client: string) =>
+    new Browser({ navigation: true }).get(`${stack.appUrl}/dash`, { 'x-forwarded-for': client });
+
+  it('one client spending its login budget does not lock out another client', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await navigate('203.0.113.66')).status);
+    expect(statuses).toEqual([302, 302, 302, 429]);
+    expect((await navigate('198.51.100.7')).status).toBe(302);
+    expect((await navigate('2001:db8:1:2::1')).status).toBe(302);
+  });
+
+  it('counts an IPv6 client by its /64: another address of the same /64 shares the budget', async () => {
+    for (let i = 0; i < 3; i++) expect((await navigate(`2001:db8:5:6::${i + 1}`)).status).toBe(302);
+    expect((await navigate('2001:db8:5:6:ffff::9')).status).toBe(429);
+    expect((await navigate('2001:db8:5:7::1')).status).toBe(302);
+  });
+
+  it('warns once when the address that reached the limit is an internal one (a balancer, a node)', async () => {
+    for (let i = 0; i < 5; i++) await navigate('10.1.2.3');
+    const warnings = stack.service.logs
+      .records()
+      .filter((r) => String(r['msg']).startsWith('login attempts all come from one address'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toMatchObject({ level: 'warn', clientIp: '10.1.2.3' });
+  });
+
+  async function signedIn(): Promise<{ browser: Browser; cookie: string }> {
+    const browser = new Browser({ navigation: true });
+    await loginThroughDex(browser, `${stack.appUrl}/s`, admin);
+    return { browser, cookie: browser.cookies(stack.appUrl).find((c) => c.name === '_forward_auth')!.value };
+  }
+  const stillIn = async (cookie: string) =>
+    (
+      await new Browser().get(`${stack.appUrl}/s/check`, {
+        cookie: `_forward_auth=${cookie}`,
+        accept: 'application/json',
+      })
+    ).status;
+
+  it('refuses a sign-out POST from a sibling site (its Origin reaches the service) and keeps the session', async () => {
+    const { cookie } = await signedIn();
+    const forged = await new Browser().post(
+      `${stack.appUrl}/oauth2/sign_out`,
+      {},
+      {
+        cookie: `_forward_auth=${cookie}`,
+        origin: 'http://evil.app.localhost',
+        'sec-fetch-site': 'same-site',
+      },
+    );
+    expect(forged.status).toBe(403);
+    expect(await stillIn(cookie)).toBe(200);
+  });
+
+  it('refuses (403) a sign-out POST through forward auth that carries neither Origin nor Sec-Fetch-Site', async () => {
+    const { cookie } = await signedIn();
+    const port = Number(new URL(stack.appUrl).port);
+    const blind = await rawRequest(
+      port,
+      `POST /oauth2/sign_out HTTP/1.1\r\nHost: ${new URL(stack.appUrl).host}\r\nCookie: _forward_auth=${cookie}\r\n` +
+        'Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n',
+    );
+    expect(statusOf(blind)).toBe(403);
+    expect(await stillIn(cookie)).toBe(200);
+    expect(stack.service.logs.text).toContain('add both to the middleware authRequestHeaders');
+  });
+
+  it("signs out a POST from the site's own page", async () => {
+    const { browser, cookie } = await signedIn();
+    expect((await browser.post(`${stack.appUrl}/oauth2/sign_out`, {})).status).toBe(401);
+    expect(await stillIn(cookie)).not.toBe(200);
   });
 });

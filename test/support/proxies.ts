@@ -290,6 +290,11 @@ export interface ShippedProxyOptions {
    * ca.crt from `dir`.
    */
   mtls?: { dir: string };
+  /**
+   * nginx: the host names its dashboard block answers (stands for `server_name
+   * grafana.example.com`); the shipped default server closes the connection for any other Host.
+   */
+  hosts?: readonly string[];
 }
 
 /**
@@ -321,7 +326,10 @@ export function shippedConfig(
       text.replace(/^grafana\.example\.com \{/m, `http://:${opts.port} {`)
     );
   }
-  return nginxMain(opts.dir, text.replace('listen 80;', `listen ${LOOPBACK}:${opts.port};`));
+  if (opts.hosts)
+    text = text.replace('server_name grafana.example.com;', `server_name ${opts.hosts.join(' ')};`);
+  const listen = (_: string, flags?: string) => `listen ${LOOPBACK}:${opts.port}${flags ?? ''};`;
+  return nginxMain(opts.dir, text.replace(/listen 80( default_server)?;/g, listen));
 }
 
 export function startShippedProxy(kind: 'nginx' | 'caddy', opts: ShippedProxyOptions): Promise<RunningProxy> {
@@ -335,9 +343,13 @@ export function startShippedProxy(kind: 'nginx' | 'caddy', opts: ShippedProxyOpt
  * X-Auth-Request-Redirect, Host of the auth URL, and every other client header passed along
  * (a client's X-Forwarded-* included). The browser endpoints are a second Ingress to PORT.
  */
-export function ingressNginxConfig(
-  opts: Omit<ShippedProxyOptions, 'mtls'> & { port: number; dir: string; authResponseHeaders: string[] },
-): string {
+export interface IngressNginxOptions extends Omit<ShippedProxyOptions, 'mtls'> {
+  authResponseHeaders: string[];
+  /** The controller ConfigMap's `http-snippet` and `server-snippet`, rendered where ingress-nginx puts them. */
+  snippets?: { http: string; server: string };
+}
+
+export function ingressNginxConfig(opts: IngressNginxOptions & { port: number; dir: string }): string {
   const decision = new URL(opts.decisionUrl);
   const pages = loopbackOrigin('pagesUrl', opts.pagesUrl).origin;
   checkHeaderNames(opts.authResponseHeaders);
@@ -357,8 +369,10 @@ export function ingressNginxConfig(
     '            proxy_set_header X-Original-URI $request_uri;',
   ];
   const server = [
+    opts.snippets?.http ?? '',
     '    server {',
     `        listen ${LOOPBACK}:${opts.port};`,
+    opts.snippets?.server ?? '',
     '        location / {',
     '            auth_request /_external-auth-Lw-Prefix;',
     '            auth_request_set $auth_cookie $upstream_http_set_cookie;',
@@ -399,8 +413,6 @@ export function ingressNginxConfig(
   return nginxMain(opts.dir, server);
 }
 
-export function startIngressNginx(
-  opts: Omit<ShippedProxyOptions, 'mtls'> & { authResponseHeaders: string[] },
-): Promise<RunningProxy> {
+export function startIngressNginx(opts: IngressNginxOptions): Promise<RunningProxy> {
   return launchProxy('nginx', opts.port, (port, dir) => ingressNginxConfig({ ...opts, port, dir }));
 }

@@ -234,10 +234,11 @@ describe.skipIf(!canBuild).each(OVERLAYS)('the %s overlay', (overlay) => {
     expect(deployment).toBeDefined();
   });
 
-  it('the Middleware returns every upstream header, the session cookie, strips every identity header, keeps auth requests small and trusts no forwarded header', () => {
+  it('the Middleware returns every upstream header, the session cookie, strips every identity header, keeps auth requests small, passes the entry point forwarded headers and the origin headers sign-out needs', () => {
     const config = podConfig(objs);
     const fa = find(objs, 'Middleware', 'dex-forward-auth').spec.forwardAuth;
-    expect(fa.trustForwardHeader).toBe(false);
+    expect(fa.trustForwardHeader).toBe(true);
+    expect(fa.authRequestHeaders).toEqual(expect.arrayContaining(['Origin', 'Sec-Fetch-Site']));
     expect(new Set(fa.authResponseHeaders)).toEqual(new Set(config.upstreamHeaders));
     expect(fa.addAuthCookiesToResponse).toContain(new CookieNames(config).session);
     // Go RE2 against Go-canonical names; a leading (?i) as Traefik reads it.

@@ -253,6 +253,8 @@ describe('the path the policy judges', () => {
     ['/.well-known/x', '/.well-known/x'],
     ['/100%25', '/100%25'],
     ['/caf%C3%A9', '/café'],
+    ['/%EF%BC%A1dmin', '/Ａdmin'],
+    ['/docs/%EF%BC%8Ebashrc', '/docs/．bashrc'],
     ['/', '/'],
   ])('%s is judged as %s', (raw, judged) => {
     expect(judgedPath(raw)).toBe(judged);
@@ -273,6 +275,11 @@ describe('the path the policy judges', () => {
     ['a bad escape', '/%zz'],
     ['an encoded NUL', '/admin%00'],
     ['invalid UTF-8', '/%ff'],
+    ['a fullwidth dot-dot segment', '/x/%EF%BC%8E%EF%BC%8E/admin'],
+    ['a raw fullwidth dot-dot segment', '/x/\uff0e\uff0e/admin'],
+    ['a dot leader and a full stop', '/x/%E2%80%A4./admin'],
+    ['a fullwidth solidus', '/public%EF%BC%8F..%EF%BC%8Fadmin'],
+    ['a fullwidth reverse solidus', '/x%EF%BC%BCadmin'],
   ])('refuses %s (%s) with 400', (_name, raw) => {
     expect(() => judgedPath(raw)).toThrowError(expect.objectContaining({ status: 400 }));
   });

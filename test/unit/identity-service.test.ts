@@ -88,6 +88,32 @@ describe('session identities from an AuthenticationConfiguration', () => {
     expect(defaultAuthorizer.decide(flags, { method: 'GET', host: 'a', path: '/' }).allowed).toBe(false);
   });
 
+  it.each([
+    ['"false"', 'false'],
+    ['0', 0],
+    ['null', null],
+  ])(
+    'reads email_verified %s as not verified, so an email or emailDomains rule does not admit the address',
+    (_name, value) => {
+      const identity = start(FILE).identify({
+        iss: ISSUER,
+        aud: 'kubernetes',
+        sub: 'u1',
+        email: 'a@example.com',
+        email_verified: value,
+      });
+      expect(identity.emailVerified).toBe(false);
+      const flags = identityFromClaims(
+        { sub: 'u1', email: 'a@example.com', email_verified: value },
+        { usernameClaim: 'email', usernamePrefix: '', groupsClaim: 'groups', groupsPrefix: '' },
+      );
+      expect(defaultAuthorizer.decide(flags, { method: 'GET', host: 'a', path: '/' })).toMatchObject({
+        allowed: false,
+        code: 'email_not_verified',
+      });
+    },
+  );
+
   it('stops start-up with the problems when the file is broken', () => {
     expect(() => start(FILE.replace('prefix: "oidc:"', ''))).toThrow(
       /jwt\[0\]\.claimMappings\.groups\.prefix: Required value/,

@@ -4,6 +4,16 @@ import { systemClock } from '../../src/clock.ts';
 import { loadConfig } from '../../src/config.ts';
 import { AppError, describeError } from '../../src/errors.ts';
 import { createLogger } from '../../src/log.ts';
+import { translateRefreshedTokenError } from '../../src/oidc/errors.ts';
+import {
+  boundedResponse,
+  CLAIM_MAX_BYTES,
+  checkClaimSizes,
+  checkIdTokenSize,
+  ID_TOKEN_MAX_BYTES,
+  PROVIDER_RESPONSE_MAX_BYTES,
+  TokenTooLarge,
+} from '../../src/oidc/limits.ts';
 import {
   classifyRefreshError,
   createOidcProvider,
@@ -183,5 +193,45 @@ describe('the provider status /readyz reports', () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe('answers of the provider that are too large', () => {
+  it('refuses an answer over PROVIDER_RESPONSE_MAX_BYTES, declared or streamed, and passes a small one whole', async () => {
+    const big = new Uint8Array(PROVIDER_RESPONSE_MAX_BYTES + 1);
+    await expect(boundedResponse(new Response(big))).rejects.toBeInstanceOf(TokenTooLarge);
+    const stream = new ReadableStream<Uint8Array>({
+      pull(controller) {
+        controller.enqueue(new Uint8Array(64 * 1024)); // never ends: only the cap stops it
+      },
+    });
+    await expect(boundedResponse(new Response(stream))).rejects.toBeInstanceOf(TokenTooLarge);
+    const small = await boundedResponse(new Response('{"id_token":"x"}', { status: 200 }));
+    expect(await small.json()).toEqual({ id_token: 'x' });
+  });
+
+  it('refuses an ID token over ID_TOKEN_MAX_BYTES and a claim over CLAIM_MAX_BYTES, naming the claim only', () => {
+    expect(() => checkIdTokenSize('x'.repeat(ID_TOKEN_MAX_BYTES + 1))).toThrow(TokenTooLarge);
+    expect(() => checkIdTokenSize('x'.repeat(1000))).not.toThrow();
+    const secret = 's3cr3t'.repeat(CLAIM_MAX_BYTES / 4);
+    expect(() => checkClaimSizes({ sub: 'a', groups: ['a', 'b'] })).not.toThrow();
+    const thrown = (() => {
+      try {
+        checkClaimSizes({ sub: 'a', note: secret });
+      } catch (error) {
+        return error as AppError;
+      }
+    })();
+    expect(thrown).toBeInstanceOf(TokenTooLarge);
+    expect(thrown?.detail).toMatch(/^claim "note" of/);
+    expect(thrown?.detail).not.toContain('s3cr3t');
+    expect(thrown?.status).toBe(502);
+  });
+
+  it('ends the session (terminal) when a refresh answer is too large, also wrapped by openid-client', () => {
+    const tooLarge = new TokenTooLarge('provider answer over 1024 KiB');
+    expect(classifyRefreshError(tooLarge).kind).toBe('terminal');
+    expect(classifyRefreshError(new Error('fetch failed', { cause: tooLarge })).kind).toBe('terminal');
+    expect(translateRefreshedTokenError(tooLarge).kind).toBe('terminal');
   });
 });

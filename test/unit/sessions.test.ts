@@ -150,6 +150,29 @@ beforeEach(() => {
   store = new MemoryStore({ clock });
 });
 
+describe('record loads', () => {
+  it('coalesces concurrent loads of one session on a fresh replica into one store read', async () => {
+    let reads = 0;
+    const counting: Store = new Proxy(store, {
+      get: (target, name) => {
+        const member = bound(target, name);
+        if (name !== 'get') return member;
+        // A store a network away: a record read takes a while (long enough for all 8 to ask).
+        return async (key: string) => {
+          if (key.startsWith('s:')) reads++;
+          await new Promise((resolve) => setTimeout(resolve, key.startsWith('s:') ? 200 : 0));
+          return (member as (k: string) => Promise<string | null>)(key);
+        };
+      },
+    });
+    const { cookie } = await service().create(provider.tokens('rt-0'));
+    const fresh = service({ store: counting });
+    const all = await Promise.all(Array.from({ length: 8 }, () => fresh.resolve(cookie)));
+    for (const r of all) valid(r);
+    expect(reads).toBe(1);
+  });
+});
+
 describe('the hot cache', () => {
   it('is not used past the session’s absolute end', async () => {
     const sessions = service();

@@ -1,6 +1,8 @@
 import { hash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { AppError } from '../../src/errors.ts';
+import type { OriginalRequest } from '../../src/forward/original.ts';
+import { deniedReply } from '../../src/http/decisionReplies.ts';
 import { errorReply } from '../../src/http/reply.ts';
 import { html, VIEW_NAMES, Views } from '../../src/http/views.ts';
 
@@ -74,5 +76,54 @@ describe('views', () => {
     expect(html`<p>${HOSTILE}</p>${html`<b>ok</b>`}`.html).toBe(
       '<p>&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;</p><b>ok</b>',
     );
+  });
+});
+
+describe('the denial page', () => {
+  const identity = {
+    sub: 's',
+    user: 'dev@example.com',
+    email: 'dev@example.com',
+    emailVerified: true,
+    groups: ['engineering'],
+    name: undefined,
+    preferredUsername: undefined,
+  };
+  const original = {
+    method: 'GET',
+    proto: 'https',
+    host: 'grafana.example.com',
+    uri: '/admin',
+    path: '/admin',
+    query: '',
+    url: 'https://grafana.example.com/admin',
+    clientIp: '192.0.2.1',
+  } as unknown as OriginalRequest;
+
+  it("names groups and domains that would have allowed it, but no other user's name or email", () => {
+    const reply = deniedReply(
+      identity,
+      original,
+      {
+        code: 'forbidden',
+        reason: 'No rule allows GET /admin for you.',
+        wouldAllow: {
+          groups: ['admins'],
+          users: ['alice@example.com', 'bob'],
+          emails: ['alice@example.com', 'carol@example.com'],
+          emailDomains: ['corp.example.com'],
+        },
+      },
+      {},
+    );
+    const page = views.render(reply.page!.view, reply.page!.title, reply.page!.data, 'rid');
+    const text = `${page}${JSON.stringify(reply.json)}`;
+    for (const other of ['alice@example.com', 'bob', 'carol@example.com']) expect(text).not.toContain(other);
+    expect(page).toContain('the group <code>admins</code>');
+    expect(page).toContain('an email address at <code>corp.example.com</code>');
+    expect(page).toContain('3 named users (not listed here)');
+    expect(reply.json).toMatchObject({
+      allowedBy: { groups: ['admins'], users: [], emails: [], namedUsers: 3 },
+    });
   });
 });

@@ -18,6 +18,8 @@ export interface GatewayAt {
   /** Where it takes decisions: AUTH_PORT's listener, or PORT's. */
   readonly decisionUrl: string;
   readonly upstreamUrl: string;
+  /** The dashboards' host names the gateway serves (GatewayOptions.hosts), when given. */
+  readonly hosts?: readonly string[];
 }
 
 export interface Gateway {
@@ -94,7 +96,8 @@ export async function startGateway(
   }
   if (typeof proxy === 'function') {
     const decisionUrl = parts.deciders[0] as string;
-    const started = await proxy({ port, pagesUrl, decisionUrl, upstreamUrl: parts.upstreamUrl });
+    const at = { port, pagesUrl, decisionUrl, upstreamUrl: parts.upstreamUrl };
+    const started = await proxy(options.hosts ? { ...at, hosts: options.hosts } : at);
     return { url: `http://${LOOPBACK}:${port}`, port, close: () => started.close() };
   }
   const forwardAuth = forwardAuthFor(parts.deciders, {

@@ -1,8 +1,9 @@
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../../src/config.ts';
+import { broadTrustedProxies, loadConfig } from '../../../src/config.ts';
 import { checkCallbackSetting } from '../../../src/doctor/checks/callbackSetting.ts';
 import { checkCookies } from '../../../src/doctor/checks/cookies.ts';
 import { checkSecrets } from '../../../src/doctor/checks/secrets.ts';
+import { checkTrustedProxies } from '../../../src/doctor/checks/trustedProxies.ts';
 import { DOCTOR_COOKIE_SECRET } from '../../support/doctor.ts';
 
 /** The three checks that need no network: the callback setting, cookie domains, secrets. */
@@ -57,5 +58,29 @@ describe('the secrets check', () => {
   it('says nothing about a client secret when the client signs assertions instead', () => {
     const findings = checkSecrets({ ...config({}), clientSecret: '' });
     expect(findings.map((f) => f.status)).toEqual(['ok']);
+  });
+});
+
+describe('the trusted proxies check', () => {
+  it.each(['10.244.0.0/16', '10.0.0.0/8', 'fd00:10:244::/56'])(
+    'warns when TRUSTED_PROXIES holds %s, a range any pod of a pod network shares',
+    (range) => {
+      const findings = checkTrustedProxies(config({ TRUSTED_PROXIES: `127.0.0.1/32,${range}` }));
+      expect(findings).toEqual([
+        expect.objectContaining({ status: 'warning', message: expect.stringContaining(range) }),
+      ]);
+      expect(findings[0]?.message).not.toContain('127.0.0.1/32');
+    },
+  );
+
+  it("is fine with the proxy's own addresses, and with a broad range behind mutual TLS", () => {
+    expect(checkTrustedProxies(config({ TRUSTED_PROXIES: '10.244.3.0/24,10.0.0.7' }))[0]?.status).toBe('ok');
+    expect(checkTrustedProxies(config({}))[0]?.status).toBe('ok');
+    expect(
+      broadTrustedProxies({
+        trustedProxies: ['10.244.0.0/16'],
+        decisionListener: { port: 4181, tls: { certFile: 'c', keyFile: 'k', clientCaFile: 'ca' } },
+      }),
+    ).toEqual([]);
   });
 });
