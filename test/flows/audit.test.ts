@@ -129,7 +129,12 @@ describe('the audit stream of three replicas', () => {
     expect((await browser.get(`${stack.appUrl}/grafana/d/1`, json('binding-1'))).status).toBe(200);
     expect((await browser.get(`${stack.appUrl}/closed`, json('closed-1'))).status).toBe(403);
     const id = (e: Event) => String(e['requestId']);
-    await waitUntil('the decisions', () => eventsOf('decision', (e) => id(e) === 'closed-1').length === 1);
+    // Each replica writes its lines a moment later (batched), each at its own pace: wait for all.
+    const written = (ids: string[]) => ids.every((i) => eventsOf('decision', (e) => id(e) === i).length > 0);
+    await waitUntil('the decisions', () =>
+      written(['rule-0', 'rule-1', 'rule-2', 'rule-3', 'rule-4', 'rule-5', 'binding-1', 'closed-1']),
+    );
+    await sleep(300); // a second copy of one, were there one, would be written by now
 
     const byRule = eventsOf('decision', (e) => id(e).startsWith('rule-'));
     expect(byRule.map(id).sort()).toEqual(['rule-0', 'rule-1', 'rule-2', 'rule-3', 'rule-4', 'rule-5']);
@@ -162,7 +167,7 @@ describe('the audit stream of three replicas', () => {
     const other = await login(dev, '/grafana/start');
     expect((await other.get(`${stack.appUrl}/admin/x`, json('rule-deny-1'))).status).toBe(403);
     expect((await new Browser().get(`${stack.appUrl}/admin/x`, json('anonymous-1'))).status).toBe(401);
-    await waitUntil('the denials', () => eventsOf('decision', (e) => id(e) === 'anonymous-1').length === 1);
+    await waitUntil('the denials', () => written(['rule-deny-1', 'anonymous-1']));
     expect(eventsOf('decision', (e) => id(e) === 'rule-deny-1')).toEqual([
       expect.objectContaining({
         decision: 'deny',
