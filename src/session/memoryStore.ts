@@ -52,6 +52,11 @@ export class MemoryStore implements Store {
     return typeof value === 'string' ? value : null;
   }
 
+  async getIfChanged(key: string, tail: string): Promise<string | null | false> {
+    const value = await this.get(key);
+    return value !== null && tail !== '' && value.endsWith(tail) ? false : value;
+  }
+
   async set(key: string, value: string, ttlMs: number): Promise<void> {
     this.#put(key, value, ttlMs);
   }

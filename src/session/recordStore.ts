@@ -65,7 +65,9 @@ export class RecordStore {
   /**
    * The stored record; undefined when missing or unreadable (or larger than any record a login
    * can write: an ID token over the provider limits). Concurrent loads of one session share one
-   * read and one decryption. Throws StoreUnavailableError.
+   * read and one decryption. When this replica holds the session's entry, the store only says
+   * whether the blob still carries the entry's tag (an unchanged blob is neither sent nor
+   * decrypted again). Throws StoreUnavailableError.
    */
   load(keys: SessionKeys): Promise<SessionRecord | undefined> {
     const running = this.#loading.get(keys.lookup);
@@ -76,10 +78,22 @@ export class RecordStore {
   }
 
   async #load(keys: SessionKeys): Promise<SessionRecord | undefined> {
-    const blob = await this.#store.get(KEY.record(keys.lookup));
+    const held = this.#entries.get(keys.lookup, this.#now());
+    const key = KEY.record(keys.lookup);
+    if (held?.tag === undefined) return this.#fromBlob(keys, await this.#store.get(key));
+    const blob = await this.#store.getIfChanged(key, held.tag);
+    if (blob !== false) return this.#fromBlob(keys, blob);
+    // Unchanged; unless the entry was replaced or evicted while the store answered: then read it whole.
+    const entry = this.#entries.peek(keys.lookup, this.#now());
+    if (entry !== undefined && entry.tag === held.tag)
+      return this.#remapped(keys.lookup, entry.record, held.tag);
+    return this.#fromBlob(keys, await this.#store.get(key));
+  }
+
+  /** The record in a stored blob (the entry's when the blob is the one it came from). */
+  #fromBlob(keys: SessionKeys, blob: string | null): SessionRecord | undefined {
     if (blob === null || blob.length > RECORD_MAX_CHARS) return undefined;
-    const now = this.#now();
-    const entry = this.#entries.get(keys.lookup, now);
+    const entry = this.#entries.peek(keys.lookup, this.#now());
     const tag = tagOf(blob);
     if (entry?.tag === tag) return this.#remapped(keys.lookup, entry.record, tag);
     const json = decrypt(blob, keys.encryption, keys.lookup);

@@ -7,6 +7,7 @@ const DELETE_IF_EQUALS = `if redis.call('GET', KEYS[1]) == ARGV[1] then return r
 const EXPIRE_IF_EQUALS = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end`;
 const REPLACE_IF_EQUALS = `local c = redis.call('GET', KEYS[1]) if (ARGV[1] == 'absent' and not c) or (ARGV[1] == 'equals' and c == ARGV[2]) then redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[4]) return 1 else return 0 end`;
 const HASH_SET = `redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) local t = redis.call('PTTL', KEYS[1]) if t < tonumber(ARGV[3]) then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end return 1`;
+const GET_IF_CHANGED = `local v = redis.call('GET', KEYS[1]) if v and #ARGV[1] > 0 and string.sub(v, -#ARGV[1]) == ARGV[1] then return 0 end return v`;
 const INCREMENT = `local v = redis.call('INCR', KEYS[1]) if v == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end return v`;
 
 type Client = Redis | Cluster;
@@ -15,6 +16,7 @@ interface Scripts {
   dfaDeleteIfEquals(key: string, value: string): Promise<number>;
   dfaExpireIfEquals(key: string, value: string, ttl: number): Promise<number>;
   dfaIncrement(key: string, ttl: number): Promise<number>;
+  dfaGetIfChanged(key: string, tail: string): Promise<string | number | null>;
   dfaReplaceIfEquals(
     key: string,
     mode: string,
@@ -89,6 +91,7 @@ export class RedisStore implements Store {
     client.defineCommand('dfaDeleteIfEquals', { numberOfKeys: 1, lua: DELETE_IF_EQUALS });
     client.defineCommand('dfaExpireIfEquals', { numberOfKeys: 1, lua: EXPIRE_IF_EQUALS });
     client.defineCommand('dfaIncrement', { numberOfKeys: 1, lua: INCREMENT });
+    client.defineCommand('dfaGetIfChanged', { numberOfKeys: 1, lua: GET_IF_CHANGED });
     client.defineCommand('dfaReplaceIfEquals', { numberOfKeys: 1, lua: REPLACE_IF_EQUALS });
     client.defineCommand('dfaHashSet', { numberOfKeys: 1, lua: HASH_SET });
     let lastLogged = 0;
@@ -121,6 +124,11 @@ export class RedisStore implements Store {
 
   get(key: string): Promise<string | null> {
     return this.#run('get', () => this.#client.get(this.#prefix + key));
+  }
+
+  async getIfChanged(key: string, tail: string): Promise<string | null | false> {
+    const value = await this.#run('get', () => this.#client.dfaGetIfChanged(this.#prefix + key, tail));
+    return typeof value === 'number' ? false : value;
   }
 
   async set(key: string, value: string, ttlMs: number): Promise<void> {

@@ -8,6 +8,11 @@
 export interface Store {
   readonly kind: 'memory' | 'redis';
   get(key: string): Promise<string | null>;
+  /**
+   * The value, unless it still ends with `tail` (then false: what the caller holds is current,
+   * and the value does not cross the wire); null when absent. One round trip either way.
+   */
+  getIfChanged(key: string, tail: string): Promise<string | null | false>;
   /** Sets with a time to live in milliseconds (> 0). */
   set(key: string, value: string, ttlMs: number): Promise<void>;
   /** Sets only when absent (SET NX PX); true when this call set it. */

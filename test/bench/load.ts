@@ -16,6 +16,8 @@ export interface LoadOptions {
   readonly connections: number;
   readonly threads: number;
   readonly durationSec: number;
+  /** wrk only: a Lua script and its arguments (the many-sessions section cycles cookies with one). */
+  readonly script?: { readonly path: string; readonly args: readonly string[] };
 }
 
 export interface LoadResult {
@@ -103,7 +105,9 @@ async function runWrk(o: LoadOptions): Promise<LoadResult> {
     '--latency',
   ];
   for (const [name, value] of Object.entries(o.headers)) args.push('-H', `${name}: ${value}`);
+  if (o.script) args.push('-s', o.script.path);
   args.push(o.url);
+  if (o.script) args.push('--', ...o.script.args);
   const { out, cpuSeconds } = await runWrapped(WRK, args, (o.durationSec + 30) * 1000);
   return { tool: 'wrk', ...parseWrk(out), cpuSeconds };
 }
@@ -138,6 +142,7 @@ async function runAutocannon(o: LoadOptions): Promise<LoadResult> {
 }
 
 export function runLoad(tool: LoadTool, options: LoadOptions): Promise<LoadResult> {
+  if (options.script && tool !== 'wrk') throw new Error('a request script needs wrk');
   return tool === 'wrk' ? runWrk(options) : runAutocannon(options);
 }
 

@@ -44,6 +44,8 @@ export interface HotRow {
 }
 
 export interface LoginResult {
+  /** The gateway the logins went through (older runs: directly to the service). */
+  readonly through?: string;
   readonly sequential: { readonly count: number; readonly seconds: number; readonly perSecond: number };
   readonly concurrent: {
     readonly clients: number;
@@ -60,6 +62,10 @@ export interface StormResult {
   readonly sessions: number;
   readonly ttlSec: number;
   readonly concurrency: number;
+  /** Replica processes sharing the store, the requests spread over them (older runs: 1). */
+  readonly replicas?: number;
+  /** Requests the stand-in received meanwhile, by kind (DexCounts). */
+  readonly providerCalls?: Readonly<Record<string, number>>;
   /** From sending the first request until the last answer arrived. */
   readonly seconds: number;
   /** CPU meanwhile: the service, and this process (the Dex stand-in minting 1,000 tokens, the clients). */
@@ -91,12 +97,70 @@ export interface ScaleRow {
   readonly cpuOthers: number | undefined;
 }
 
+/** One size of the many-sessions sweep: N distinct sessions cycled, against the bare server in the same run. */
+export interface ManyRow {
+  readonly sessions: number;
+  /** "logins", "sealed" or "logins + sealed". */
+  readonly made: string;
+  readonly makeSeconds: number;
+  /** Sessions made for this size (the sweep adds to the previous size's). */
+  readonly madeNow: number;
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  /** Service CPU microseconds per answered request. */
+  readonly cpuUsPerRequest: number | undefined;
+  readonly bad: number;
+  readonly errors: number;
+  readonly bareRps: number;
+  readonly bareP99Ms: number;
+  /** The bare server's CPU microseconds per request (a figure other load on the machine skews less). */
+  readonly bareCpuUsPerRequest?: number | undefined;
+  readonly ratio: number;
+  readonly rssAfterLoginsMiB: number | undefined;
+  readonly rssAfterLoadMiB: number | undefined;
+  /** After load: V8 heap used, and the bytes the caches are charged with (the service's gauges). */
+  readonly heapMiB: number;
+  readonly cacheMiB: number;
+  /** Redis used_memory growth per session made for this size. */
+  readonly redisBytesPerSession: number | undefined;
+  readonly redisMiB: number;
+  /** Decisions by outcome and session-cache hits/misses during the measured rounds. */
+  readonly outcomes: Readonly<Record<string, number>>;
+}
+
+interface MissSide {
+  readonly rps: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly cpuUsPerRequest: number | undefined;
+  readonly bad: number;
+  readonly errors: number;
+  readonly outcomes: Readonly<Record<string, number>>;
+  readonly rssAfterLoadMiB: number | undefined;
+}
+
+/** The cost of a cache miss: the same sessions with CACHE_MAX_BYTES=1Mi (small) and the default (large). */
+export interface MissRow {
+  readonly sessions: number;
+  readonly small: MissSide;
+  readonly large: MissSide;
+}
+
+export interface ManyResult {
+  readonly rows: ManyRow[];
+  readonly miss?: MissRow;
+  /** The service's Node flags. */
+  readonly nodeFlags?: string;
+}
+
 export interface Results {
   readonly meta: Meta;
   hot: HotRow[];
   login?: LoginResult;
   storm?: StormResult;
   scale: ScaleRow[];
+  many?: ManyResult;
   readonly failures: string[];
 }
 
@@ -201,11 +265,13 @@ export function toMarkdown(r: Results): string {
   if (r.login) {
     const l = r.login;
     lines.push(
-      `**Login round trip** (\`/oauth2/start\` → Dex stand-in's form → \`/oauth2/callback\`, a fresh browser each time): ` +
+      (l.through
+        ? `**Login round trip** through ${l.through} (the dashboard → \`/oauth2/start\` → Dex stand-in's form → \`/oauth2/callback\` → the dashboard, a fresh browser each time): `
+        : `**Login round trip** (\`/oauth2/start\` → Dex stand-in's form → \`/oauth2/callback\`, a fresh browser each time): `) +
         `${l.sequential.perSecond.toFixed(1)}/s sequentially (${l.sequential.count} logins), ` +
         `${l.concurrent.perSecond.toFixed(1)}/s with ${l.concurrent.clients} concurrent clients (${l.concurrent.count} logins); ` +
         `CPU per login: service ${l.serviceCpuMsPerLogin === undefined ? '–' : l.serviceCpuMsPerLogin.toFixed(1)} ms, ` +
-        `Dex stand-in and browsers ${l.benchCpuMsPerLogin.toFixed(1)} ms` +
+        `${l.through ? 'gateway, dashboard, ' : ''}Dex stand-in and browsers ${l.benchCpuMsPerLogin.toFixed(1)} ms` +
         ((l.serviceCpuMsPerLogin ?? 0) < l.benchCpuMsPerLogin ? ' (the stand-in is the bottleneck).' : '.'),
       '',
     );
@@ -217,11 +283,17 @@ export function toMarkdown(r: Results): string {
       .join(', ');
     lines.push(
       `**Refresh storm**: ${int(s.sessions)} sessions whose ID tokens (${s.ttlSec} s lifetime) had all expired, one ` +
-        `\`/auth\` request each, all at once (${s.concurrency} connections): answered in ${s.seconds.toFixed(2)} s ` +
-        `(${statuses}; CPU meanwhile: service ${sec(s.serviceCpuSeconds)} s, Dex stand-in and clients ` +
+        `\`/auth\` request each, all at once over ${s.replicas ?? 1} replica process${(s.replicas ?? 1) === 1 ? '' : 'es'} sharing Redis (${s.concurrency} connections): answered in ${s.seconds.toFixed(2)} s ` +
+        `(${statuses}; CPU meanwhile: the replicas ${sec(s.serviceCpuSeconds)} s, Dex stand-in and clients ` +
         `${sec(s.benchCpuSeconds)} s${(s.serviceCpuSeconds ?? 0) < s.benchCpuSeconds ? ': the stand-in sets the pace' : ''}); ` +
         `refresh grants at the provider: ` +
         `**${int(s.refreshGrants)}** for ${int(s.sessions)} sessions ${s.refreshGrants === s.sessions ? '(equal ✓)' : '(**not equal ✗**)'}; ` +
+        (s.providerCalls
+          ? `provider calls meanwhile: ${Object.entries(s.providerCalls)
+              .filter(([, v]) => v > 0)
+              .map(([k, v]) => `${int(v)} ${k}`)
+              .join(', ')}; `
+          : '') +
         `${int(s.newCookies)} rotated cookies handed out. The same requests again with the handed cookies: ` +
         `${s.secondPass.seconds.toFixed(2)} s, ${s.secondPass.refreshGrants} further refresh grants.`,
       '',
@@ -242,10 +314,137 @@ export function toMarkdown(r: Results): string {
     }
     lines.push('');
   }
+  if (r.many) lines.push(...manyMarkdown(r.many, m));
+  lines.push(...targetsMarkdown(r));
   if (r.failures.length > 0) {
     lines.push('**Checks that failed in this run:**', '', ...r.failures.map((f) => `- ${f}`), '');
   }
   return alignTables(lines).join('\n');
+}
+
+const missRate = (o: Readonly<Record<string, number>>): string => {
+  const hits = o['cache_hits'] ?? 0;
+  const misses = o['cache_misses'] ?? 0;
+  return hits + misses === 0 ? '–' : `${((100 * misses) / (hits + misses)).toFixed(0)} %`;
+};
+const us = (n: number | undefined): string => (n === undefined ? '–' : `${Math.round(n)} µs`);
+
+function manyMarkdown(many: ManyResult, m: Meta): string[] {
+  const lines = [
+    `**Many sessions** (issue 15: N distinct sessions, one user in ten with 150 groups of 40 characters; ` +
+      `\`wrk -t${m.threads} -c${m.connections}\` with a Lua script giving each request the next session's cookie, round robin; ` +
+      `the service with the Redis store${many.nodeFlags ? ` and the Deployment's flags \`${many.nodeFlags}\`` : ''}, ` +
+      'the bare `node:http` server answering the same 200, rounds interleaved; sessions are real logins through the Dex stand-in ' +
+      'or, for larger N, sealed the way a login seals them — SessionService.create from stand-in-signed ID tokens into the same Redis, column "made"):',
+    '',
+    '| sessions | made | req/s | × bare | p50 ms | p99 ms (bare) | CPU per request (bare) | service RSS after logins → after load | Redis per session | session-cache misses |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+  ];
+  for (const row of many.rows) {
+    const flag = row.bad + row.errors > 0 ? ` ⚠ ${row.bad} bad, ${row.errors} errors` : '';
+    const perSession =
+      row.redisBytesPerSession === undefined ? '–' : `${(row.redisBytesPerSession / 1024).toFixed(1)} KiB`;
+    lines.push(
+      `| ${int(row.sessions)}${flag} | ${row.made} (${row.makeSeconds.toFixed(0)} s) | ${int(row.rps)} | ${ratio(row.ratio)} | ${ms(row.p50Ms)} | ` +
+        `${ms(row.p99Ms)} (${ms(row.bareP99Ms)}) | ${us(row.cpuUsPerRequest)} (${us(row.bareCpuUsPerRequest)}) | ${mib(row.rssAfterLoginsMiB)} → ${mib(row.rssAfterLoadMiB)} | ` +
+        `${perSession} | ${missRate(row.outcomes)} |`,
+    );
+  }
+  lines.push('');
+  if (many.miss) {
+    const { small, large, sessions } = many.miss;
+    const extra =
+      small.cpuUsPerRequest !== undefined && large.cpuUsPerRequest !== undefined
+        ? `: a miss costs about ${Math.round(small.cpuUsPerRequest - large.cpuUsPerRequest)} µs of service CPU more than a hit`
+        : '';
+    lines.push(
+      `**Cost of a cache miss** (${int(sessions)} sessions as above): \`CACHE_MAX_BYTES=1Mi\` ` +
+        `${int(small.rps)} req/s, p99 ${ms(small.p99Ms)} ms, ${us(small.cpuUsPerRequest)} CPU per request, ` +
+        `${missRate(small.outcomes)} session-cache misses, RSS ${mib(small.rssAfterLoadMiB)}; the default budget ` +
+        `${int(large.rps)} req/s, p99 ${ms(large.p99Ms)} ms, ${us(large.cpuUsPerRequest)}, ${missRate(large.outcomes)} misses${extra}.`,
+      '',
+    );
+  }
+  return lines;
+}
+
+/** Issue 15's targets, each as measured in this run (✓ met, ✗ not, – not measured). */
+export function targets(
+  r: Results,
+): { readonly target: string; readonly measured: string; readonly met: boolean | undefined }[] {
+  const at = (n: number) => r.many?.rows.find((row) => row.sessions === n);
+  const out: { target: string; measured: string; met: boolean | undefined }[] = [];
+  const ratioTarget = (n: number, min: number, label: string) => {
+    const row = at(n);
+    out.push({
+      target: `${label}: ≥ ${min}× bare`,
+      measured: row
+        ? `${ratio(row.ratio)}×${row.bad + row.errors > 0 ? `, ${row.bad + row.errors} errors` : ''}`
+        : '–',
+      met: row ? row.ratio >= min && row.bad + row.errors === 0 : undefined,
+    });
+  };
+  ratioTarget(10_000, 0.6, '10,000 sessions');
+  const ten = at(10_000);
+  out.push({
+    target: '10,000 sessions: p99 ≤ bare p99 + 5 ms',
+    measured: ten ? `${ms(ten.p99Ms)} ms (bare ${ms(ten.bareP99Ms)} ms)` : '–',
+    met: ten ? ten.p99Ms <= ten.bareP99Ms + 5 : undefined,
+  });
+  ratioTarget(100_000, 0.5, '100,000 sessions');
+  for (const [n, max] of [
+    [10_000, 150],
+    [100_000, 200],
+  ] as const) {
+    const row = at(n);
+    const rss = row?.rssAfterLoadMiB;
+    out.push({
+      target: `RSS after ${int(n)} sessions and load ≤ ${max} MB`,
+      measured: rss === undefined ? '–' : `${Math.round((rss * 2 ** 20) / 1e6)} MB`,
+      met: rss === undefined ? undefined : rss * 2 ** 20 <= max * 1e6,
+    });
+  }
+  const one = at(1);
+  out.push({
+    target: 'one session: ≥ 0.7× bare, p99 ≤ 10 ms',
+    measured: one ? `${ratio(one.ratio)}×, ${ms(one.p99Ms)} ms` : '–',
+    met: one ? one.ratio >= 0.7 && one.p99Ms <= 10 : undefined,
+  });
+  const login = r.login;
+  out.push({
+    target: 'logins: ≥ 100/s',
+    measured: login
+      ? `${login.concurrent.perSecond.toFixed(1)}/s with ${login.concurrent.clients} clients`
+      : '–',
+    met: login ? login.concurrent.perSecond >= 100 : undefined,
+  });
+  out.push({
+    target: "the service's CPU per login halved (9.4 ms before)",
+    measured: login?.serviceCpuMsPerLogin === undefined ? '–' : `${login.serviceCpuMsPerLogin.toFixed(1)} ms`,
+    met: login?.serviceCpuMsPerLogin === undefined ? undefined : login.serviceCpuMsPerLogin <= 4.7,
+  });
+  const storm = r.storm;
+  out.push({
+    target: 'refresh storm: 10,000 sessions over 3 replicas, one grant each, no errors',
+    measured: storm
+      ? `${int(storm.sessions)} sessions over ${storm.replicas ?? 1}: ${int(storm.refreshGrants)} grants, ${int(storm.sessions - (storm.statuses['200'] ?? 0))} errors, ${storm.seconds.toFixed(1)} s`
+      : '–',
+    met: storm ? storm.ok && storm.sessions >= 10_000 && (storm.replicas ?? 1) >= 3 : undefined,
+  });
+  return out;
+}
+
+function targetsMarkdown(r: Results): string[] {
+  if (!r.many && !r.login && !r.storm) return [];
+  const mark = (met: boolean | undefined) => (met === undefined ? '–' : met ? '✓' : '✗');
+  return [
+    "**Issue 15's targets in this run:**",
+    '',
+    '| target | measured | met |',
+    '| --- | --- | ---: |',
+    ...targets(r).map((t) => `| ${t.target} | ${t.measured} | ${mark(t.met)} |`),
+    '',
+  ];
 }
 
 export const README_BEGIN = '<!-- bench:begin — generated by `npm run bench -- --write-readme` -->';

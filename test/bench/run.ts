@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 /**
  * `npm run bench`: the forward-auth hot path against a bare `node:http` server and compositions
  * of our own dependencies, measured in the same run on this machine; then the login round trip,
- * a refresh storm, and session-count scaling. Benchmarks, not tests: never part of `npm test`.
+ * a refresh storm over three replicas, session-count scaling, and many distinct sessions cycled
+ * (issue 15: test/bench/many.ts). Benchmarks, not tests: never part of `npm test`.
  *
  * Everything runs on 127.0.0.1: a real redis-server, the Dex stand-in (in this process),
  * dex-forward-auth as child processes (in-memory and Redis stores), the reference servers in
@@ -13,8 +14,11 @@ import { execFileSync } from 'node:child_process';
  * (1000000), BENCH_STORM_SESSIONS (1000), BENCH_STORM_TTL (seconds, 20), BENCH_LOGIN_SEQUENTIAL
  * (100), BENCH_LOGIN_CLIENTS (8), BENCH_LOADGEN (wrk | autocannon), BENCH_WAIT_QUIET (seconds
  * to wait for other processes to leave the machine idle, 0), BENCH_APACHE (0: leave out
- * mod_auth_openidc even when installed).
- * Flags: --write-readme (rewrite README.md's Performance section), --only=hot,login,scale,
+ * mod_auth_openidc even when installed), BENCH_STORM_REPLICAS (3), BENCH_STORM_CONNECTIONS (1000),
+ * BENCH_SWEEP (distinct sessions cycled, 1,1000,10000), BENCH_MANY_REAL_LOGINS (1000: beyond, sealed
+ * as logins seal them), BENCH_CPU_PROF (directory: the services write CPU profiles there).
+ * Flags: --write-readme (rewrite README.md's Performance section), --only=hot,login,scale,many,
+ * --full (the README run: a 10,000-session storm), --100k (100,000 in the sweep),
  * --render (no measuring: re-render bench.md, and the README with --write-readme, from bench.json).
  */
 import { createCipheriv, randomBytes } from 'node:crypto';
@@ -25,7 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { sealData } from 'iron-session';
 import { Browser, loginThroughDex } from '../support/browser.ts';
-import { DEMO_USERS, type Dex, startDex } from '../support/dex.ts';
+import { DEMO_USERS, type Dex, type DexUser, startDex } from '../support/dex.ts';
 import { freePort } from '../support/ports.ts';
 import {
   makeTempDir,
@@ -36,10 +40,11 @@ import {
   tcpAccepts,
   waitUntil,
 } from '../support/redis.ts';
-import { type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
-import { CLIENT_ID, CLIENT_SECRET } from '../support/stack.ts';
+import { RUNTIME_FLAGS, type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
+import { CLIENT_ID, CLIENT_SECRET, startStack } from '../support/stack.ts';
 import { type Apache, apacheAvailable, startApache } from './apache.ts';
 import { type LoadResult, type LoadTool, pickTool, runLoad, toolVersion } from './load.ts';
+import { DEPLOYMENT_FLAGS, ManySessions } from './many.ts';
 import { cpuSeconds, cpuSecondsOf, machineBusySeconds, rssMiBOf } from './proc.ts';
 import { type HotRow, type Meta, type Results, type ScaleRow, toMarkdown, writeReadme } from './report.ts';
 import {
@@ -52,6 +57,7 @@ import {
   get,
   handedCookie,
   login,
+  loginAt,
   SESSION_COOKIE,
   syntheticUsers,
 } from './sessions.ts';
@@ -88,14 +94,36 @@ const settings = {
   loginSequential: intSetting('BENCH_LOGIN_SEQUENTIAL', quick ? 10 : 100),
   loginClients: intSetting('BENCH_LOGIN_CLIENTS', 8),
   waitQuietSec: intSetting('BENCH_WAIT_QUIET', 0, 0),
+  stormReplicas: intSetting('BENCH_STORM_REPLICAS', 3),
+  stormConnections: intSetting('BENCH_STORM_CONNECTIONS', 1_000),
+  manyRealLogins: intSetting('BENCH_MANY_REAL_LOGINS', quick ? 50 : 1_000, 0),
 };
 const args = process.argv.slice(2);
+/**
+ * `--full`: the README run (a 10,000-session refresh storm over 3 replicas; the session sweep
+ * 1, 1k, 10k, plus 100k with `--100k`).
+ */
+const full = args.includes('--full');
+const with100k = args.includes('--100k');
+function sweepSetting(): number[] {
+  const base = quick ? '1,1000' : '1,1000,10000';
+  const raw = env['BENCH_SWEEP'] ?? (with100k ? `${base},100000` : base);
+  const sizes = raw.split(',').map(Number);
+  if (sizes.some((n) => !Number.isInteger(n) || n < 1) || sizes.some((n, i) => i > 0 && n <= sizes[i - 1]!)) {
+    process.stderr.write(`BENCH_SWEEP must be increasing session counts, e.g. 1,1000,10000 (got ${raw})\n`);
+    process.exit(2);
+  }
+  return sizes;
+}
+const sweep = sweepSetting();
+if (full && env['BENCH_STORM_SESSIONS'] === undefined) settings.stormSessions = 10_000;
 const writeToReadme = args.includes('--write-readme');
 const onlyArg = args.find((a) => a.startsWith('--only='))?.slice('--only='.length);
-const sections = new Set(onlyArg === undefined ? ['hot', 'login', 'scale'] : onlyArg.split(','));
+const SECTIONS = ['hot', 'login', 'scale', 'many'];
+const sections = new Set(onlyArg === undefined ? SECTIONS : onlyArg.split(','));
 for (const s of sections) {
-  if (!['hot', 'login', 'scale'].includes(s)) {
-    process.stderr.write(`unknown section ${s} in --only (hot, login, scale)\n`);
+  if (!SECTIONS.includes(s)) {
+    process.stderr.write(`unknown section ${s} in --only (${SECTIONS.join(', ')})\n`);
     process.exit(2);
   }
 }
@@ -144,10 +172,19 @@ function serviceEnv(dex: Dex, redisUrl: string | undefined): Record<string, stri
   };
 }
 
+/** BENCH_CPU_PROF=<dir>: the services write CPU profiles there (written when they exit gracefully). */
+const profileDir = env['BENCH_CPU_PROF'];
+const profileFlags = profileDir === undefined ? '' : ` --cpu-prof --cpu-prof-dir=${profileDir}`;
+
 async function startService(dex: Dex, redisUrl: string | undefined, port: number): Promise<ServiceProcess> {
-  const service = await startServiceProcess(serviceEnv(dex, redisUrl), port, { fromDist: true });
-  cleanups.push(() => service.close());
-  return service;
+  const service = await startServiceProcess(serviceEnv(dex, redisUrl), port, {
+    fromDist: true,
+    nodeFlags: `${RUNTIME_FLAGS}${profileFlags}`,
+  });
+  // With a profile to write, stop gracefully (close() kills). The methods use no `this`.
+  const closing = profileDir === undefined ? service : { ...service, close: () => service.stop('SIGTERM') };
+  cleanups.push(() => closing.close());
+  return closing;
 }
 
 async function startReference(
@@ -509,32 +546,34 @@ async function apacheTarget(
 
 async function loginAndStorm(results: Results): Promise<void> {
   const n = settings.stormSessions;
-  const redis = await startRedis();
-  cleanups.push(() => redis.close());
-  const port = await freePort();
   const users = syntheticUsers(n);
-  const dex = await startDex({
-    clients: [
-      {
-        clientId: CLIENT_ID,
-        clientSecret: CLIENT_SECRET,
-        redirectUris: [`http://${appHost(port)}/oauth2/callback`],
-      },
-    ],
-    users,
-    idTokenTtl: settings.stormTtlSec,
+  // The whole chain: the Traefik emulator in front of the dashboard, N replica processes sharing a
+  // private Redis deciding for it and serving the login pages, the stand-in (each session its own
+  // user: the sessions of one user share a token chain).
+  const stack = await startStack({
+    dex: { users, idTokenTtl: settings.stormTtlSec },
+    env: { LOG_LEVEL: 'warn', LOGIN_RATE_LIMIT_BURST: '0', LOGIN_LOOP_LIMIT: '0' },
+    replicas: { count: settings.stormReplicas, processes: true, inProcess: false, fromDist: true },
   });
-  cleanups.push(() => dex.close());
-  const service = await startService(dex, redis.url, port);
-  const servicePid = () => service.process().child.pid;
+  cleanups.push(() => stack.close());
+  const { dex, replicas, appUrl } = stack;
+  const port = stack.port;
+  const ports = replicas.map((r) => r.port);
+  const replicasCpu = () => {
+    const each = replicas.map((r) => cpuSeconds(r.process().child.pid));
+    return each.some((c) => c === undefined)
+      ? undefined
+      : each.reduce((a, b) => (a as number) + (b as number), 0);
+  };
+  const login = (user: DexUser) => loginAt(appUrl, user);
 
   const cookies: string[] = new Array(n);
   const sequential = Math.min(settings.loginSequential, n);
   log(`login round trip: ${sequential} sequential logins`);
   const cpu0 = process.cpuUsage();
-  const svc0 = cpuSeconds(servicePid());
+  const svc0 = replicasCpu();
   let started = performance.now();
-  for (let i = 0; i < sequential; i++) cookies[i] = await login(port, users[i]!);
+  for (let i = 0; i < sequential; i++) cookies[i] = await login(users[i]!);
   const sequentialSeconds = (performance.now() - started) / 1000;
 
   const clients = settings.loginClients;
@@ -543,14 +582,15 @@ async function loginAndStorm(results: Results): Promise<void> {
   started = performance.now();
   await Promise.all(
     Array.from({ length: clients }, async () => {
-      for (let i = next++; i < n; i = next++) cookies[i] = await login(port, users[i]!);
+      for (let i = next++; i < n; i = next++) cookies[i] = await login(users[i]!);
     }),
   );
   const concurrentSeconds = (performance.now() - started) / 1000;
   const lastLoginAt = Date.now();
   const cpu = process.cpuUsage(cpu0);
-  const svc1 = cpuSeconds(servicePid());
+  const svc1 = replicasCpu();
   results.login = {
+    through: 'the Traefik emulator',
     sequential: { count: sequential, seconds: sequentialSeconds, perSecond: sequential / sequentialSeconds },
     concurrent: {
       clients,
@@ -567,12 +607,16 @@ async function loginAndStorm(results: Results): Promise<void> {
   log(`refresh storm: waiting ${(waitMs / 1000).toFixed(1)} s for all ${n} ID tokens to expire`);
   await sleep(waitMs);
 
-  const agent = burstAgent(n);
+  // Every request is sent at once; the pool keeps at most BENCH_STORM_CONNECTIONS sockets open
+  // (split over the replicas), as a proxy's pool would.
+  const connections = Math.min(n, settings.stormConnections);
+  const agent = burstAgent(Math.max(1, Math.ceil(connections / replicas.length)));
   const fire = async (values: readonly string[]) => {
     const t0 = performance.now();
     const answers = await Promise.all(
-      values.map((c) =>
-        get(port, '/auth', forwardAuthHeaders(port, c), agent).catch(
+      values.map((c, i) =>
+        // The session is bound to the host it logged in on; replica i % N decides for it.
+        get(ports[i % ports.length] as number, '/auth', forwardAuthHeaders(port, c), agent).catch(
           (): Answer => ({ status: -1, rawHeaders: [], setCookie: [], ms: 0 }),
         ),
       ),
@@ -580,13 +624,19 @@ async function loginAndStorm(results: Results): Promise<void> {
     return { answers, seconds: (performance.now() - t0) / 1000 };
   };
   const grants0 = dex.counts.refreshGrants;
-  log(`refresh storm: ${n} concurrent /auth requests`);
+  const calls0 = { ...dex.counts };
+  log(
+    `refresh storm: ${n} /auth requests at once over ${replicas.length} replicas (${connections} connections)`,
+  );
   const stormCpu0 = process.cpuUsage();
-  const stormSvc0 = cpuSeconds(servicePid());
+  const stormSvc0 = replicasCpu();
   const storm = await fire(cookies);
   const stormCpu = process.cpuUsage(stormCpu0);
-  const stormSvc1 = cpuSeconds(servicePid());
+  const stormSvc1 = replicasCpu();
   const grants1 = dex.counts.refreshGrants;
+  const providerCalls = Object.fromEntries(
+    Object.entries(dex.counts).map(([k, v]) => [k, v - (calls0[k as keyof typeof calls0] ?? 0)]),
+  );
   const handed = storm.answers.map((a, i) => handedCookie(a) ?? (cookies[i] as string));
   const again = await fire(handed);
   const grants2 = dex.counts.refreshGrants;
@@ -599,7 +649,9 @@ async function loginAndStorm(results: Results): Promise<void> {
   results.storm = {
     sessions: n,
     ttlSec: settings.stormTtlSec,
-    concurrency: n,
+    concurrency: connections,
+    replicas: replicas.length,
+    providerCalls,
     seconds: storm.seconds,
     serviceCpuSeconds: stormSvc0 === undefined || stormSvc1 === undefined ? undefined : stormSvc1 - stormSvc0,
     benchCpuSeconds: (stormCpu.user + stormCpu.system) / 1e6,
@@ -625,9 +677,9 @@ async function loginAndStorm(results: Results): Promise<void> {
   log(
     `refresh storm: ${storm.seconds.toFixed(2)} s, ${JSON.stringify(statuses)}, ${refreshGrants} refresh grants for ${n} sessions`,
   );
-  await service.close();
-  await dex.close();
-  await redis.close();
+  // A profile (BENCH_CPU_PROF with DFA_NODE_FLAGS carrying --cpu-prof) is written on a graceful exit.
+  if (profileDir !== undefined) for (const r of replicas) await r.stop('SIGTERM');
+  await stack.close();
 }
 
 // ---- session-count scaling --------------------------------------------------------------------
@@ -704,6 +756,66 @@ async function scale(tool: LoadTool, ctx: HotContext, results: Results): Promise
   }
 }
 
+// ---- many sessions ---------------------------------------------------------------------------
+
+async function manySessions(tool: LoadTool, results: Results): Promise<void> {
+  if (tool !== 'wrk') {
+    results.failures.push('many sessions: needs wrk (a Lua script cycles the cookies); left out');
+    return;
+  }
+  const redis = await startRedis();
+  cleanups.push(() => redis.close());
+  const port = await freePort();
+  const dex = await startDex({
+    clients: [
+      {
+        clientId: CLIENT_ID,
+        clientSecret: CLIENT_SECRET,
+        redirectUris: [`http://${appHost(port)}/oauth2/callback`],
+      },
+    ],
+    users: [],
+  });
+  cleanups.push(() => dex.close());
+  const many = new ManySessions(
+    {
+      sweep,
+      realLogins: settings.manyRealLogins,
+      rounds: settings.rounds,
+      durationSec: settings.durationSec,
+      warmupSec: settings.warmupSec,
+      connections: settings.connections,
+      threads: settings.threads,
+      // BENCH_CPU_PROF=<dir>: the sweep's service writes a CPU profile there (no cache-miss run then).
+      nodeFlags: `${DEPLOYMENT_FLAGS}${profileFlags}`,
+      withMiss: profileDir === undefined,
+    },
+    {
+      dex,
+      port,
+      redisUrl: redis.url,
+      redisPid: () => redis.pid(),
+      startBare: (barePort, headersFile) =>
+        startReference('bare.ts', barePort, { BENCH_HEADERS_FILE: headersFile }),
+      serviceEnv: (url) => serviceEnv(dex, url),
+      log,
+      cleanups,
+    },
+  );
+  results.many = await many.run();
+  for (const row of results.many.rows) {
+    const refused = Object.entries(row.outcomes).filter(
+      ([k, v]) => k !== 'allow' && !k.startsWith('cache_') && v > 0,
+    );
+    if (row.bad + row.errors > 0 || refused.length > 0)
+      results.failures.push(
+        `many sessions at ${row.sessions}: ${row.bad} non-2xx, ${row.errors} errors, decisions ${JSON.stringify(row.outcomes)}`,
+      );
+  }
+  await dex.close();
+  await redis.close();
+}
+
 // ---- main -------------------------------------------------------------------------------------
 
 async function versionOfRedis(): Promise<string> {
@@ -763,6 +875,9 @@ async function main(): Promise<number> {
   };
   const results: Results = { meta, hot: [], scale: [], failures: [] };
   log(
+    `sections: ${[...sections].join(', ')}; session sweep ${sweep.join(', ')}; storm ${settings.stormSessions}`,
+  );
+  log(
     `${meta.loadTool}, ${settings.rounds} × ${settings.durationSec} s, ${settings.connections} connections${quick ? ' (quick)' : ''}`,
   );
 
@@ -791,6 +906,7 @@ async function main(): Promise<number> {
     } else if (sections.has('login')) {
       await loginAndStorm(results);
     }
+    if (sections.has('many')) await manySessions(tool, results);
   } catch (error) {
     failed = true;
     results.failures.push(`the run stopped: ${(error as Error).message.split('\n')[0]}`);

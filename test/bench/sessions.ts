@@ -44,6 +44,21 @@ export async function login(port: number, user: Pick<DexUser, 'login' | 'passwor
   return cookie.value;
 }
 
+/**
+ * Logs `user` in through a gateway: opens the protected dashboard at `appUrl`, is sent to log in,
+ * signs in at the stand-in and ends on the dashboard. Returns the session cookie's value.
+ */
+export async function loginAt(appUrl: string, user: Pick<DexUser, 'login' | 'password'>): Promise<string> {
+  const browser = new Browser({ navigation: true, timeoutMs: 60_000 });
+  const result = await loginThroughDex(browser, `${appUrl}/`, user);
+  const cookie = browser.cookies(appUrl).find((c) => c.name === SESSION_COOKIE);
+  if (cookie === undefined || result.final.status !== 200) {
+    const trail = result.chain.map((r) => `${r.status} ${r.url}`).join('\n  ');
+    throw new Error(`login of ${user.login} through ${appUrl} ended without a session:\n  ${trail}`);
+  }
+  return cookie.value;
+}
+
 /** What Traefik sends to `/auth` for an XHR of a logged-in dashboard user. */
 export function forwardAuthHeaders(port: number, cookie: string): Record<string, string> {
   return {

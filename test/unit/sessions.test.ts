@@ -610,6 +610,66 @@ describe('the memory budget', () => {
   });
 });
 
+describe('the cold path (issue 15): a session past its hot second', () => {
+  /** The store, recording which session records were read whole and which only checked. */
+  const counting = (inner: Store) => {
+    const reads = { whole: 0, checked: 0, unchanged: 0 };
+    const proxy = new Proxy(inner, {
+      get(target, name) {
+        if (name === 'get')
+          return (key: string) => {
+            if (key.startsWith('s:')) reads.whole++;
+            return target.get(key);
+          };
+        if (name === 'getIfChanged')
+          return async (key: string, tail: string) => {
+            const value = await target.getIfChanged(key, tail);
+            if (key.startsWith('s:')) {
+              reads.checked++;
+              if (value === false) reads.unchanged++;
+            }
+            return value;
+          };
+        return bound(target, name);
+      },
+    });
+    return { store: proxy, reads };
+  };
+
+  it('checks a session it holds with the store without the record crossing the wire, and reads a record another replica changed anew', async () => {
+    const { store: seen, reads } = counting(store);
+    const a = service();
+    const b = service({ store: seen });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    const first = valid(await b.resolve(cookie));
+    expect(reads).toEqual({ whole: 1, checked: 0, unchanged: 0 });
+    clock.advance(1_001);
+    const second = valid(await b.resolve(cookie));
+    expect(second.record).toBe(first.record);
+    expect(reads).toEqual({ whole: 1, checked: 1, unchanged: 1 });
+    // Replica a refreshes the session (its ID token is due): b must see the new record.
+    clock.advance(600_000);
+    const refreshed = valid(await a.resolve(cookie));
+    expect(refreshed.refreshed).toBe(true);
+    const third = valid(await b.resolve(refreshed.setCookie ?? cookie));
+    expect(third.record.idToken).toBe(refreshed.record.idToken);
+    expect(third.record.idToken).not.toBe(first.record.idToken);
+    expect(reads.checked - reads.unchanged).toBeGreaterThanOrEqual(1);
+    expect(provider.presented).toEqual(['rt-0']);
+  });
+
+  it('never answers from a held record once the session was signed out on another replica', async () => {
+    const { store: seen } = counting(store);
+    const a = service();
+    const b = service({ store: seen });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    valid(await b.resolve(cookie));
+    await a.destroy(cookie);
+    clock.advance(1_001);
+    expect(await b.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
+  });
+});
+
 describe('one token chain per user (Dex keeps one refresh token per user and client)', () => {
   it('a second login’s refresh token becomes the chain: the first browser refreshes with it, and the token it replaced is ended', async () => {
     const sessions = service();

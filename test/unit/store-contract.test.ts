@@ -33,6 +33,19 @@ function storeContract(name: string, make: () => Store, wait: (ms: number) => Pr
       expect(await store.get(k)).toBeNull();
     });
 
+    it('sends a value only when it no longer ends with the tail the caller holds', async () => {
+      const k = key('tail');
+      expect(await store.getIfChanged(k, 'tag-1')).toBeNull();
+      await store.set(k, 'v1.body-tag-1', 10_000);
+      expect(await store.getIfChanged(k, 'tag-1')).toBe(false);
+      expect(await store.getIfChanged(k, 'tag-0')).toBe('v1.body-tag-1');
+      expect(await store.getIfChanged(k, '')).toBe('v1.body-tag-1');
+      await store.set(k, 'v1.other-tag-2', 10_000);
+      expect(await store.getIfChanged(k, 'tag-1')).toBe('v1.other-tag-2');
+      await store.del(k);
+      expect(await store.getIfChanged(k, 'tag-2')).toBeNull();
+    });
+
     it('sets only when absent and says whether it did', async () => {
       const k = key('nx');
       expect(await store.setIfAbsent(k, 'a', 10_000)).toBe(true);
