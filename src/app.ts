@@ -1,6 +1,7 @@
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import express from 'express';
 import helmet from 'helmet';
+import { type AuditLog, createAuditLog } from './audit/auditLog.ts';
 import { createAuthorizer, createUpstream } from './authz/setup.ts';
 import { type Clock, systemClock } from './clock.ts';
 import { type Config, ConfigError } from './config.ts';
@@ -30,7 +31,7 @@ import { CookieNames } from './session/cookieNames.ts';
 import { MemoryStore } from './session/memoryStore.ts';
 import { createRedisClient, RedisStore } from './session/redisStore.ts';
 import { Sealer } from './session/seal.ts';
-import { SessionService, type SessionServiceOptions } from './session/sessions.ts';
+import { SessionService, type SessionServiceOptions, type SessionWho } from './session/sessions.ts';
 import type { Store } from './session/store.ts';
 import { VERSION } from './version.ts';
 
@@ -96,11 +97,11 @@ function createMemory(config: Config, metrics: Metrics): MemoryBudget {
 function createSessions(
   config: Config,
   options: BuildOptions,
-  parts: Pick<Deps, 'store' | 'oidc' | 'sealer' | 'clock' | 'metrics' | 'authentication'> & {
+  parts: Pick<Deps, 'store' | 'oidc' | 'sealer' | 'clock' | 'metrics' | 'authentication' | 'audit'> & {
     memory: MemoryBudget;
   },
 ): SessionService {
-  const { metrics } = parts;
+  const { metrics, audit } = parts;
   return new SessionService({
     config,
     store: parts.store,
@@ -112,13 +113,27 @@ function createSessions(
     ...options.sessionTimings,
     ...(parts.authentication ? { identities: parts.authentication } : {}),
     events: {
-      refresh: (result) => metrics.refresh(result),
+      refresh: (result, who) => {
+        metrics.refresh(result);
+        auditRefresh(audit, result, who);
+      },
+      ended: (who, count, via) => audit.revocation(who, count, via),
       lockWait: () => metrics.lockWait(),
       storeError: () => metrics.storeError(),
       degraded: (value) => metrics.setDegraded(value),
       throttled: () => metrics.refreshThrottled(),
     },
   });
+}
+
+/** A refresh at the provider, in the audit stream: made (once, by this replica), or refused (the session ends). */
+function auditRefresh(audit: AuditLog, result: string, who: SessionWho | undefined): void {
+  if (who === undefined) return;
+  if (result === 'ok') audit.refresh(who, 'ok');
+  if (result === 'terminal') {
+    audit.refresh(who, 'refused');
+    audit.revocation(who, 1, 'refresh-refused');
+  }
 }
 
 const INSECURE_HTTP_WARNING =
@@ -137,6 +152,12 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
   });
   const authentication = createAuthentication(config, options, clock, metrics);
   const memory = createMemory(config, metrics);
+  const audit = createAuditLog({
+    target: config.auditLog,
+    allowRate: config.auditAllowRate,
+    replica: config.replicaName,
+    log,
+  });
   const store = createStore(config, options, clock, metrics);
   const oidc =
     options.oidc ??
@@ -156,6 +177,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     metrics,
     authentication,
     memory,
+    audit,
   });
   const views = new Views({ globals: () => viewWords(oidc.profile()) });
   const cookies = new CookieNames(config);
@@ -164,6 +186,7 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     log,
     clock,
     metrics,
+    audit,
     oidc,
     store,
     sealer,

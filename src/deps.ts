@@ -1,3 +1,4 @@
+import type { AuditLog } from './audit/auditLog.ts';
 import type { Authorizer } from './authz/policy.ts';
 import type { Upstream } from './authz/setup.ts';
 import type { Clock } from './clock.ts';
@@ -23,6 +24,8 @@ export interface Deps {
   readonly log: Logger;
   readonly clock: Clock;
   readonly metrics: Metrics;
+  /** The audit stream (AUDIT_LOG): logins, refreshes, sign-outs, ended sessions, decisions. */
+  readonly audit: AuditLog;
   readonly oidc: OidcProvider;
   readonly store: Store;
   readonly sealer: Sealer;

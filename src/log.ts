@@ -1,5 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { type DestinationStream, type Logger, type LoggerOptions, pino } from 'pino';
+import { type DestinationStream, type Logger, type LoggerOptions, pino, symbols } from 'pino';
 import pinoPretty from 'pino-pretty';
 
 export type { Logger };
@@ -10,6 +10,20 @@ export interface RequestLogContext {
   user?: string;
   host?: string;
   path?: string;
+  /** What the decision found, for its audit event (src/audit/); never logged as such. */
+  decided?: {
+    readonly sub?: string;
+    readonly groups?: readonly string[];
+    /** The authorizer's answer: its step, rule or binding are what the audit event names. */
+    readonly by?: {
+      readonly source?: string;
+      readonly rule?: { index: number; match: string };
+      readonly binding?: string;
+    };
+    readonly reason?: string;
+  };
+  /** The request was no decision (a page of the service served on the protected host). */
+  notDecision?: boolean;
 }
 
 /**
@@ -51,6 +65,15 @@ export const REDACT_PATHS = [
   '*.clientSecret',
 ];
 
+/** The pino-pretty destinations (a terminal, the demo); a logger's children write to its one. */
+const PRETTY = new WeakSet<object>();
+
+/** Whether `log` (or the logger it is a child of) prints human-readably rather than JSON lines. */
+export function isPretty(log: Logger): boolean {
+  const stream = (log as unknown as Record<symbol, object | undefined>)[symbols.streamSym];
+  return stream !== undefined && PRETTY.has(stream);
+}
+
 /**
  * JSON lines (one object per line) for log collectors; `pretty` (main sets it when stdout is a
  * terminal) prints the same records human-readably through pino-pretty, for development.
@@ -81,13 +104,14 @@ export function createLogger(
       ignore: 'pid,hostname,service',
       singleLine: options.singleLine ?? false,
     });
+    PRETTY.add(pretty);
     return pino(base, pretty);
   }
   if (options.destination) return pino(base, options.destination as DestinationStream);
   return pino(base);
 }
 
-/** A logger that drops everything: for unit tests. */
+/** A logger that drops everything (and whatever else is written to its destination): for unit tests. */
 export function silentLogger(): Logger {
-  return pino({ level: 'silent' });
+  return pino({ level: 'silent' }, { write() {} });
 }

@@ -104,6 +104,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
       deps.authentication?.close();
       await deps.authorizer.close?.();
       await deps.store.close();
+      deps.audit.close();
     })();
     return closing;
   };
@@ -165,6 +166,8 @@ export async function serve(env: Readonly<Record<string, string | undefined>> = 
       () => process.exit(1),
     );
   };
+  // Log rotation: AUDIT_LOG's file is reopened (after a rename, the new file gets the lines).
+  process.on('SIGHUP', () => service.deps.audit.reopen());
   process.once('SIGTERM', () => stop('SIGTERM'));
   process.once('SIGINT', () => stop('SIGINT'));
 }

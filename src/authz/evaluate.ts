@@ -1,6 +1,6 @@
 import type { Identity } from '../identity/identity.ts';
-import { ALLOW, baselineDecision, type Decision } from './policy.ts';
-import { type RbacIndex, rbacAllows, rbacGrantees } from './rbac.ts';
+import { ALLOW_BY_DEFAULT, baselineDecision, type Decision, type RuleRef } from './policy.ts';
+import { type RbacIndex, rbacAllowedBy, rbacGrantees } from './rbac.ts';
 import type { UrlRequest } from './rbacObjects.ts';
 import { admits, describeRule, firstMatchingRule, type Rule } from './rules.ts';
 
@@ -47,6 +47,34 @@ export function userOf(identity: Identity): string {
   return identity.user.startsWith(SYSTEM) ? '' : identity.user;
 }
 
+/** Each rule's "allowed by this rule" answer, made once (the hot path allocates nothing for it). */
+const ruleAllows = new WeakMap<Rule, Decision>();
+
+function ruleRef(rule: Rule): RuleRef {
+  return { index: rule.index, match: describeRule(rule) };
+}
+
+function allowedByRule(rule: Rule): Decision {
+  let decision = ruleAllows.get(rule);
+  if (decision === undefined) {
+    decision = Object.freeze({ allowed: true, source: 'rule', rule: ruleRef(rule) });
+    ruleAllows.set(rule, decision);
+  }
+  return decision;
+}
+
+/** Each binding's "allowed by this binding" answer, made once. */
+const bindingAllows = new Map<string, Decision>();
+
+function allowedByBinding(binding: string): Decision {
+  let decision = bindingAllows.get(binding);
+  if (decision === undefined) {
+    decision = Object.freeze({ allowed: true, source: 'rbac', binding });
+    if (bindingAllows.size < 10_000) bindingAllows.set(binding, decision);
+  }
+  return decision;
+}
+
 export function evaluate(identity: Identity, request: EvaluableRequest, policy: EvaluablePolicy): Decision {
   const baseline = baselineDecision(identity);
   if (baseline) return baseline;
@@ -54,11 +82,12 @@ export function evaluate(identity: Identity, request: EvaluableRequest, policy: 
 
   const rule = firstMatchingRule(policy.rules, request.host, request.path);
   if (rule) {
-    if (admits(rule.allow, identity, groups)) return ALLOW;
+    if (admits(rule.allow, identity, groups)) return allowedByRule(rule);
     return {
       allowed: false,
       code: 'forbidden',
       source: 'rule',
+      rule: ruleRef(rule),
       reason: `The rule for ${describeRule(rule)} does not include you or any of your groups.`,
       wouldAllow: rule.allow,
     };
@@ -71,8 +100,9 @@ export function evaluate(identity: Identity, request: EvaluableRequest, policy: 
       host: request.host,
       path: request.path,
     };
-    if (rbacAllows(policy.rbac, userOf(identity), groups, url)) return ALLOW;
-    if (policy.defaultAllow) return ALLOW;
+    const binding = rbacAllowedBy(policy.rbac, userOf(identity), groups, url);
+    if (binding !== undefined) return allowedByBinding(binding);
+    if (policy.defaultAllow) return ALLOW_BY_DEFAULT;
     const grantees = rbacGrantees(policy.rbac, url);
     return {
       allowed: false,
@@ -83,7 +113,7 @@ export function evaluate(identity: Identity, request: EvaluableRequest, policy: 
     };
   }
 
-  if (policy.defaultAllow) return ALLOW;
+  if (policy.defaultAllow) return ALLOW_BY_DEFAULT;
   return {
     allowed: false,
     code: 'forbidden',

@@ -20,16 +20,27 @@ export interface WouldAllow {
 
 export type DecisionSource = 'baseline' | 'rule' | 'rbac' | 'default';
 
+/** The AUTHZ_CONFIG rule that decided: its 1-based position and what it matches (`host/path`). */
+export interface RuleRef {
+  readonly index: number;
+  readonly match: string;
+}
+
+/** What decided (for the audit stream): the step, and the rule or the ClusterRoleBinding. */
+export interface DecidedBy {
+  readonly source?: DecisionSource;
+  readonly rule?: RuleRef;
+  readonly binding?: string;
+}
+
 export type Decision =
-  | { readonly allowed: true }
-  | {
+  | ({ readonly allowed: true } & DecidedBy)
+  | ({
       readonly allowed: false;
       readonly reason: string;
       readonly code: 'forbidden' | 'email_not_verified';
-      /** Which step refused. */
-      readonly source?: DecisionSource;
       readonly wouldAllow?: WouldAllow;
-    };
+    } & DecidedBy);
 
 /** A health summary for /readyz. */
 export interface AuthorizerStatus {
@@ -45,6 +56,9 @@ export interface Authorizer {
 }
 
 export const ALLOW: Decision = Object.freeze({ allowed: true });
+
+/** Allowed by the policy's `default: allow`. */
+export const ALLOW_BY_DEFAULT: Decision = Object.freeze({ allowed: true, source: 'default' });
 
 /**
  * What every policy checks first: a token that says `email_verified: false`, or names no user,

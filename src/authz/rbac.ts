@@ -198,9 +198,15 @@ function selectorMatches(selector: LabelSelector, labels: Readonly<Record<string
 // ---------------------------------------------------------------------------------------------
 // The index: subject → the effective rules bound to it
 
+/** A rule a subject holds, and the ClusterRoleBinding that grants it (named in the audit stream). */
+export interface BoundRule {
+  readonly rule: PolicyRule;
+  readonly binding: string;
+}
+
 export interface RbacIndex {
   /** `User:<name>` or `Group:<name>` → rules granted through any binding. */
-  readonly bySubject: ReadonlyMap<string, readonly PolicyRule[]>;
+  readonly bySubject: ReadonlyMap<string, readonly BoundRule[]>;
   /** Every (subject, rules) pair, for "what would have allowed it". */
   readonly grants: readonly {
     readonly subject: Subject;
@@ -250,7 +256,7 @@ export function subjectKey(kind: 'User' | 'Group', name: string): string {
 
 export function buildRbacIndex(objects: RbacObjects): RbacIndex {
   const rules = effectiveRules(objects.roles);
-  const bySubject = new Map<string, PolicyRule[]>();
+  const bySubject = new Map<string, BoundRule[]>();
   const grants: { subject: Subject; role: string; rules: PolicyRule[] }[] = [];
   const dangling: string[] = [];
   const scopes = new Map(objects.roles.map((r) => [r.name, r.scope]));
@@ -271,9 +277,10 @@ export function buildRbacIndex(objects: RbacObjects): RbacIndex {
       if (subject.kind !== 'User' && subject.kind !== 'Group') continue;
       if (reach === 'non-system' && subject.name.startsWith('system:')) continue;
       const key = subjectKey(subject.kind, subject.name);
+      const bound = roleRules.map((rule) => ({ rule, binding: binding.name }));
       const list = bySubject.get(key);
-      if (list) list.push(...roleRules);
-      else bySubject.set(key, [...roleRules]);
+      if (list) list.push(...bound);
+      else bySubject.set(key, bound);
       grants.push({ subject, role: binding.roleRef.name, rules: roleRules });
     }
   }
@@ -307,13 +314,25 @@ export function rbacAllows(
   groups: Iterable<string>,
   request: UrlRequest,
 ): boolean {
-  const check = (key: string): boolean => {
-    const rules = index.bySubject.get(key);
-    return rules?.some((r) => ruleMatches(r, request)) === true;
-  };
-  if (user !== '' && check(subjectKey('User', user))) return true;
-  for (const g of groups) if (check(subjectKey('Group', g))) return true;
-  return false;
+  return rbacAllowedBy(index, user, groups, request) !== undefined;
+}
+
+/** The name of the first binding that grants the user, or one of `groups`, a rule matching the request. */
+export function rbacAllowedBy(
+  index: RbacIndex,
+  user: string,
+  groups: Iterable<string>,
+  request: UrlRequest,
+): string | undefined {
+  const check = (key: string): string | undefined =>
+    index.bySubject.get(key)?.find((r) => ruleMatches(r.rule, request))?.binding;
+  const byUser = user !== '' ? check(subjectKey('User', user)) : undefined;
+  if (byUser !== undefined) return byUser;
+  for (const g of groups) {
+    const byGroup = check(subjectKey('Group', g));
+    if (byGroup !== undefined) return byGroup;
+  }
+  return undefined;
 }
 
 /**

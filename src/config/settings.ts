@@ -1,5 +1,6 @@
 import { isIP } from 'node:net';
 import type { z } from 'zod';
+import { auditAllow, auditTarget } from './audit.ts';
 import { clientKey } from './clientKey.ts';
 import { kubeClusterList } from './kubeClusters.ts';
 import { byteSize, count, duration, entries, flag, required, trimmed, verbatim } from './parsers.ts';
@@ -465,6 +466,29 @@ export const SETTINGS = [
     description: '`fatal`, `error`, `warn`, `info`, `debug` (one line per decision), `trace` or `silent`',
     field: 'logLevel',
     schema: logLevel(),
+  },
+  {
+    name: 'AUDIT_LOG',
+    default: '`stdout`',
+    description:
+      'the audit stream (one JSON line per login, refresh, sign-out, ended session and decision; see "Audit log"): `stdout` (with the logs, each line `"audit":true`), a file path (appended; reopened on SIGHUP) or `off`',
+    field: 'auditLog',
+    schema: auditTarget(),
+  },
+  {
+    name: 'AUDIT_ALLOW',
+    default: '`all`',
+    description:
+      'which allowed decisions the audit stream records: `all`, `none` or a sample rate such as `0.01` (denials are always recorded)',
+    field: 'auditAllowRate',
+    schema: auditAllow(),
+  },
+  {
+    name: 'POD_NAME',
+    default: 'the host name',
+    description: "the replica's name in audit events (Kubernetes: the pod name, which is also its host name)",
+    field: 'replicaName',
+    schema: trimmed(undefined),
   },
 ] as const satisfies readonly SettingDef[];
 

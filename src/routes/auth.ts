@@ -95,6 +95,7 @@ async function fullPath(
     logContext.path = original.path;
     reply = await decide(deps, endpoint.mode, req, original);
   } catch (error) {
+    noteFailure(logContext, error);
     reply = failureReply(deps, error, logContext.requestId, endpoint.path, (detail) =>
       endpoint.logRefusal(req, detail),
     );
@@ -112,6 +113,39 @@ async function fullPath(
     user: logContext.user,
     ...(original ? { original } : {}),
   });
+  auditDecision(deps, reply, logContext, original);
+}
+
+/** An error as the audit event's reason; a request that is no forward-auth subrequest is no decision. */
+function noteFailure(logContext: RequestLogContext, error: unknown): void {
+  const { code } = toAppError(error);
+  if (code === 'not_a_forward_auth_request') logContext.notDecision = true;
+  else logContext.decided = { ...logContext.decided, reason: code };
+}
+
+/** The decision in the audit stream: every one but an allow outside the sample (AUDIT_ALLOW). */
+function auditDecision(
+  deps: Deps,
+  reply: Reply,
+  logContext: RequestLogContext,
+  original: OriginalRequest | undefined,
+): void {
+  if (logContext.notDecision) return;
+  const outcome = outcomeOf(reply.status);
+  if (outcome === 'allow' && !deps.audit.sampleAllow()) return;
+  const { decided } = logContext;
+  deps.audit.decision({
+    status: reply.status,
+    outcome,
+    who:
+      logContext.user === undefined
+        ? undefined
+        : { user: logContext.user, sub: decided?.sub, groups: decided?.groups },
+    request: original,
+    decidedBy: decided?.by,
+    reason: decided?.reason,
+    requestId: logContext.requestId,
+  });
 }
 
 /** The decision as named steps. */
@@ -122,7 +156,11 @@ async function decide(
   original: OriginalRequest,
 ): Promise<Reply> {
   const served = serveOAuth2OnHost(deps, req, original);
-  if (served) return served;
+  if (served) {
+    const logContext = requestContext.getStore();
+    if (logContext) logContext.notDecision = true;
+    return served;
+  }
   const bearer = await readBearer(deps, req);
   if (bearer.kind === 'valid') return authorize(deps, bearer.identity, original, bearer.token);
   const session = await readSession(deps, req, original);
@@ -166,6 +204,15 @@ function authorize(
   const logContext = requestContext.getStore();
   if (logContext) logContext.user = identity.user;
   const decision = deps.authorizer.decide(identity, original);
+  if (logContext) {
+    const reason = decision.allowed ? undefined : decision.code;
+    logContext.decided = {
+      sub: identity.sub,
+      groups: identity.groups,
+      by: decision,
+      ...(reason ? { reason } : {}),
+    };
+  }
   if (!decision.allowed) {
     const { code, source } = decision;
     deps.log.info(

@@ -60,7 +60,7 @@ export async function backchannelLogout(deps: Deps, req: IncomingMessage): Promi
   }
   const ended = claims.sid
     ? await deps.sessions.endBySid(claims.sid)
-    : await deps.sessions.endAllForUser(claims.sub as string);
+    : await deps.sessions.endAllForUser(claims.sub as string, 'provider-sub');
   deps.log.info(
     { by: claims.sid ? 'sid' : 'sub', sessions: ended },
     'back-channel logout: the provider ended the sessions',

@@ -73,6 +73,8 @@ export async function finishLogin(
   const maxAge = (session.sessionEnd - deps.clock.now()) / 1000;
   deps.metrics.loginCompleted();
   deps.log.info({ user: session.record.identity.user, host: original.host }, 'login completed');
+  const { identity } = session.record;
+  deps.audit.login({ user: identity.user, sub: identity.sub, groups: identity.groups }, original);
   return {
     status: 302,
     location: tx.returnTo,

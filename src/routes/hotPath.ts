@@ -1,9 +1,28 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Decision } from '../authz/policy.ts';
 import type { Deps } from '../deps.ts';
 import type { OriginalRequest } from '../forward/original.ts';
 import { readSubrequest, type SubrequestPolicy } from '../forward/subrequest.ts';
+import { requestIdOf } from '../http/requestId.ts';
 import type { Valid } from '../session/sessions.ts';
 import { logDecision } from './decisionLog.ts';
+
+/** An allowed decision of the hot path in the audit stream (sampled by AUDIT_ALLOW). */
+function auditAllowed(
+  deps: HotPathDeps,
+  req: IncomingMessage,
+  hot: { original: OriginalRequest; session: Valid; decision: Decision },
+): void {
+  const { identity } = hot.session.record;
+  deps.audit.decision({
+    status: 200,
+    outcome: 'allow',
+    who: { user: identity.user, sub: identity.sub, groups: identity.groups },
+    request: hot.original,
+    decidedBy: hot.decision,
+    requestId: requestIdOf(req),
+  });
+}
 
 /**
  * The hot path of `/auth` (DESIGN §11), synchronous and allocation-light: a session resolved
@@ -13,7 +32,7 @@ import { logDecision } from './decisionLog.ts';
  */
 export type HotPathDeps = Pick<
   Deps,
-  'cookies' | 'trust' | 'sessions' | 'authorizer' | 'upstream' | 'metrics' | 'log' | 'clock'
+  'cookies' | 'trust' | 'sessions' | 'authorizer' | 'upstream' | 'metrics' | 'log' | 'clock' | 'audit'
 >;
 
 export type HotPath = (req: IncomingMessage, res: ServerResponse, started: number) => boolean;
@@ -32,7 +51,9 @@ export function createHotPath(deps: HotPathDeps, subrequest: SubrequestPolicy): 
     });
 
   /** The request, when it may be answered from the hot cache. */
-  const hotRequest = (req: IncomingMessage): { original: OriginalRequest; session: Valid } | undefined => {
+  const hotRequest = (
+    req: IncomingMessage,
+  ): { original: OriginalRequest; session: Valid; decision: Decision } | undefined => {
     if (req.headers.authorization !== undefined) return undefined;
     const cookie = deps.cookies.readSession(req.headers.cookie);
     if (typeof cookie !== 'string') return undefined;
@@ -40,8 +61,9 @@ export function createHotPath(deps: HotPathDeps, subrequest: SubrequestPolicy): 
     if (original.path.startsWith('/oauth2/')) return undefined;
     const session = deps.sessions.peekHot(cookie, original.host);
     if (session === undefined) return undefined;
-    if (!deps.authorizer.decide(session.record.identity, original).allowed) return undefined;
-    return { original, session };
+    const decision = deps.authorizer.decide(session.record.identity, original);
+    if (!decision.allowed) return undefined;
+    return { original, session, decision };
   };
 
   return (req, res, started) => {
@@ -61,6 +83,7 @@ export function createHotPath(deps: HotPathDeps, subrequest: SubrequestPolicy): 
       user: hot.session.record.identity.user,
       original: hot.original,
     });
+    if (deps.audit.sampleAllow()) auditAllowed(deps, req, hot);
     return true;
   };
 }

@@ -106,7 +106,7 @@ async function endFromForm(
       pageStatus: viaForwardAuth ? 401 : 200,
     });
   if (target === 'all') {
-    const ended = await deps.sessions.endAllForUser(asker.sub, scopeOf(deps, original));
+    const ended = await deps.sessions.endAllForUser(asker.sub, 'user', scopeOf(deps, original));
     deps.log.info({ user, host: original.host, sessions: ended }, 'signed out everywhere');
     return signedOut();
   }

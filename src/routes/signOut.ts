@@ -141,6 +141,8 @@ async function endSession(
     user = record?.identity.user;
     idToken = record?.idToken;
     await deps.sessions.destroy(cookie);
+    const identity = record?.identity;
+    deps.audit.signOut({ user, sub: identity?.sub, groups: identity?.groups }, original);
   }
   const cookies =
     cookie === CONFLICT

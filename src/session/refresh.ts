@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeJwt } from 'jose';
+import type { AuditWho } from '../audit/events.ts';
 import type { Clock } from '../clock.ts';
 import type { Identity } from '../identity/identity.ts';
 import type { Logger } from '../log.ts';
@@ -37,8 +38,12 @@ import type { Chain, StoredChain, UserStore } from './users.ts';
  * transient failures are retried (`retryDelaysMs`); a refusal ends the chain.
  */
 
+/** Whose session (for the audit stream): the user as last known, the provider's subject, the groups. */
+export type SessionWho = AuditWho;
+
 export interface RefreshEvents {
-  refresh(result: 'ok' | 'terminal' | 'transient' | 'coalesced'): void;
+  /** `who` comes with a provider call's outcome ('ok', 'terminal'): exactly once per call. */
+  refresh(result: 'ok' | 'terminal' | 'transient' | 'coalesced', who?: SessionWho): void;
   lockWait(): void;
   /** A session was over its provider-call budget: no call was made. */
   throttled(): void;
@@ -213,7 +218,7 @@ export class RefreshCoordinator {
       if (!written) return this.#replacedMeanwhile(request, sub, chain, rt);
       this.#o.chains.set(sub, chain, Number.POSITIVE_INFINITY);
     }
-    this.#o.events.refresh('ok');
+    this.#o.events.refresh('ok', whoOf(request, sub));
     this.#o.log.info(
       { rotated: chain.rt !== rt, ...(request.known ? { user: request.known.identity.user } : {}) },
       'token refreshed',
@@ -255,7 +260,7 @@ export class RefreshCoordinator {
         await this.#o.users.writeChain(sub, dead, stored).catch(() => false);
       }
     }
-    this.#o.events.refresh('terminal');
+    this.#o.events.refresh('terminal', whoOf(request, sub));
     await this.#o.records.remove(request.session.keys.lookup);
     this.#o.log.info({ reason: error.message }, 'refresh refused; session ended');
     throw error;
@@ -370,14 +375,13 @@ export class RefreshCoordinator {
     const task = (async () => {
       if (rt === '') throw new RefreshError('terminal', 'no refresh token in session');
       const tokens = await this.#callProviderWithRetries(request, rt).catch((error: unknown) => {
-        this.#o.events.refresh(
-          error instanceof RefreshError && error.kind === 'terminal' ? 'terminal' : 'transient',
-        );
+        const terminal = error instanceof RefreshError && error.kind === 'terminal';
+        this.#o.events.refresh(terminal ? 'terminal' : 'transient', whoOf(request, sub));
         throw error;
       });
       const chain = chainFrom(tokens, rt, this.#o.clock.now());
       if (sub) this.#o.chains.set(sub, chain, Number.POSITIVE_INFINITY);
-      this.#o.events.refresh('ok');
+      this.#o.events.refresh('ok', whoOf(request, sub));
       return chain;
     })().finally(() => this.#offline.delete(key));
     this.#offline.set(key, task);
@@ -529,4 +533,10 @@ function anotherUser(tokens: RefreshResult, sub: string | undefined): RefreshErr
     'terminal',
     'the refreshed ID token names another sub than the session (OIDC Core §12.2)',
   );
+}
+
+/** Whose session a refresh was for, as last known. */
+function whoOf(request: RefreshRequest, sub: string | undefined): SessionWho {
+  const identity = request.known?.identity;
+  return { user: identity?.user, sub: sub ?? identity?.sub, groups: identity?.groups };
 }

@@ -1,3 +1,4 @@
+import type { EndedVia } from '../audit/events.ts';
 import type { Clock } from '../clock.ts';
 import type { Config } from '../config.ts';
 import { AppError } from '../errors.ts';
@@ -26,7 +27,7 @@ import {
   type Valid,
 } from './model.ts';
 import { type IdentityMapper, RecordStore } from './recordStore.ts';
-import { RefreshCoordinator, type RefreshEvents } from './refresh.ts';
+import { RefreshCoordinator, type RefreshEvents, type SessionWho } from './refresh.ts';
 import type { Sealer } from './seal.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
 import { type EndedSession, UserEndings } from './userEndings.ts';
@@ -35,6 +36,7 @@ import { type Chain, type SessionSummary, UserStore } from './users.ts';
 
 export type { ReplyHeaders } from './entries.ts';
 export type { NoSessionReason, Resolution, SessionCookieData, SessionRecord, Valid } from './model.ts';
+export type { SessionWho } from './refresh.ts';
 export type { SessionSummary } from './users.ts';
 
 /**
@@ -64,6 +66,8 @@ export type { SessionSummary } from './users.ts';
 export interface SessionEvents extends RefreshEvents {
   storeError(): void;
   degraded(value: boolean): void;
+  /** Sessions ended (the audit stream's revocations), by any path. */
+  ended?(who: SessionWho, count: number, via: EndedVia): void;
 }
 
 const noEvents: SessionEvents = {
@@ -421,7 +425,7 @@ export class SessionService {
     const sub = RefreshCoordinator.subOf(known, presented);
     if (!loaded.storeDown && (await this.#p.activity.isIdle(lookup, sub, now))) {
       this.#log.info('session unused for SESSION_IDLE_TIMEOUT; ended');
-      await this.#endSession(presented, known);
+      await this.#endSession(presented, known, 'idle');
       return NONE.idle;
     }
     const current = await this.#currentCookie(presented, known, now);
@@ -564,7 +568,11 @@ export class SessionService {
     } catch {
       // store down: what this replica knows will do
     }
-    await this.#endSession(presented, record ?? this.#p.records.known(presented.keys.lookup, now));
+    await this.#endSession(
+      presented,
+      record ?? this.#p.records.known(presented.keys.lookup, now),
+      'sign-out',
+    );
     this.#p.codec.forget(cookie);
   }
 
@@ -606,6 +614,7 @@ export class SessionService {
     );
     if (!summary) return false;
     await this.#p.userEndings.end(ref.sub, [ended(summary)]);
+    this.#ended({ sub: ref.sub }, 1, 'session');
     return true;
   }
 
@@ -613,19 +622,20 @@ export class SessionService {
    * Ends every session of a user ("sign out everywhere"); their refresh token is revoked. With
    * `host`, only the sessions of that host (the user's sessions on other hosts go on).
    */
-  async endAllForUser(sub: string, host?: HostScope): Promise<number> {
+  async endAllForUser(sub: string, via: EndedVia = 'user', host?: HostScope): Promise<number> {
     const all = await this.#p.users.sessions(sub);
     const sessions = all.filter(onHost(host));
     const everywhere = sessions.length === all.length;
     await this.#p.userEndings.end(sub, sessions.map(ended), { everywhere });
     if (everywhere) await this.#p.users.dropUser(sub).catch(() => undefined);
+    if (sessions.length > 0) this.#ended({ sub }, sessions.length, via);
     return sessions.length;
   }
 
   /** Ends every session of every user. */
   async endAll(): Promise<number> {
     let count = 0;
-    for (const sub of await this.#p.users.users()) count += await this.endAllForUser(sub);
+    for (const sub of await this.#p.users.users()) count += await this.endAllForUser(sub, 'all');
     return count;
   }
 
@@ -636,7 +646,10 @@ export class SessionService {
     for (const s of found) {
       bySub.set(s.sub, [...(bySub.get(s.sub) ?? []), { ref: s.ref, until: s.sessionEnd, providerSid }]);
     }
-    for (const [sub, sessions] of bySub) await this.#p.userEndings.end(sub, sessions);
+    for (const [sub, sessions] of bySub) {
+      await this.#p.userEndings.end(sub, sessions);
+      this.#ended({ sub }, sessions.length, 'provider-sid');
+    }
     return found.length;
   }
 
@@ -673,7 +686,7 @@ export class SessionService {
   // ---- internals ------------------------------------------------------------------------------
 
   /** Ends the session behind `presented` (sign-out, idle); the provider step per userEndings.ts. */
-  async #endSession(presented: Unsealed, record: SessionRecord | undefined): Promise<void> {
+  async #endSession(presented: Unsealed, record: SessionRecord | undefined, via: EndedVia): Promise<void> {
     let newest = presented;
     if (record && isNewer(record, presented)) {
       const adopted = await this.#p.codec.unseal(record.cookie, this.#clock.now());
@@ -688,6 +701,16 @@ export class SessionService {
         newestRt: newest.data.rt,
       },
     );
+    const identity = record?.identity;
+    this.#ended({ user: identity?.user, sub, groups: identity?.groups }, 1, via);
+  }
+
+  #ended(who: SessionWho, count: number, via: EndedVia): void {
+    try {
+      this.#events.ended?.(who, count, via);
+    } catch {
+      // the audit stream never fails an ending
+    }
   }
 
   async #providerSid(sub: string, lookup: string): Promise<string | undefined> {

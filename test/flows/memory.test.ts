@@ -59,6 +59,8 @@ beforeAll(async () => {
       OIDC_CLIENT_SECRET: CLIENT_SECRET,
       REDIS_URL: redis.url,
       LOG_LEVEL: 'warn',
+      // The audit stream stays on (AUDIT_LOG=stdout, every decision): its 6 KB lines of a
+      // 150-group user must fit the heap as well, and nothing it holds may escape the budget.
     },
     undefined,
     { nodeFlags: `${RUNTIME_FLAGS} --max-old-space-size=96` },

@@ -21,7 +21,8 @@
  *
  * Not modelled:
  *   - `forwardBody` / `maxBodySize` (spec §3.6): the auth request never carries a body;
- *   - TLS (entry point or `https://` auth/service addresses), HTTP/2, WebSocket upgrades, CONNECT, trailers;
+ *   - TLS (entry point or `https://` auth/service addresses), HTTP/2, CONNECT, trailers (WebSocket
+ *     upgrades are: traefik/upgrade.ts);
  *   - `headerField` (access log only), tracing, `tls.*` options, `HTTP_PROXY` environment variables;
  *   - mode "T-old" (`trustForwardHeader: true` before v3.6.14 / v2.11.43) and other older-version behaviour;
  *   - raw non-ASCII bytes in the request target (Node's HTTP parser rejects them before the emulator sees them);

@@ -1,9 +1,35 @@
 /**
  * A recording "backend" on 127.0.0.1 for proxy tests: answers every request
- * 200 with a JSON echo of what it received (or serves a handler of its own, unrecorded).
+ * 200 with a JSON echo of what it received (or serves a handler of its own, unrecorded), and
+ * accepts WebSocket upgrades (recorded too), greeting each with one text message.
  */
+import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type RequestListener } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+
+/** What the upstream says first on every WebSocket it accepts. */
+export const WEBSOCKET_GREETING = 'welcome from the upstream';
+
+/** RFC 6455 §4.2.2: the 101 answer, then one unmasked text frame (FIN, opcode 1, length < 126). */
+function acceptWebSocket(req: IncomingMessage, socket: Duplex): void {
+  const key = req.headers['sec-websocket-key'];
+  if (typeof key !== 'string' || req.headers.upgrade?.toLowerCase() !== 'websocket') {
+    socket.end('HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n');
+    return;
+  }
+  const accept = createHash('sha1').update(`${key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11`).digest('base64');
+  socket.write(
+    `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`,
+  );
+  const text = Buffer.from(WEBSOCKET_GREETING);
+  socket.write(Buffer.concat([Buffer.from([0x81, text.length]), text]));
+  socket.on('error', () => socket.destroy());
+  // The client's frames are read and dropped; its close frame (opcode 8) is answered and the connection ended.
+  socket.on('data', (frame: Buffer) => {
+    if (((frame[0] ?? 0) & 0x0f) === 8) socket.end(Buffer.from([0x88, 0]));
+  });
+}
 
 export interface RecordedRequest {
   method: string;
@@ -72,6 +98,13 @@ export async function startUpstream(handler?: RequestListener): Promise<Upstream
       resolve();
     });
   });
+  const upgraded = new Set<Duplex>();
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex) => {
+    upgraded.add(socket);
+    socket.on('close', () => upgraded.delete(socket));
+    if (!handler) requests.push(record(req));
+    acceptWebSocket(req, socket);
+  });
   const { port } = server.address() as AddressInfo;
   let closed = false;
   return {
@@ -82,6 +115,7 @@ export async function startUpstream(handler?: RequestListener): Promise<Upstream
       if (closed) return;
       closed = true;
       server.closeAllConnections();
+      for (const socket of upgraded) socket.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };

@@ -370,8 +370,35 @@ describe('navigation detection', () => {
     ['a POST', 'POST', nav],
     ['an iframe', 'GET', { ...nav, 'sec-fetch-dest': 'iframe' }],
     ['a JSON API call', 'GET', { accept: 'application/json' }],
+    // WebSocket handshakes, as each proxy passes them to the check, with a page's Accept header.
+    [
+      'a WebSocket upgrade (Caddy: Upgrade passed)',
+      'GET',
+      { accept: 'text/html', connection: 'Upgrade', upgrade: 'websocket' },
+    ],
+    [
+      'a WebSocket upgrade (Traefik: X-Forwarded-Proto ws)',
+      'GET',
+      { accept: 'text/html', 'x-forwarded-proto': 'ws' },
+    ],
+    [
+      'a WebSocket upgrade over TLS (Traefik: wss)',
+      'GET',
+      { accept: 'text/html', 'x-forwarded-proto': 'wss' },
+    ],
+    [
+      'a WebSocket handshake (nginx: only Sec-WebSocket-*)',
+      'GET',
+      { accept: 'text/html', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+    ],
+    ['a WebSocket handshake (version only)', 'GET', { accept: 'text/html', 'sec-websocket-version': '13' }],
+    ['a browser’s WebSocket', 'GET', { accept: 'text/html', 'sec-fetch-mode': 'websocket' }],
   ])('does not treat %s as a navigation', (_n, method, headers) => {
     expect(isNavigation(method, headers)).toBe(false);
+  });
+  it('still treats an upgrade to something else, and plain http/https, as a navigation', () => {
+    expect(isNavigation('GET', { ...nav, upgrade: 'h2c', connection: 'Upgrade' })).toBe(true);
+    expect(isNavigation('GET', { ...nav, 'x-forwarded-proto': 'https' })).toBe(true);
   });
 });
 

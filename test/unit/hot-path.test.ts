@@ -1,5 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { describe, expect, it } from 'vitest';
+import { NO_AUDIT } from '../../src/audit/auditLog.ts';
 import type { Decision } from '../../src/authz/policy.ts';
 import { loadConfig } from '../../src/config.ts';
 import { ProxyTrust } from '../../src/forward/trust.ts';
@@ -64,6 +65,7 @@ function harness(
   const built = new WeakMap<Valid, ReplyHeaders>();
   const state = { plans: 0, decisions: [] as string[] };
   const deps: HotPathDeps = {
+    audit: NO_AUDIT,
     cookies: new CookieNames(config),
     trust: new ProxyTrust(['127.0.0.1/32']),
     sessions: {

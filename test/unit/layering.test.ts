@@ -20,6 +20,7 @@ const LAYER: Record<string, number> = {
   'version.ts': 0,
   'nodeVersion.ts': 0,
   'metrics.ts': 1,
+  audit: 1,
   forward: 1,
   config: 2,
   memory: 0,

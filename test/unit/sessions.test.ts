@@ -876,3 +876,69 @@ describe('a user’s sessions (the store layout for the sessions page, the admin
     }
   });
 });
+
+describe('the audit stream’s session events', () => {
+  const tokensOf = (rt: string, sub: string, sid?: string) => {
+    const tokens = provider.tokens(rt);
+    return { ...tokens, claims: { ...tokens.claims, sub, ...(sid ? { sid } : {}) } };
+  };
+  const recorder = () => {
+    const ended: [string | undefined, number, string][] = [];
+    const refreshed: [string, string | undefined][] = [];
+    const events: SessionEvents = {
+      refresh: (result, who) => {
+        if (who) refreshed.push([result, who.user]);
+      },
+      lockWait() {},
+      storeError() {},
+      degraded() {},
+      throttled() {},
+      ended: (who, count, via) => ended.push([who.sub, count, via]),
+    };
+    return { events, ended, refreshed };
+  };
+
+  it('says how every session ended: sign-out, idle, by reference, all of a user’s, by provider sid, all', async () => {
+    const idle = loadConfig({ ...settings, SESSION_IDLE_TIMEOUT: '10m' });
+    const r = recorder();
+    const sessions = service({ config: idle, events: r.events });
+    await sessions.destroy((await sessions.create(tokensOf('rt-1', 'jane'))).cookie);
+    const idled = (await sessions.create(tokensOf('rt-2', 'ann'))).cookie;
+    clock.advance(10 * 60_000 + 1);
+    expect(await sessions.resolve(idled)).toEqual({ kind: 'none', reason: 'idle' });
+    const one = valid(await sessions.resolve((await sessions.create(tokensOf('rt-3', 'joe'))).cookie)).ref;
+    expect(await sessions.end({ sub: 'joe', session: one })).toBe(true);
+    await sessions.create(tokensOf('rt-4a', 'kim'));
+    await sessions.create(tokensOf('rt-4b', 'kim'));
+    expect(await sessions.endAllForUser('kim')).toBe(2);
+    await sessions.create(tokensOf('rt-5', 'lou', 'idp-1'));
+    expect(await sessions.endBySid('idp-1')).toBe(1);
+    await sessions.create(tokensOf('rt-6', 'max'));
+    expect(await sessions.endAll()).toBe(1);
+    expect(r.ended).toEqual([
+      ['jane', 1, 'sign-out'],
+      ['ann', 1, 'idle'],
+      ['joe', 1, 'session'],
+      ['kim', 2, 'user'],
+      ['lou', 1, 'provider-sid'],
+      ['max', 1, 'all'],
+    ]);
+  });
+
+  it('names whose session a provider refresh was for, made or refused, once per call', async () => {
+    const r = recorder();
+    const sessions = service({ events: r.events });
+    const { cookie } = await sessions.create(tokensOf('rt-0', 'jane'));
+    clock.advance(600_000);
+    await Promise.all([sessions.resolve(cookie), sessions.resolve(cookie), sessions.resolve(cookie)]);
+    expect(r.refreshed).toEqual([['ok', 'a@example.com']]);
+    provider.failWith = new RefreshError('terminal', 'revoked', 400, 'invalid_grant');
+    clock.advance(600_000);
+    const current = (await sessions.peekRecord(cookie))?.cookie ?? cookie;
+    expect((await sessions.resolve(current)).kind).toBe('none');
+    expect(r.refreshed).toEqual([
+      ['ok', 'a@example.com'],
+      ['terminal', 'a@example.com'],
+    ]);
+  });
+});

@@ -1,5 +1,6 @@
 /** The emulator's server: startTraefik and the pipeline of spec §1 for every request. */
 import { Agent, createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import {
   buildTrustedIPs,
   type EmulatorContext,
@@ -8,11 +9,17 @@ import {
   type Traefik,
   type TraefikOptions,
 } from './config.ts';
-import { entryPointForwardedHeadersStage, entryPointPathStage, readInboundRequest } from './entryPoint.ts';
+import {
+  entryPointForwardedHeadersStage,
+  entryPointPathStage,
+  type InboundRequest,
+  readInboundRequest,
+} from './entryPoint.ts';
 import { forwardAuthStage } from './forwardAuth.ts';
 import { writeEmpty, writeGoHttpError, writeGoServerBadRequest } from './goWire.ts';
 import { proxyToService } from './proxy.ts';
 import { routeMatches, stripPrefixStage } from './routing.ts';
+import { proxyUpgrade, responseOnSocket } from './upgrade.ts';
 
 export async function startTraefik(opts: TraefikOptions): Promise<Traefik> {
   const profile = opts.profile ?? 'v3';
@@ -33,6 +40,17 @@ export async function startTraefik(opts: TraefikOptions): Promise<Traefik> {
       else res.destroy();
     });
   });
+  // WebSocket upgrades take the same pipeline; an allowed one is joined to the service (upgrade.ts).
+  const upgraded = new Set<Duplex>();
+  server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    upgraded.add(socket);
+    socket.on('close', () => upgraded.delete(socket));
+    socket.on('error', () => socket.destroy());
+    const res = responseOnSocket(req, socket);
+    const upgrade: ServiceProxy = (service, r, _res, modifier) =>
+      proxyUpgrade(service, r, { socket, head, res }, modifier);
+    handleRequest(ctx, req, res, upgrade).catch(() => socket.destroy());
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port ?? 0, '127.0.0.1', () => resolve());
@@ -51,16 +69,26 @@ export async function startTraefik(opts: TraefikOptions): Promise<Traefik> {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();
+        for (const socket of upgraded) socket.destroy();
       });
       ctx.agent.destroy();
     },
   };
 }
 
+/** The last step: to the service (a plain request, or an upgrade's connection). */
+type ServiceProxy = (
+  service: string,
+  r: InboundRequest,
+  res: ServerResponse,
+  modifier: ResponseModifier | undefined,
+) => void;
+
 export async function handleRequest(
   ctx: EmulatorContext,
   req: IncomingMessage,
   res: ServerResponse,
+  proxy: ServiceProxy = (service, r, out, modifier) => proxyToService(ctx, service, r, out, modifier),
 ): Promise<void> {
   const r = readInboundRequest(req);
   if (r === undefined) {
@@ -91,5 +119,5 @@ export async function handleRequest(
     modifier = outcome.modifier;
   }
   const service = route.services[route.nextService++ % route.services.length] ?? '';
-  proxyToService(ctx, service, r, res, modifier);
+  proxy(service, r, res, modifier);
 }
