@@ -928,7 +928,8 @@ describe('the audit stream’s session events', () => {
   it('names whose session a provider refresh was for, made or refused, once per call', async () => {
     const r = recorder();
     const sessions = service({ events: r.events });
-    const { cookie } = await sessions.create(tokensOf('rt-0', 'jane'));
+    // The fake provider refreshes as user-1: a session of another sub would end (OIDC Core §12.2).
+    const { cookie } = await sessions.create(tokensOf('rt-0', 'user-1'));
     clock.advance(600_000);
     await Promise.all([sessions.resolve(cookie), sessions.resolve(cookie), sessions.resolve(cookie)]);
     expect(r.refreshed).toEqual([['ok', 'a@example.com']]);
