@@ -227,7 +227,7 @@ export function toMarkdown(r: Results): string {
   lines.push(
     `Measured ${m.date} on ${m.cpu}, ${m.cores} cores, Node ${m.node}, ${m.loadTool}, Redis ${m.redis}; ` +
       `${load} against \`GET /auth\` with a valid session cookie and Traefik's headers, ` +
-      `load generator, servers and Redis sharing the cores; medians of ${m.rounds} round${m.rounds === 1 ? '' : 's'} ` +
+      `load generator, servers and Redis sharing the cores; the service writes its audit stream (every decision, \`AUDIT_ALLOW=all\`) to \`/dev/null\`; medians of ${m.rounds} round${m.rounds === 1 ? '' : 's'} ` +
       `of ${m.durationSec} s${m.quick ? ' (**quick smoke run, not representative**)' : ''}; ` +
       `before the run other processes kept ${m.busyAtStart.toFixed(2)} cores busy (load average ${m.loadAverage.toFixed(2)}).`,
     '',

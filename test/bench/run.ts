@@ -165,6 +165,11 @@ function serviceEnv(dex: Dex, redisUrl: string | undefined): Record<string, stri
     OIDC_CLIENT_ID: CLIENT_ID,
     OIDC_CLIENT_SECRET: CLIENT_SECRET,
     LOG_LEVEL: 'warn',
+    // The audit stream as shipped (every decision): each line built and written, to /dev/null.
+    // Piped into this process, the harness's own reading would be measured instead (and a file
+    // would grow by gigabytes over a run).
+    AUDIT_LOG: '/dev/null',
+    AUDIT_ALLOW: 'all',
     // Every login of the benchmark comes from 127.0.0.1 and targets the same page.
     LOGIN_RATE_LIMIT_BURST: '0',
     LOGIN_LOOP_LIMIT: '0',
