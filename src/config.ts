@@ -10,6 +10,7 @@
  * (problems.ts) and the whole pipeline (load.ts).
  */
 
+export { MIN_ADMIN_TOKEN_LENGTH } from './config/adminListener.ts';
 export { AUDIENCE_SCOPE_PREFIX, DEFAULT_KUBE_EXTRA_SCOPES } from './config/kubeClusters.ts';
 export { type Config, type Inspection, inspectConfig, loadConfig, parseConfig } from './config/load.ts';
 export { suggestionsFor } from './config/lookalikes.ts';

@@ -31,10 +31,10 @@ const SERVER_OPTIONS = {
   connectionsCheckingInterval: 1_000,
 } as const;
 
-/** What bounds a listener's connections: MAX_CONNECTIONS, and who counts as one of the proxies. */
+/** What bounds a listener's connections: MAX_CONNECTIONS, and the peers its per-address share spares. */
 export interface ConnectionLimits {
   readonly maxConnections: number;
-  readonly isTrusted: (address: string | undefined) => boolean;
+  readonly isExempt: (address: string | undefined) => boolean;
 }
 
 export function httpServer(listener: RequestListener, limits?: ConnectionLimits): Server {
@@ -43,7 +43,8 @@ export function httpServer(listener: RequestListener, limits?: ConnectionLimits)
 
 /**
  * At most `maxConnections` open connections (Node closes any beyond), and a quarter of them from
- * any one address outside TRUSTED_PROXIES, so a single pod cannot take every slot.
+ * any one address but the proxies TRUSTED_PROXIES names exactly (a single address): a range such
+ * as the pod network trusts every pod, and no single pod may take every slot.
  */
 function limitConnections<S extends Server>(server: S, limits: ConnectionLimits | undefined): S {
   if (!limits || limits.maxConnections <= 0) return server;
@@ -52,7 +53,7 @@ function limitConnections<S extends Server>(server: S, limits: ConnectionLimits 
   const open = new Map<string, number>();
   server.on('connection', (socket) => {
     const address = socket.remoteAddress;
-    if (address === undefined || limits.isTrusted(address)) return;
+    if (address === undefined || limits.isExempt(address)) return;
     const count = (open.get(address) ?? 0) + 1;
     if (count > perClient) {
       socket.destroy();
@@ -86,7 +87,7 @@ function answerClientErrors<S extends Server>(server: S): S {
 
 /** The connection limits of the service's listeners, from its settings. */
 export function connectionLimits(deps: Pick<Deps, 'config' | 'trust'>): ConnectionLimits {
-  return { maxConnections: deps.config.maxConnections, isTrusted: (a) => deps.trust.isTrusted(a) };
+  return { maxConnections: deps.config.maxConnections, isExempt: (a) => deps.trust.isNamedExactly(a) };
 }
 
 export async function listen(server: Server, port: number, host: string): Promise<number> {

@@ -64,7 +64,7 @@ export async function startService(config: Config, options: StartOptions = {}): 
   const adminSettings = config.adminListener;
   const admin = adminSettings
     ? await startListener(deps, createAdminApp(deps, adminSettings), adminSettings, {
-        host,
+        host: adminSettings.host,
         reloadMs: options.tlsReloadMs ?? 60_000,
         name: 'admin',
       })

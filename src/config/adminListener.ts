@@ -34,7 +34,7 @@ export function adminListener(
     );
   }
   if (tokenFile) checkTokenFile(tokenFile, readFile, problems);
-  const token = tokenFile ? { tokenFile } : {};
+  const token = { host: v.ADMIN_HOST ?? '127.0.0.1', ...(tokenFile ? { tokenFile } : {}) };
   if (!certFile && !keyFile && !clientCaFile) return Object.freeze({ port: v.ADMIN_PORT, ...token });
   if (!certFile || !keyFile) {
     problems.push(

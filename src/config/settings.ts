@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import type { z } from 'zod';
 import { auditAllow, auditTarget } from './audit.ts';
 import { clientKey } from './clientKey.ts';
@@ -187,6 +188,16 @@ export const SETTINGS = [
     }),
   },
   {
+    name: 'MAX_SESSIONS_PER_USER',
+    default: '`100`',
+    description:
+      "sessions one user may have at once: a login beyond it ends the user's least recently seen sessions (as the admin API ends one), so the sessions page and every reader of the list stay bounded",
+    field: 'maxSessionsPerUser',
+    schema: count(100, 'must be a whole number of sessions', 5).refine((n) => n >= 1, {
+      error: 'must be at least 1',
+    }),
+  },
+  {
     name: 'REFRESH_SKEW',
     default: '`30s`',
     description: "refresh the ID token this long before it expires (capped at half the token's lifetime)",
@@ -220,7 +231,7 @@ export const SETTINGS = [
     name: 'MAX_CONNECTIONS',
     default: '`1024`',
     description:
-      'open connections each listener accepts (beyond: closed at once; `0`: no bound), and a quarter of it from any one address outside `TRUSTED_PROXIES`; a request must send its headers within 10 s and be complete within 30 s',
+      'open connections each listener accepts (beyond: closed at once; `0`: no bound), and a quarter of it from any one address but a proxy `TRUSTED_PROXIES` names exactly (one address, `/32` or `/128`: a range such as the pod network is bounded per address too, so no pod takes every slot); a request must send its headers within 10 s and be complete within 30 s',
     field: 'maxConnections',
     schema: count(1024, 'must be a whole number of connections', 6),
   },
@@ -415,6 +426,13 @@ export const SETTINGS = [
     description:
       'the admin API (list and end sessions; `dex-forward-auth sessions`) on a port of its own, to be reached from inside the cluster only: never route it to browsers (see "Your sessions and the admin API")',
     schema: optionalPort(),
+  },
+  {
+    name: 'ADMIN_HOST',
+    default: '`127.0.0.1`',
+    description:
+      'the address `ADMIN_PORT` listens on: loopback, which `kubectl exec` and `kubectl port-forward` reach (so the shipped admin-api component needs no other); `0.0.0.0` (or `::`) widens it to every pod that can reach this one',
+    schema: trimmed('127.0.0.1').refine((host) => isIP(host) !== 0, { error: 'must be an IP address' }),
   },
   {
     name: 'ADMIN_TOKEN_FILE',

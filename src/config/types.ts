@@ -54,6 +54,8 @@ export interface DecisionListener {
 
 /** The admin API's listener (ADMIN_PORT): a bearer token file and/or mutual TLS. */
 export interface AdminListener extends DecisionListener {
+  /** ADMIN_HOST: the address it listens on (loopback unless widened). */
+  readonly host: string;
   /** The file holding the bearer token, read at every call (a rotated Secret takes effect at once). */
   readonly tokenFile?: string;
 }

@@ -11,17 +11,22 @@ import { providerUnavailable } from './errors.ts';
  * holds the client id, `iat` is within LOGOUT_TOKEN_MAX_AGE (a minute of clock skew), `exp` (if
  * any) has not passed, `jti` is there (for the replay check the caller makes), `events` holds the
  * back-channel-logout member as an object, there is no `nonce` (so an ID token never passes for a
- * logout token), and there is a `sid`, a `sub` or both.
+ * logout token), `azp` (required with several audiences) is the client id, and there is a `sid`,
+ * a `sub` or both.
  */
 
 export const LOGOUT_EVENT = 'http://schemas.openid.net/event/backchannel-logout';
-/** The oldest `iat` accepted, seconds; also how long a `jti` is remembered. */
+/** The oldest `iat` accepted, seconds (plus CLOCK_SKEW_S). */
 export const LOGOUT_TOKEN_MAX_AGE_S = 600;
+/** The clock skew allowed on `iat` and `exp`, seconds. */
+const CLOCK_SKEW_S = 60;
 
 export interface LogoutToken {
   readonly jti: string;
   readonly sid: string | undefined;
   readonly sub: string | undefined;
+  /** Until when (ms) a token of this `iat` is accepted: how long its `jti` must be remembered. */
+  readonly acceptedUntil: number;
 }
 
 /** AppError 'bad_request' (invalid token) or 'provider_unavailable' (no JWKS to check it with). */
@@ -38,7 +43,7 @@ export async function verifyLogoutToken(
       audience: config.clientId,
       algorithms: [...d.algorithms],
       currentDate: new Date(clock.now()),
-      clockTolerance: 60,
+      clockTolerance: CLOCK_SKEW_S,
       maxTokenAge: LOGOUT_TOKEN_MAX_AGE_S,
       requiredClaims: ['iat', 'jti', 'events'],
     }));
@@ -54,6 +59,7 @@ export async function verifyLogoutToken(
     throw invalid(`events has no ${LOGOUT_EVENT} member`);
   }
   if ('nonce' in payload) throw invalid('a logout token carries no nonce');
+  checkAuthorizedParty(payload, config.clientId);
   const text = (name: string) =>
     typeof payload[name] === 'string' && payload[name] !== '' ? payload[name] : undefined;
   const sid = text('sid');
@@ -61,7 +67,22 @@ export async function verifyLogoutToken(
   const jti = text('jti');
   if (sid === undefined && sub === undefined) throw invalid('neither sid nor sub');
   if (jti === undefined) throw invalid('jti is not a string');
-  return { jti, sid, sub };
+  const acceptedUntil = ((payload.iat as number) + LOGOUT_TOKEN_MAX_AGE_S + CLOCK_SKEW_S) * 1000;
+  return { jti, sid, sub, acceptedUntil };
+}
+
+/**
+ * OIDC Core §3.1.3.7 (which BCL §2.6 applies): with several audiences `azp` must be there and be
+ * our client id, and an `azp` naming another client is refused — else a token the provider sent
+ * another relying party (we merely one of its audiences) could be replayed here.
+ */
+function checkAuthorizedParty(payload: Record<string, unknown>, clientId: string): void {
+  const azp = payload['azp'];
+  const aud = payload['aud'];
+  if (Array.isArray(aud) && aud.length > 1 && azp === undefined) {
+    throw invalid('several audiences and no azp');
+  }
+  if (azp !== undefined && azp !== clientId) throw invalid('azp is another client');
 }
 
 function invalid(detail: string): AppError {

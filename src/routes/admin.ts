@@ -1,7 +1,7 @@
 import { hash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import type { AdminListener } from '../config.ts';
+import { type AdminListener, MIN_ADMIN_TOKEN_LENGTH } from '../config.ts';
 import type { Deps } from '../deps.ts';
 import type { SessionSummary } from '../session/sessions.ts';
 
@@ -20,8 +20,9 @@ import type { SessionSummary } from '../session/sessions.ts';
  * (checked in the TLS handshake). A missing or wrong token is a bare 401; the token is never logged.
  */
 export function createAdminApp(deps: Deps, settings: AdminListener): RequestListener {
+  const shortTokenWarning = everyMinute();
   return (req, res) => {
-    if (!authorized(deps, settings, req)) {
+    if (!authorized(deps, settings, req, shortTokenWarning)) {
       deps.log.warn({ client: req.socket.remoteAddress }, 'admin API: call without a valid token refused');
       send(
         res,
@@ -60,8 +61,28 @@ function send(
 
 const digest = (text: string): Buffer => hash('sha256', text, 'buffer');
 
-/** The bearer token equals the file's (when a token file is configured); the TLS layer did the rest. */
-function authorized(deps: Deps, settings: AdminListener, req: IncomingMessage): boolean {
+/** A gate that opens at most once a minute (a warning repeated at every call is rate-limited). */
+function everyMinute(): () => boolean {
+  let last = Number.NEGATIVE_INFINITY;
+  return () => {
+    const now = Date.now();
+    if (now - last < 60_000) return false;
+    last = now;
+    return true;
+  };
+}
+
+/**
+ * The bearer token equals the file's (when a token file is configured); the TLS layer did the
+ * rest. A file rotated to a token shorter than MIN_ADMIN_TOKEN_LENGTH (a placeholder) admits
+ * nobody, with a warning at most once a minute (never the token).
+ */
+function authorized(
+  deps: Deps,
+  settings: AdminListener,
+  req: IncomingMessage,
+  shortTokenWarning: () => boolean,
+): boolean {
   if (settings.tokenFile === undefined) return settings.tls?.clientCaFile !== undefined;
   let expected: string;
   try {
@@ -71,6 +92,15 @@ function authorized(deps: Deps, settings: AdminListener, req: IncomingMessage): 
       { code: (error as NodeJS.ErrnoException).code },
       'admin API: ADMIN_TOKEN_FILE cannot be read',
     );
+    return false;
+  }
+  if (expected.length < MIN_ADMIN_TOKEN_LENGTH) {
+    if (shortTokenWarning()) {
+      deps.log.warn(
+        { length: expected.length, minimum: MIN_ADMIN_TOKEN_LENGTH },
+        'admin API: ADMIN_TOKEN_FILE holds a token too short to be accepted; every call is refused',
+      );
+    }
     return false;
   }
   const header = req.headers.authorization;

@@ -50,7 +50,7 @@ export async function sessionsPage(
   if (method === 'POST') {
     return endFromForm(deps, original, headers, { cookie, session, sub, query }, options.viaForwardAuth);
   }
-  const listed = await deps.sessions.listForUser(sub, session.ref);
+  const listed = await deps.sessions.listForUser(sub, session.ref, scopeOf(deps, original));
   const status = options.viaForwardAuth ? 401 : 200;
   const json = { user: session.record.identity.user, sessions: listed.map(toJson) };
   const cookies = renewed(deps, session);
@@ -64,6 +64,15 @@ export async function sessionsPage(
     page: { view: 'sessions', title: 'Your sessions', data: pageData(deps, original, listed, session) },
     ...(endSession ? { formAction: [new URL(endSession).origin] } : {}),
   };
+}
+
+/**
+ * Host-only cookies (no COOKIE_DOMAIN): each host is its own session, so a host's page lists and
+ * ends only that host's — a dashboard's script must not see or end the user's other hosts.
+ * With COOKIE_DOMAIN one session spans the hosts: all of them.
+ */
+function scopeOf(deps: Deps, original: OriginalRequest): string | undefined {
+  return deps.cookies.hostOnly ? original.host : undefined;
 }
 
 interface Asker {
@@ -97,7 +106,7 @@ async function endFromForm(
       pageStatus: viaForwardAuth ? 401 : 200,
     });
   if (target === 'all') {
-    const ended = await deps.sessions.endAllForUser(asker.sub);
+    const ended = await deps.sessions.endAllForUser(asker.sub, 'user', scopeOf(deps, original));
     deps.log.info({ user, host: original.host, sessions: ended }, 'signed out everywhere');
     return signedOut();
   }
@@ -112,7 +121,7 @@ async function endFromForm(
     deps.log.info({ user, host: original.host }, 'signed out');
     return signedOut();
   }
-  if (!(await deps.sessions.end({ sub: asker.sub, session: target }))) {
+  if (!(await deps.sessions.end({ sub: asker.sub, session: target }, scopeOf(deps, original)))) {
     throw new AppError('not_found', 'You have no such session (it may have ended already).');
   }
   deps.log.info({ user, host: original.host }, 'one of the user’s other sessions ended');

@@ -210,6 +210,8 @@ export class RefreshCoordinator {
       }
       return this.#refused(request, sub, stored, error);
     }
+    const other = anotherUser(tokens, sub);
+    if (other) return this.#refused(request, sub, stored, other);
     const chain = chainFrom(tokens, rt, this.#o.clock.now());
     if (sub !== undefined) {
       const written = await this.#o.users.writeChain(sub, chain, stored).catch(() => true);
@@ -518,6 +520,19 @@ function chainFrom(tokens: RefreshResult, used: string, now: number, previous?: 
     at: now,
     from,
   };
+}
+
+/**
+ * OpenID Connect Core §12.2: a refreshed ID token's `sub` must be the session's (its `iss` is
+ * checked against the issuer when it is verified). Another is terminal: the session ends.
+ */
+function anotherUser(tokens: RefreshResult, sub: string | undefined): RefreshError | undefined {
+  const refreshed = tokens.claims?.sub;
+  if (sub === undefined || refreshed === undefined || refreshed === sub) return undefined;
+  return new RefreshError(
+    'terminal',
+    'the refreshed ID token names another sub than the session (OIDC Core §12.2)',
+  );
 }
 
 /** Whose session a refresh was for, as last known. */

@@ -5,7 +5,7 @@ import { AppError } from '../errors.ts';
 import { identityFromClaims } from '../identity/claims.ts';
 import type { Identity } from '../identity/identity.ts';
 import type { Logger } from '../log.ts';
-import { MemoryBudget } from '../memory/budget.ts';
+import { type BoundedCache, MemoryBudget } from '../memory/budget.ts';
 import { estimateBytes } from '../memory/size.ts';
 import { type OidcProvider, RefreshError, type TokenResult } from '../oidc/provider.ts';
 import { Activity, type Seen } from './activity.ts';
@@ -134,6 +134,12 @@ export interface SessionRef {
   readonly session: string;
 }
 
+/** Only the sessions signed in on `host` (host-only cookies: each host is its own session); all when undefined. */
+export type HostScope = string | undefined;
+
+const onHost = (host: HostScope) => (s: SessionSummary) =>
+  host === undefined || s.host?.toLowerCase() === host.toLowerCase();
+
 const ONCE = (name: string) => `once:${name}`;
 
 /** The caches of one service and their shares of the budget under pressure. */
@@ -145,6 +151,7 @@ function caches(memory: MemoryBudget) {
     seen: memory.cache<Seen>('activity', { share: 0.05, sizeOf: () => 40 }),
     endings: memory.cache<number>('endings', { share: 0.1, sizeOf: () => 16 }),
     windows: memory.cache<Window>('call-budget', { share: 0.02, sizeOf: () => 32 }),
+    logoutJtis: memory.cache<number>('logout-jtis', { share: 0.01, sizeOf: () => 80 }),
   };
 }
 
@@ -158,6 +165,8 @@ interface Parts {
   readonly endings: Endings;
   readonly refresher: RefreshCoordinator;
   readonly userEndings: UserEndings;
+  /** The back-channel logout tokens this replica took, until they are too old to be accepted. */
+  readonly logoutJtis: BoundedCache<number>;
 }
 
 export class SessionService {
@@ -197,7 +206,13 @@ export class SessionService {
       now: () => clock.now(),
     });
     const keys = new UserKeyring(this.#config.cookieSecrets, this.#config.issuerUrl);
-    const users = new UserStore({ store: this.#store, keys, clock, sessionTtlMs: this.#config.sessionTtlMs });
+    const users = new UserStore({
+      store: this.#store,
+      keys,
+      clock,
+      sessionTtlMs: this.#config.sessionTtlMs,
+      maxSessionsPerUser: this.#config.maxSessionsPerUser,
+    });
     const hot = new HotCache({
       entries: cache.entries,
       codec,
@@ -242,7 +257,18 @@ export class SessionService {
       joined: (sub, session) => this.#list(sub, session, {}),
     });
     const userEndings = new UserEndings({ endings, users, refresher, oidc: options.oidc, log: this.#log });
-    return { entries: cache.entries, codec, records, users, hot, activity, endings, refresher, userEndings };
+    return {
+      entries: cache.entries,
+      codec,
+      records,
+      users,
+      hot,
+      activity,
+      endings,
+      refresher,
+      userEndings,
+      logoutJtis: cache.logoutJtis,
+    };
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
@@ -279,6 +305,7 @@ export class SessionService {
     if (sub !== undefined) {
       await this.#joinChain(sub, tokens, now, data.exp);
       await this.#list(sub, session, { ...context, providerSid: tokens.claims['sid'] });
+      await this.#trim(sub);
     }
     await this.#p.activity.started(session.keys.lookup, sub, data.exp, now);
     return { cookie: session.value, record, sessionEnd: data.exp };
@@ -330,6 +357,20 @@ export class SessionService {
         if (!(error instanceof StoreUnavailableError)) throw error;
         this.#storeDown();
       });
+  }
+
+  /** A login beyond MAX_SESSIONS_PER_USER: the user's least recently seen sessions end. */
+  async #trim(sub: string): Promise<void> {
+    const beyond = await this.#p.users.beyond(sub).catch((error: unknown) => {
+      if (!(error instanceof StoreUnavailableError)) throw error;
+      return [];
+    });
+    if (beyond.length === 0) return;
+    this.#log.info(
+      { ended: beyond.length },
+      'login beyond MAX_SESSIONS_PER_USER: least recently seen sessions ended',
+    );
+    await this.#p.userEndings.trim(sub, beyond.map(ended));
   }
 
   /**
@@ -556,24 +597,37 @@ export class SessionService {
   // ---- a user's sessions (issue 16 items 2-3: the sessions page, the admin API, back-channel logout)
 
   /** The user's sessions that have not ended, most recently seen first; `current` marks one. */
-  async listForUser(sub: string, current?: string): Promise<(SessionSummary & { current: boolean })[]> {
-    return (await this.#p.users.sessions(sub)).map((s) => ({ ...s, current: s.ref === current }));
+  async listForUser(
+    sub: string,
+    current?: string,
+    host?: HostScope,
+  ): Promise<(SessionSummary & { current: boolean })[]> {
+    return (await this.#p.users.sessions(sub))
+      .filter(onHost(host))
+      .map((s) => ({ ...s, current: s.ref === current }));
   }
 
-  /** Ends one session of a user; false when the user has no such session. */
-  async end(ref: SessionRef): Promise<boolean> {
-    const summary = (await this.#p.users.sessions(ref.sub)).find((s) => s.ref === ref.session);
+  /** Ends one session of a user (of `host`'s, when given); false when the user has no such session. */
+  async end(ref: SessionRef, host?: HostScope): Promise<boolean> {
+    const summary = (await this.#p.users.sessions(ref.sub)).find(
+      (s) => s.ref === ref.session && onHost(host)(s),
+    );
     if (!summary) return false;
     await this.#p.userEndings.end(ref.sub, [ended(summary)]);
     this.#ended({ sub: ref.sub }, 1, 'session');
     return true;
   }
 
-  /** Ends every session of a user ("sign out everywhere"); their refresh token is revoked. */
-  async endAllForUser(sub: string, via: EndedVia = 'user'): Promise<number> {
-    const sessions = await this.#p.users.sessions(sub);
-    await this.#p.userEndings.end(sub, sessions.map(ended), { everywhere: true });
-    await this.#p.users.dropUser(sub).catch(() => undefined);
+  /**
+   * Ends every session of a user ("sign out everywhere"); their refresh token is revoked. With
+   * `host`, only the sessions of that host (the user's sessions on other hosts go on).
+   */
+  async endAllForUser(sub: string, via: EndedVia = 'user', host?: HostScope): Promise<number> {
+    const all = await this.#p.users.sessions(sub);
+    const sessions = all.filter(onHost(host));
+    const everywhere = sessions.length === all.length;
+    await this.#p.userEndings.end(sub, sessions.map(ended), { everywhere });
+    if (everywhere) await this.#p.users.dropUser(sub).catch(() => undefined);
     if (sessions.length > 0) this.#ended({ sub }, sessions.length, via);
     return sessions.length;
   }
@@ -607,6 +661,21 @@ export class SessionService {
       if (error instanceof StoreUnavailableError) return true; // the cookie is single-use anyway
       throw error;
     }
+  }
+
+  /**
+   * Takes a back-channel logout token's `jti` once, until `until` (ms: when the token is too old
+   * to be accepted): false when this replica (its memory, which outlives a Redis that lost its
+   * data) or the store saw it before. Unlike useOnce, an unreachable store is not "not seen":
+   * StoreUnavailableError is thrown, and the provider retries later.
+   */
+  async useLogoutTokenOnce(jti: string, until: number): Promise<boolean> {
+    const name = fingerprint(`backchannel-logout:${jti}`);
+    const now = this.#clock.now();
+    if (this.#p.logoutJtis.peek(name, now) !== undefined) return false;
+    const first = await this.#store.setIfAbsent(ONCE(name), '1', Math.max(1_000, until - now));
+    this.#p.logoutJtis.set(name, until, until);
+    return first;
   }
 
   /** Stops background work (retries of revocations, the subscription). */

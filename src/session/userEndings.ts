@@ -72,6 +72,17 @@ export class UserEndings {
     }
   }
 
+  /**
+   * Ends sessions a login pushed past MAX_SESSIONS_PER_USER: tombstoned, announced and unlisted,
+   * nothing asked of the provider (the login's refresh token already replaced theirs as the chain).
+   */
+  async trim(sub: string, sessions: readonly EndedSession[]): Promise<void> {
+    for (const session of sessions) {
+      await this.#o.endings.end({ lookup: session.ref, until: session.until, action: undefined });
+      await this.#o.users.removeSession(sub, session.ref, session.providerSid).catch(() => undefined);
+    }
+  }
+
   /** Whether the user has no session left besides `ending` (unknown, as when Redis is down: none). */
   async #noneLeft(sub: string | undefined, ending: readonly EndedSession[]): Promise<boolean> {
     if (sub === undefined) return true;

@@ -15,8 +15,14 @@ import type { UserKeyring, UserKeys } from './userKeys.ts';
  * - `ps:<sid ref>` the sessions of one **provider session** (`sid` claim) → their user, encrypted;
  * - `all` every user with sessions → the user, encrypted (ending all sessions).
  *
- * Each list is one store query (HGETALL). Expired entries are pruned as they are read.
+ * Each list is one store query (HGETALL). Expired entries are pruned as they are read. A login
+ * beyond MAX_SESSIONS_PER_USER ends the least recently seen (`beyond`), and a list decrypts at
+ * most that many and LIST_MARGIN more, ranked by the plain last-seen fields, so what a list
+ * costs stays bounded whatever the hash holds.
  */
+
+/** Sessions a list may hold past the bound (logins racing the trim of another). */
+export const LIST_MARGIN = 20;
 
 export interface Chain {
   /** The newest refresh token of the user. */
@@ -82,18 +88,45 @@ function split(entry: string): { until: number; value: string } {
   return { until: Number(entry.slice(0, space)), value: entry.slice(space + 1) };
 }
 
+interface Ranked {
+  readonly keys: UserKeys;
+  readonly lookup: string;
+  readonly entry: string;
+  readonly seen: string | undefined;
+  readonly rank: number;
+}
+
+/** What a session whose metadata no secret opens is listed with when it is ended. */
+const UNREADABLE = {
+  created: 0,
+  lastSeen: 0,
+  userAgent: undefined,
+  clientAddress: undefined,
+  host: undefined,
+  providerSid: undefined,
+} as const;
+
 export class UserStore {
   readonly #store: Store;
   readonly #keys: UserKeyring;
   readonly #clock: Clock;
   /** How long a chain outlives its last write: the longest a session can still live. */
   readonly #chainTtlMs: number;
+  /** MAX_SESSIONS_PER_USER. */
+  readonly #maxSessions: number;
 
-  constructor(options: { store: Store; keys: UserKeyring; clock: Clock; sessionTtlMs: number }) {
+  constructor(options: {
+    store: Store;
+    keys: UserKeyring;
+    clock: Clock;
+    sessionTtlMs: number;
+    maxSessionsPerUser?: number;
+  }) {
     this.#store = options.store;
     this.#keys = options.keys;
     this.#clock = options.clock;
     this.#chainTtlMs = options.sessionTtlMs;
+    this.#maxSessions = options.maxSessionsPerUser ?? 100;
   }
 
   // ---- the token chain ------------------------------------------------------------------------
@@ -151,6 +184,8 @@ export class UserStore {
     const ttl = Math.max(1, until - now);
     const sealed = encrypt(JSON.stringify(meta), keys.encryption, `meta:${lookup}`);
     await this.#store.hashSet(KEY.sessions(keys.ref), `m:${lookup}`, `${until} ${sealed}`, ttl);
+    // Last seen from the start: lists rank sessions by it without decrypting them.
+    await this.#store.hashSet(KEY.sessions(keys.ref), `t:${lookup}`, String(now), ttl);
     const values = this.#keys.values[0] as Buffer;
     // The user's entry lasts as long as the user's longest-lived session.
     const listed = await this.#store.hashGet(KEY.all, keys.ref);
@@ -183,10 +218,35 @@ export class UserStore {
     }
   }
 
-  /** The user's sessions that have not reached their end, one query per secret in use. */
+  /**
+   * The user's sessions that have not reached their end, most recently seen first, one query per
+   * secret in use; at most MAX_SESSIONS_PER_USER + LIST_MARGIN of them are decrypted and listed.
+   */
   async sessions(sub: string): Promise<SessionSummary[]> {
-    const now = this.#clock.now();
+    const ranked = await this.#ranked(sub);
     const out: SessionSummary[] = [];
+    for (const entry of ranked.slice(0, this.#maxSessions + LIST_MARGIN)) {
+      const summary = this.#summary(entry.keys, entry.lookup, entry.entry, entry.seen);
+      if (summary !== undefined) out.push(summary);
+    }
+    return out.sort((a, b) => b.lastSeen - a.lastSeen);
+  }
+
+  /** The user's sessions past the `keep` most recently seen (a login beyond MAX_SESSIONS_PER_USER). */
+  async beyond(sub: string, keep = this.#maxSessions): Promise<SessionSummary[]> {
+    const out: SessionSummary[] = [];
+    for (const entry of (await this.#ranked(sub)).slice(keep)) {
+      const summary = this.#summary(entry.keys, entry.lookup, entry.entry, entry.seen);
+      const { until } = split(entry.entry);
+      out.push(summary ?? { ...UNREADABLE, ref: entry.lookup, sessionEnd: until });
+    }
+    return out;
+  }
+
+  /** The live entries of the user's lists, most recently seen first, undecrypted; prunes the ended. */
+  async #ranked(sub: string): Promise<Ranked[]> {
+    const now = this.#clock.now();
+    const out: Ranked[] = [];
     for (const keys of this.#keys.user(sub)) {
       const key = KEY.sessions(keys.ref);
       const fields = await this.#store.hashGetAll(key);
@@ -194,13 +254,20 @@ export class UserStore {
       for (const [field, entry] of Object.entries(fields)) {
         if (!field.startsWith('m:')) continue;
         const lookup = field.slice(2);
-        const summary = this.#summary(keys, lookup, entry, fields[`t:${lookup}`]);
-        if (summary === undefined || summary.sessionEnd <= now) stale.push(field, `t:${lookup}`);
-        else out.push(summary);
+        const until = split(entry).until;
+        if (!Number.isFinite(until) || until <= now) stale.push(field, `t:${lookup}`);
+        else
+          out.push({
+            keys,
+            lookup,
+            entry,
+            seen: fields[`t:${lookup}`],
+            rank: Number(fields[`t:${lookup}`]) || 0,
+          });
       }
       if (stale.length > 0) await this.#store.hashDelete(key, stale);
     }
-    return out.sort((a, b) => b.lastSeen - a.lastSeen);
+    return out.sort((a, b) => b.rank - a.rank);
   }
 
   /** Where activity.ts writes a session's last use. */

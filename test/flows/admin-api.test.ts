@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -118,6 +119,21 @@ async function ownSessionId(s: LoggedIn): Promise<string> {
   return body.sessions.find((x) => x.current)!.id;
 }
 
+/** The local addresses (hex, as the kernel writes them) of the sockets listening on `port`. */
+function listeningAddresses(port: number): string[] {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const out: string[] = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    for (const line of readFileSync(file, 'utf8').split('\n').slice(1)) {
+      const cols = line.trim().split(/\s+/);
+      const [address, localPort] = (cols[1] ?? '').split(':');
+      if (localPort === hexPort && cols[3] === '0A' && address) out.push(address);
+    }
+  }
+  return out;
+}
+const LOOPBACK = new Set(['0100007F', '00000000000000000000000001000000']);
+
 describe('the admin API', () => {
   it('answers a missing or wrong token with a bare 401 and never logs the token', async () => {
     const none = await fetch(`${adminUrl}/admin/users/x/sessions`);
@@ -131,6 +147,28 @@ describe('the admin API', () => {
     await sleep(100);
     expect(replicas[0]!.output()).not.toContain(WRONG);
     expect(replicas[0]!.output()).not.toContain(TOKEN);
+  });
+
+  it('refuses even the token in the file once the file was rotated to one shorter than 32 characters, and says so without the token', async () => {
+    expect((await admin('GET', '/admin/users/nobody/sessions')).status).toBe(200);
+    await writeFile(tokenFile, 'short-placeholder\n');
+    try {
+      expect((await admin('GET', '/admin/users/nobody/sessions', 'short-placeholder')).status).toBe(401);
+      expect((await admin('GET', '/admin/users/nobody/sessions', 'short-placeholder')).status).toBe(401);
+      await sleep(100);
+      const warnings = replicas[0]!.output().split('too short to be accepted').length - 1;
+      expect(warnings).toBe(1);
+      expect(replicas[0]!.output()).not.toContain('short-placeholder');
+    } finally {
+      await writeFile(tokenFile, `${TOKEN}\n`);
+    }
+    expect((await admin('GET', '/admin/users/nobody/sessions')).status).toBe(200);
+  });
+
+  it('listens on loopback only by default (kubectl exec and port-forward reach it there), not on every address', () => {
+    const addresses = listeningAddresses(Number(new URL(adminUrl).port));
+    expect(addresses.length).toBeGreaterThan(0);
+    expect(addresses.filter((a) => !LOOPBACK.has(a))).toEqual([]);
   });
 
   it('is on no listener but ADMIN_PORT: the pages and decision ports do not know it', async () => {

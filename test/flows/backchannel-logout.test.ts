@@ -1,10 +1,11 @@
+import { request } from 'node:http';
 import { decodeJwt, generateKeyPair } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Browser, loginThroughDex } from '../support/browser.ts';
-import { postLogoutToken } from '../support/dex/backchannel.ts';
+import { logoutClaims, postLogoutToken } from '../support/dex/backchannel.ts';
 import { DEMO_USERS } from '../support/dex.ts';
 import { waitUntil } from '../support/redis.ts';
-import { type Stack, startStack } from '../support/stack.ts';
+import { CLIENT_ID, type Stack, startStack } from '../support/stack.ts';
 
 /**
  * OpenID Connect Back-Channel Logout 1.0 (issue 16 item 3) with two replica processes taking the
@@ -102,6 +103,9 @@ describe('back-channel logout', () => {
       ['signed with another key', {}, { key: otherKey }],
       ['signed with another key under the stand-in’s kid', {}, { key: otherKey, kid: stack.dex.kid }],
       ['for another client', { aud: 'another-client' }, {}],
+      ['for several clients, azp another', { aud: ['another-client', CLIENT_ID], azp: 'another-client' }, {}],
+      ['for several clients, without azp', { aud: ['another-client', CLIENT_ID] }, {}],
+      ['for us, azp another', { azp: 'another-client' }, {}],
       ['from another issuer', { iss: 'http://127.0.0.1:1/evil' }, {}],
       ['with a nonce (an ID token’s)', { nonce: 'n-0S6_WzA2Mj' }, {}],
       ['without events', { events: undefined }, {}],
@@ -152,4 +156,63 @@ describe('back-channel logout', () => {
     }
     expect(await decisions(again, '/bcl/replay/again')).toEqual(ALLOWED);
   });
+
+  it('accepts a logout token for several clients whose azp is ours', async () => {
+    const cookie = await sessionOf('idp-user-5', 'provider-session-azp');
+    const answer = await stack.dex.sendBackchannelLogout(receiver(0), {
+      sid: 'provider-session-azp',
+      aud: ['another-client', CLIENT_ID],
+      azp: CLIENT_ID,
+    });
+    expect(answer.status).toBe(200);
+    await refusedEverywhere(cookie, '/bcl/azp/ours');
+  });
+
+  it('answers an oversized logout form with 413 and a JSON error, not a reset connection', async () => {
+    const answer = await postRawForm(receiver(0), `logout_token=${'a'.repeat(64 * 1024)}`);
+    expect(answer.status).toBe(413);
+    expect(answer.connection).toBe('close');
+    expect(JSON.parse(answer.body ?? '')).toMatchObject({ error: 'invalid_request' });
+  });
+
+  // Last: it empties Redis.
+  it('refuses a replayed logout token after Redis lost its data (the replica remembers its jti), and the user’s newer session lives on', async () => {
+    const sub = 'idp-user-4';
+    const first = await sessionOf(sub, 'provider-session-e');
+    const token = await stack.dex.mintIdToken(logoutClaims({ sub }), { expiresIn: 120 });
+    expect((await postLogoutToken(receiver(0), token)).status).toBe(200);
+    await refusedEverywhere(first, '/bcl/flushed/first');
+    await stack.redis!.flushAll();
+    const second = await sessionOf(sub, 'provider-session-f');
+    expect(await decisions(second, '/bcl/flushed/second')).toEqual(ALLOWED);
+    const replay = await postLogoutToken(receiver(0), token);
+    expect(replay.status).toBe(400);
+    expect(await decisions(second, '/bcl/flushed/after')).toEqual(ALLOWED);
+  });
 });
+
+/** POSTs a raw form and reports what came back, or the socket error the client saw instead. */
+function postRawForm(
+  uri: string,
+  body: string,
+): Promise<{ status?: number; connection?: string; body?: string; error?: string }> {
+  return new Promise((resolve) => {
+    const headers = {
+      'content-type': 'application/x-www-form-urlencoded',
+      'content-length': Buffer.byteLength(body),
+    };
+    const req = request(uri, { method: 'POST', headers }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          connection: String(res.headers.connection ?? ''),
+          body: Buffer.concat(chunks).toString('utf8'),
+        }),
+      );
+    });
+    req.on('error', (error: NodeJS.ErrnoException) => resolve({ error: error.code ?? error.message }));
+    req.end(body);
+  });
+}

@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Dex, startDex } from '../support/dex.ts';
 import { waitUntil } from '../support/redis.ts';
 import { RUNTIME_FLAGS, type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
+import { type Stack, startStack } from '../support/stack.ts';
 
 /**
  * Half-sent header blocks held open against PORT (issue 11 review: 5,000 of them took the built
@@ -85,5 +86,59 @@ describe('unfinished requests held open against PORT', () => {
     );
     expect(await healthz(service.port, '127.0.0.1')).toBe(200);
     expect(service.process().running()).toBe(true);
+  });
+});
+
+/**
+ * Review 2: the shipped manifests set TRUSTED_PROXIES to the pod network, so a range there must not
+ * spare every pod from the per-address share. Here the "pod network" is 127.0.0.0/8, the proxy
+ * 127.0.0.1 and the pod 127.0.0.3; a proxy named exactly (/32) is spared.
+ */
+describe('connection slots with the pod network in TRUSTED_PROXIES', () => {
+  const MAX = 16;
+  let stack: Stack;
+  const held: Socket[] = [];
+
+  beforeAll(async () => {
+    stack = await startStack({
+      env: { MAX_CONNECTIONS: String(MAX), TRUSTED_PROXIES: '127.0.0.0/8,127.0.0.4/32' },
+    });
+  }, 60_000);
+  afterAll(async () => {
+    for (const s of held) s.destroy();
+    await stack?.close();
+  });
+
+  /** Opens `count` half-sent requests from `localAddress`; resolves once each is open or closed. */
+  async function hold(localAddress: string, count: number): Promise<Socket[]> {
+    const port = Number(new URL(stack.service.url).port);
+    const opened: Socket[] = [];
+    for (let i = 0; i < count; i++) {
+      const s = connect({ port, host: '127.0.0.1', localAddress });
+      s.on('error', () => undefined);
+      s.resume();
+      s.write('GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: a');
+      opened.push(s);
+      held.push(s);
+    }
+    await waitUntil('the held connections to be accepted or closed', async () =>
+      opened.every((s) => s.destroyed || s.readyState === 'open') ? true : undefined,
+    );
+    // A closed one is seen once the server's FIN arrives: let the accepted ones settle.
+    await new Promise((r) => setTimeout(r, 200));
+    return opened;
+  }
+
+  it('one pod holding half-sent requests gets a quarter of the slots and the proxy is still served', async () => {
+    const pod = await hold('127.0.0.3', MAX * 2);
+    expect(pod.filter((s) => !s.destroyed).length).toBeLessThanOrEqual(MAX / 4);
+    expect(await healthz(Number(new URL(stack.service.url).port), '127.0.0.1')).toBe(200);
+    for (const s of pod) s.destroy();
+  });
+
+  it('a proxy TRUSTED_PROXIES names exactly may hold more than a quarter of the slots', async () => {
+    const proxy = await hold('127.0.0.4', MAX / 2);
+    expect(proxy.filter((s) => !s.destroyed).length).toBe(MAX / 2);
+    for (const s of proxy) s.destroy();
   });
 });

@@ -143,6 +143,24 @@ describe('refresh on one replica (strict provider: any reuse of a rotated refres
       expect(again.final.url).toBe(`${stack.appUrl}/r4/page`);
     });
 
+    it('a refreshed ID token naming another user (sub) ends the session: 401, and that user’s token never goes upstream', async () => {
+      const browser = new Browser({ navigation: true });
+      await login(browser, `${stack.appUrl}/r-sub`, dev);
+      await untilDue();
+      stack.dex.issueSubOnNextRefresh('someone-else');
+      const grants = stack.dex.counts.refreshGrants;
+      const xhr = await browser.get(`${stack.appUrl}/r-sub/api`, { accept: 'application/json' });
+      expect(stack.dex.counts.refreshGrants).toBe(grants + 1);
+      expect(xhr.status).toBe(401);
+      expect((await browser.get(`${stack.appUrl}/r-sub/again`, { accept: 'application/json' })).status).toBe(
+        401,
+      );
+      const forwarded = stack.upstream.requests.filter((r) => r.url.startsWith('/r-sub'));
+      for (const r of forwarded) {
+        expect(decodeJwt(headerValues(r, 'authorization')[0]!.slice(7)).sub).not.toBe('someone-else');
+      }
+    });
+
     it('once the token has expired, a transient 500 is retried and the user never notices', async () => {
       const browser = new Browser({ navigation: true });
       await login(browser, `${stack.appUrl}/r5`, dev);

@@ -151,6 +151,24 @@ describe('the sessions page', () => {
   });
 });
 
+describe('the sessions page under host-only cookies (no COOKIE_DOMAIN)', () => {
+  it('lists and ends only the sessions of its own host: another host’s session is not shown, is 404 to end, and outlives "sign out everywhere" here', async () => {
+    const onApp = await login(bob);
+    const onOther = await login(bob, stack.otherUrl);
+    const appIds = (await listed(onApp)).sessions.map((s) => s.id);
+    const hereJson = (await onOther.get(viaForwardAuth, XHR)).json<Listed>();
+    expect(hereJson.sessions.every((s) => s.host === new URL(stack.otherUrl).host)).toBe(true);
+    expect(hereJson.sessions.map((s) => s.id).filter((id) => appIds.includes(id))).toEqual([]);
+    const appId = (await listed(onApp)).sessions.find((s) => s.current)!.id;
+    const other = await onOther.post(`${viaForwardAuth}?end=${appId}`, {}, XHR);
+    expect(other.status).toBe(404);
+    const everywhere = await onOther.post(`${viaForwardAuth}?end=all`, {}, XHR);
+    expect(everywhere.json()).toEqual({ signedOut: true });
+    expect(await dashboard(onOther, '/host-only/other', stack.otherUrl)).toBe(401);
+    expect(await dashboard(onApp, '/host-only/app')).toBe(200);
+  });
+});
+
 describe('signing out from the sessions page with a provider that has an end_session_endpoint', () => {
   it('goes on to the provider’s end_session_endpoint with id_token_hint (RP-initiated logout), as sign-out does', async () => {
     const own = await startStack({
@@ -200,5 +218,40 @@ describe('the sessions page of a session that is due for a refresh', () => {
     } finally {
       await own.close();
     }
+  });
+});
+
+describe('a user who logs in again and again (MAX_SESSIONS_PER_USER)', () => {
+  const BOUND = 3;
+  let bounded: Stack;
+
+  beforeAll(async () => {
+    bounded = await startStack({
+      env: { MAX_SESSIONS_PER_USER: String(BOUND) },
+      gateway: {
+        routes: (pages) => [{ host: 'app.localhost', pathPrefix: '/oauth2/sessions', service: pages }],
+      },
+    });
+  });
+  afterAll(async () => {
+    await bounded?.close();
+  });
+
+  it('keeps at most the bound: a login beyond it ends the least recently seen session, the others live on', async () => {
+    const browsers: Browser[] = [];
+    for (let i = 0; i < BOUND + 2; i++) {
+      const browser = new Browser({ navigation: true });
+      const { final } = await loginThroughDex(browser, `${bounded.appUrl}/dash`, alice);
+      expect(final.status).toBe(200);
+      browsers.push(browser);
+    }
+    const newest = browsers.at(-1)!;
+    const page = await listed(newest, `${bounded.appUrl}/oauth2/sessions`);
+    expect(page.sessions.length).toBe(BOUND);
+    expect(page.sessions.filter((s) => s.current).length).toBe(1);
+    const status = (b: Browser, path: string) => b.get(`${bounded.appUrl}${path}`, XHR).then((r) => r.status);
+    expect(await status(browsers[0]!, '/bound/first')).toBe(401);
+    expect(await status(browsers[1]!, '/bound/second')).toBe(401);
+    for (const b of browsers.slice(2)) expect(await status(b, '/bound/kept')).toBe(200);
   });
 });

@@ -34,8 +34,22 @@ describe('the admin API settings', () => {
 
   it('ADMIN_PORT with a token file opens it, the token read from the file (not kept in the config)', () => {
     const config = loadConfig({ ...base, ADMIN_PORT: '4182', ADMIN_TOKEN_FILE: '/secret/token' }, read);
-    expect(config.adminListener).toEqual({ port: 4182, tokenFile: '/secret/token' });
+    expect(config.adminListener).toEqual({ port: 4182, host: '127.0.0.1', tokenFile: '/secret/token' });
     expect(JSON.stringify(config)).not.toContain(TOKEN);
+  });
+
+  it('listens on loopback unless ADMIN_HOST widens it, and refuses an ADMIN_HOST that is no IP address', () => {
+    const wide = loadConfig(
+      { ...base, ADMIN_PORT: '4182', ADMIN_TOKEN_FILE: '/secret/token', ADMIN_HOST: '0.0.0.0' },
+      read,
+    );
+    expect(wide.adminListener?.host).toBe('0.0.0.0');
+    expect(() =>
+      loadConfig(
+        { ...base, ADMIN_PORT: '4182', ADMIN_TOKEN_FILE: '/secret/token', ADMIN_HOST: 'everywhere' },
+        read,
+      ),
+    ).toThrow(/ADMIN_HOST.*IP address/);
   });
 
   it.each([

@@ -392,6 +392,32 @@ describe('sign-out', () => {
     expect(provider.presented).toEqual([]); // the tombstone answered, not the provider
   });
 
+  it('takes a logout token’s jti once, remembers it after the store lost it, and says so when the store is unreachable instead of calling it new', async () => {
+    let down = false;
+    const flaky: Store = new Proxy(store, {
+      get: (target, name) => {
+        const member = bound(target, name);
+        if (typeof member !== 'function' || name !== 'setIfAbsent') return member;
+        return (...args: unknown[]) =>
+          down
+            ? Promise.reject(new StoreUnavailableError('down'))
+            : (member as (...a: unknown[]) => unknown)(...args);
+      },
+    });
+    const a = service({ store: flaky });
+    const until = clock.now() + 60_000;
+    expect(await a.useLogoutTokenOnce('jti-1', until)).toBe(true);
+    await store.close(); // Redis "lost its data": a fresh, empty store below the same replica
+    expect(await a.useLogoutTokenOnce('jti-1', until)).toBe(false);
+    down = true;
+    await expect(a.useLogoutTokenOnce('jti-2', until)).rejects.toBeInstanceOf(StoreUnavailableError);
+    down = false;
+    expect(await a.useLogoutTokenOnce('jti-2', until)).toBe(true);
+    // Remembered until the token is too old to be accepted, not longer.
+    clock.advance(61_000);
+    expect(await a.useLogoutTokenOnce('jti-1', clock.now() + 60_000)).toBe(true);
+  });
+
   it('retries a revocation the provider could not take, in the background', async () => {
     provider.revokeFailures = 1;
     const sessions = service({ revokeRetryDelaysMs: [20] });
@@ -577,7 +603,8 @@ describe('the memory budget', () => {
 
   it('holds no more than its bytes however many sessions there are; an evicted session is read from the store again, not lost', async () => {
     const memory = new MemoryBudget(512 * 1024);
-    const sessions = service({ memory });
+    // 200 sessions of one user: above MAX_SESSIONS_PER_USER's default, which is not what this is about.
+    const sessions = service({ memory, config: { ...config, maxSessionsPerUser: 1_000 } });
     const cookies: string[] = [];
     for (let i = 0; i < 200; i++) {
       cookies.push((await sessions.create(bigTokens(`rt-big-${i}`))).cookie);
@@ -901,7 +928,8 @@ describe('the audit stream’s session events', () => {
   it('names whose session a provider refresh was for, made or refused, once per call', async () => {
     const r = recorder();
     const sessions = service({ events: r.events });
-    const { cookie } = await sessions.create(tokensOf('rt-0', 'jane'));
+    // The fake provider refreshes as user-1: a session of another sub would end (OIDC Core §12.2).
+    const { cookie } = await sessions.create(tokensOf('rt-0', 'user-1'));
     clock.advance(600_000);
     await Promise.all([sessions.resolve(cookie), sessions.resolve(cookie), sessions.resolve(cookie)]);
     expect(r.refreshed).toEqual([['ok', 'a@example.com']]);

@@ -4,7 +4,7 @@ import { MemoryStore } from '../../src/session/memoryStore.ts';
 import { createRedisClient, RedisStore } from '../../src/session/redisStore.ts';
 import { type Store, StoreUnavailableError } from '../../src/session/store.ts';
 import { UserKeyring } from '../../src/session/userKeys.ts';
-import { type Chain, UserStore } from '../../src/session/users.ts';
+import { type Chain, LIST_MARGIN, UserStore } from '../../src/session/users.ts';
 import { type RedisCluster, startRedisCluster } from '../support/cluster.ts';
 import { type RedisServer, startRedis } from '../support/redis.ts';
 
@@ -146,6 +146,30 @@ function storeContract(name: string, make: () => Store, wait: (ms: number) => Pr
         tokenExp: Date.now() + 60_000,
         tokenIat: Date.now(),
         at: Date.now(),
+      });
+
+      it('lists at most MAX_SESSIONS_PER_USER + the margin of a user’s sessions, the most recently seen, and names the rest as beyond the bound', async () => {
+        const u = new UserStore({
+          store,
+          keys: new UserKeyring([secret], 'https://dex.example.com/'),
+          clock: { now: () => Date.now() },
+          sessionTtlMs: 60_000,
+          maxSessionsPerUser: 3,
+        });
+        const sub = key('many');
+        const until = Date.now() + 60_000;
+        const created = 3 + LIST_MARGIN + 10;
+        for (let i = 0; i < created; i++) {
+          await u.addSession(sub, `s-${i}`, until, { c: 1 });
+          await u.noteSeen(sub, `s-${i}`, 1_000 + i, until);
+        }
+        const listed = await u.sessions(sub);
+        expect(listed.length).toBe(3 + LIST_MARGIN);
+        expect(listed[0]?.ref).toBe(`s-${created - 1}`);
+        const beyond = await u.beyond(sub);
+        expect(beyond.length).toBe(created - 3);
+        expect(beyond.map((x) => x.ref)).not.toContain(`s-${created - 1}`);
+        expect(beyond.map((x) => x.ref)).toContain('s-0');
       });
 
       it('lists a user’s sessions in one query, by provider sid, and every user; ended or expired sessions drop out', async () => {

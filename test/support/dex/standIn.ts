@@ -58,6 +58,7 @@ export class DexStandIn implements Dex {
   private server: Server | undefined;
   private down = false;
   private failures = { remaining: 0, status: 500 };
+  private nextRefreshSub: string | undefined;
   private clockOffsetMs = 0;
 
   constructor(opts: DexOptions, port: number, key: SigningKey) {
@@ -250,6 +251,8 @@ export class DexStandIn implements Dex {
       ? await this.dexBody(raw, { clientId, scope: source?.scope, grantType, code: params['code'] })
       : ({ ...raw } as TokenBody);
     if (grantType === 'refresh_token' && this.profile.idTokenOnRefresh === false) delete body.id_token;
+    if (grantType === 'refresh_token' && body.id_token)
+      body.id_token = await this.withNextRefreshSub(body.id_token);
     ctx.body = body;
     const grantId = source?.grantId;
     const accountId = source?.accountId;
@@ -298,13 +301,21 @@ export class DexStandIn implements Dex {
   }
 
   /** A fresh ID token from the stored one (Dex mints from stored claims without calling the connector). */
+  /** The refreshed ID token, re-signed naming another `sub` when issueSubOnNextRefresh asked. */
+  private async withNextRefreshSub(idToken: string): Promise<string> {
+    const sub = this.nextRefreshSub;
+    if (sub === undefined) return idToken;
+    this.nextRefreshSub = undefined;
+    return signWith(this.signer(), { ...decodeJwt(idToken), sub });
+  }
+
   private async reissue(idToken: string): Promise<string> {
     const payload: Record<string, unknown> = { ...decodeJwt(idToken) };
     const now = Math.floor(Date.now() / 1000);
     payload['iat'] = now;
     payload['exp'] = now + this.idTokenTtl;
     delete payload['c_hash'];
-    return signWith(this.signer(), payload);
+    return this.withNextRefreshSub(await signWith(this.signer(), payload));
   }
 
   // ----- HTTP layer -----
@@ -473,6 +484,10 @@ export class DexStandIn implements Dex {
 
   failNextRefreshes(n: number, status: number): void {
     this.failures = { remaining: n, status };
+  }
+
+  issueSubOnNextRefresh(sub: string): void {
+    this.nextRefreshSub = sub;
   }
 
   advanceReuseClock(seconds: number): void {

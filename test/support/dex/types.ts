@@ -108,6 +108,8 @@ export interface Dex {
   start(): Promise<void>;
   /** The next n refresh grants answer with `status` (500 -> {"error":"invalid_request"} like Dex). */
   failNextRefreshes(n: number, status: number): void;
+  /** The next refresh grant's ID token names `sub` instead (a provider that mixes users up, §12.2). */
+  issueSubOnNextRefresh(sub: string): void;
   /** Dex-style rotation: a new key signs at once; the old ones stay published. */
   rotateKeys(): Promise<void>;
   /** Moves the clock of the dex-mode reuse window forward (tests of `reuseInterval` without sleeping). */
