@@ -4,6 +4,7 @@ import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http
 import { type AdminListener, MIN_ADMIN_TOKEN_LENGTH } from '../config.ts';
 import type { Deps } from '../deps.ts';
 import type { SessionSummary } from '../session/sessions.ts';
+import { sessionJson } from './sessionsPage.ts';
 
 /**
  * The admin API (issue 16 item 2), on ADMIN_PORT only — no route of the pages or decision
@@ -165,14 +166,5 @@ function decode(segment: string | undefined): string | undefined {
 }
 
 function summary(s: SessionSummary) {
-  return {
-    id: s.ref,
-    createdAt: new Date(s.created).toISOString(),
-    lastSeenAt: new Date(s.lastSeen).toISOString(),
-    endsAt: new Date(s.sessionEnd).toISOString(),
-    userAgent: s.userAgent ?? null,
-    clientAddress: s.clientAddress ?? null,
-    host: s.host ?? null,
-    providerSid: s.providerSid ?? null,
-  };
+  return { ...sessionJson(s), providerSid: s.providerSid ?? null };
 }

@@ -140,10 +140,10 @@ function renewed(deps: Deps, session: Valid): string[] {
   return [deps.cookies.set(deps.cookies.session, session.setCookie, maxAge)];
 }
 
-function toJson(s: SessionSummary & { current: boolean }) {
+/** A session as JSON, for its user (the sessions page) and for the admin API. */
+export function sessionJson(s: SessionSummary) {
   return {
     id: s.ref,
-    current: s.current,
     createdAt: new Date(s.created).toISOString(),
     lastSeenAt: new Date(s.lastSeen).toISOString(),
     endsAt: new Date(s.sessionEnd).toISOString(),
@@ -151,6 +151,10 @@ function toJson(s: SessionSummary & { current: boolean }) {
     clientAddress: s.clientAddress ?? null,
     host: s.host ?? null,
   };
+}
+
+function toJson(s: SessionSummary & { current: boolean }) {
+  return { ...sessionJson(s), current: s.current };
 }
 
 const when = (ms: number): string =>
