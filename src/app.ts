@@ -139,8 +139,11 @@ function auditRefresh(audit: AuditLog, result: string, who: SessionWho | undefin
 const INSECURE_HTTP_WARNING =
   'OIDC_ALLOW_INSECURE_HTTP=true: talking to the identity provider without TLS (demos and tests only)';
 
-/** Builds every dependency from a Config. No I/O beyond opening connections. */
-export function buildDeps(config: Config, options: BuildOptions): Deps {
+/**
+ * The services behind every handler, in the order start-up needs them: the policy first, then
+ * the memory budget, the audit stream, the connections (store, provider), and the sessions.
+ */
+function createServices(config: Config, options: BuildOptions) {
   const { log } = options;
   const clock = options.clock ?? systemClock;
   const metrics = createMetrics(VERSION);
@@ -169,7 +172,15 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     });
   if (config.allowInsecureHttp) log.warn({ issuer: config.issuerUrl }, INSECURE_HTTP_WARNING);
   const sealer = new Sealer(config.cookieSecrets);
-  const sessions = createSessions(config, options, {
+  const parts = { store, oidc, sealer, clock, metrics, authentication, memory, audit };
+  const sessions = createSessions(config, options, parts);
+  return { ...parts, upstream, authorizer, sessions };
+}
+
+/** Builds every dependency from a Config. No I/O beyond opening connections. */
+export function buildDeps(config: Config, options: BuildOptions): Deps {
+  const { log } = options;
+  const {
     store,
     oidc,
     sealer,
@@ -178,7 +189,10 @@ export function buildDeps(config: Config, options: BuildOptions): Deps {
     authentication,
     memory,
     audit,
-  });
+    upstream,
+    authorizer,
+    sessions,
+  } = createServices(config, options);
   const views = new Views({ globals: () => viewWords(oidc.profile()) });
   const cookies = new CookieNames(config);
   return {

@@ -4,6 +4,7 @@ import { broadTrustedProxiesWarning, type Config, ConfigError } from './config.t
 import type { Deps } from './deps.ts';
 import {
   connectionLimits,
+  type DecisionListenerHandle,
   drain,
   httpServer,
   listen,
@@ -54,6 +55,44 @@ export async function startService(config: Config, options: StartOptions = {}): 
   if (deps.store instanceof RedisStore && !(await deps.store.ready(2_000))) {
     log.warn('redis is not reachable yet; starting degraded and reconnecting in the background');
   }
+  const listening = await startListeners(deps, options);
+  const { server, port, decision, admin } = listening;
+  log.info(
+    {
+      port,
+      authPort: decision?.port,
+      adminPort: admin?.port,
+      store: deps.store.kind,
+      issuer: config.issuerUrl,
+    },
+    'dex-forward-auth listening',
+  );
+  warnAboutImpersonation(config, log);
+  const broad = broadTrustedProxiesWarning(config);
+  if (broad) log.warn(broad);
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    server,
+    decisionServer: decision?.server,
+    adminUrl: admin?.url,
+    deps,
+    url,
+    port,
+    decisionUrl: decision?.url ?? url,
+    close: drainer(deps, options, listening),
+  };
+}
+
+interface Listening {
+  readonly server: Server;
+  readonly port: number;
+  readonly decision: DecisionListenerHandle | undefined;
+  readonly admin: DecisionListenerHandle | undefined;
+}
+
+/** The main listener (PORT), then AUTH_PORT's and ADMIN_PORT's when configured. */
+async function startListeners(deps: Deps, options: StartOptions): Promise<Listening> {
+  const { config } = deps;
   const host = options.host ?? '0.0.0.0';
   const split = config.decisionListener;
   const server = httpServer(createApp(deps, split ? 'browser' : 'all'), connectionLimits(deps));
@@ -69,32 +108,23 @@ export async function startService(config: Config, options: StartOptions = {}): 
         name: 'admin',
       })
     : undefined;
-  log.info(
-    {
-      port,
-      authPort: decision?.port,
-      adminPort: admin?.port,
-      store: deps.store.kind,
-      issuer: config.issuerUrl,
-    },
-    'dex-forward-auth listening',
-  );
-  warnAboutImpersonation(config, log);
-  const broad = broadTrustedProxiesWarning(config);
-  if (broad) log.warn(broad);
+  return { server, port, decision, admin };
+}
 
+/**
+ * Drain (DESIGN §8): readiness goes 503 at once while requests are still served for
+ * SHUTDOWN_DELAY (Kubernetes takes the pod out of the Service meanwhile), then no new
+ * connections, in-flight requests finish within SHUTDOWN_TIMEOUT, and Redis is closed.
+ */
+function drainer(deps: Deps, options: StartOptions, listening: Listening): RunningService['close'] {
+  const { server, decision, admin } = listening;
   const servers = [server, ...(decision ? [decision.server] : []), ...(admin ? [admin.server] : [])];
   let closing: Promise<void> | undefined;
-  /**
-   * Drain (DESIGN §8): readiness goes 503 at once while requests are still served for
-   * SHUTDOWN_DELAY (Kubernetes takes the pod out of the Service meanwhile), then no new
-   * connections, in-flight requests finish within SHUTDOWN_TIMEOUT, and Redis is closed.
-   */
-  const close = (delayMs = options.drainDelayMs ?? 0): Promise<void> => {
+  return (delayMs = options.drainDelayMs ?? 0): Promise<void> => {
     closing ??= (async () => {
       deps.lifecycle.draining = true;
       if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
-      const drainMs = options.drainMs ?? config.shutdownTimeoutMs;
+      const drainMs = options.drainMs ?? deps.config.shutdownTimeoutMs;
       decision?.stopReloading();
       admin?.stopReloading();
       await Promise.all(servers.map((s) => drain(s, drainMs)));
@@ -107,17 +137,6 @@ export async function startService(config: Config, options: StartOptions = {}): 
       deps.audit.close();
     })();
     return closing;
-  };
-  const url = `http://127.0.0.1:${port}`;
-  return {
-    server,
-    decisionServer: decision?.server,
-    adminUrl: admin?.url,
-    deps,
-    url,
-    port,
-    decisionUrl: decision?.url ?? url,
-    close,
   };
 }
 

@@ -296,16 +296,21 @@ ${withToken ? variantBlock(`token-${index}`, cluster, 'token', kubeconfigYaml([c
 </section>`;
 }
 
-function page(deps: Deps, record: SessionRecord, cookies: string[], withToken: boolean): Reply {
-  const clusters = deps.config.kubeClusters;
-  const { identity } = record;
-  const ctx: KubeconfigContext = {
+/** What a kubeconfig of this session says: the issuer, the user, the current ID token. */
+function kubeconfigContext(deps: Deps, record: SessionRecord): KubeconfigContext {
+  return {
     issuerUrl: deps.config.issuerUrl,
-    user: identity.user || identity.sub,
+    user: record.identity.user || record.identity.sub,
     idToken: record.idToken,
     tokenExp: record.tokenExp,
     now: deps.clock.now(),
   };
+}
+
+function page(deps: Deps, record: SessionRecord, cookies: string[], withToken: boolean): Reply {
+  const clusters = deps.config.kubeClusters;
+  const { identity } = record;
+  const ctx = kubeconfigContext(deps, record);
   const first = clusters[0];
   const exampleFile = downloadName(first, 'exec');
   const sections =
@@ -370,50 +375,51 @@ export function kubeconfigRoutes(deps: Deps): Router {
   });
 
   router.get('/kubeconfig/download', (req: Request, res: Response, next: NextFunction) => {
-    const run = async (): Promise<void> => {
-      const original = readOriginalRequest(req, deps.trust);
-      const variant = req.query['variant'] ?? 'exec';
-      if (variant !== 'exec' && variant !== 'token') {
-        throw new AppError('bad_request', 'variant must be exec or token.');
-      }
-      const name = req.query['cluster'];
-      if (name !== undefined && typeof name !== 'string') {
-        throw new AppError('bad_request', 'Give one cluster name.');
-      }
-      const cluster = name === undefined ? undefined : deps.config.kubeClusters.find((c) => c.name === name);
-      if (name !== undefined && !cluster) throw new AppError('not_found', 'There is no such cluster.');
-      const clusters = cluster ? [cluster] : deps.config.kubeClusters;
-      if (clusters.length === 0) throw new AppError('not_found', 'No clusters are configured.');
-
-      const access = await requireSession(
-        deps,
-        req,
-        original,
-        `${original.proto}://${original.host}/kubeconfig`,
-      );
-      if (access.kind === 'login') return send(req, res, access.reply);
-      const { record } = access;
-      admit(deps, record, original);
-      if (variant === 'token' && !isTopLevelNavigation(req.headers)) {
-        throw new AppError('forbidden', TOKEN_NEEDS_NAVIGATION);
-      }
-      const body = kubeconfigYaml(clusters, variant, {
-        issuerUrl: deps.config.issuerUrl,
-        user: record.identity.user || record.identity.sub,
-        idToken: record.idToken,
-        tokenExp: record.tokenExp,
-        now: deps.clock.now(),
-      });
-      res.statusCode = 200;
-      res.setHeader('Cache-Control', 'no-store');
-      res.setHeader('Content-Type', 'application/yaml; charset=utf-8');
-      res.setHeader('Content-Disposition', `attachment; filename="${downloadName(cluster, variant)}"`);
-      res.setHeader('X-Content-Type-Options', 'nosniff');
-      if (access.cookies.length > 0) res.setHeader('Set-Cookie', access.cookies);
-      res.setHeader('Content-Length', Buffer.byteLength(body));
-      res.end(req.method === 'HEAD' ? undefined : body);
-    };
-    run().catch(next);
+    download(deps, send, req, res).catch(next);
   });
   return router;
+}
+
+/** The download's query: the variant, and the one cluster named (else all of them). */
+function downloadQuery(deps: Deps, req: Request) {
+  const variant = req.query['variant'] ?? 'exec';
+  if (variant !== 'exec' && variant !== 'token') {
+    throw new AppError('bad_request', 'variant must be exec or token.');
+  }
+  const name = req.query['cluster'];
+  if (name !== undefined && typeof name !== 'string') {
+    throw new AppError('bad_request', 'Give one cluster name.');
+  }
+  const cluster = name === undefined ? undefined : deps.config.kubeClusters.find((c) => c.name === name);
+  if (name !== undefined && !cluster) throw new AppError('not_found', 'There is no such cluster.');
+  const clusters = cluster ? [cluster] : deps.config.kubeClusters;
+  if (clusters.length === 0) throw new AppError('not_found', 'No clusters are configured.');
+  return { variant, cluster, clusters } as const;
+}
+
+/** GET /kubeconfig/download: the YAML file, for a signed-in user (a login otherwise). */
+async function download(
+  deps: Deps,
+  send: ReturnType<typeof replySender>,
+  req: Request,
+  res: Response,
+): Promise<void> {
+  const original = readOriginalRequest(req, deps.trust);
+  const { variant, cluster, clusters } = downloadQuery(deps, req);
+  const access = await requireSession(deps, req, original, `${original.proto}://${original.host}/kubeconfig`);
+  if (access.kind === 'login') return send(req, res, access.reply);
+  const { record } = access;
+  admit(deps, record, original);
+  if (variant === 'token' && !isTopLevelNavigation(req.headers)) {
+    throw new AppError('forbidden', TOKEN_NEEDS_NAVIGATION);
+  }
+  const body = kubeconfigYaml(clusters, variant, kubeconfigContext(deps, record));
+  res.statusCode = 200;
+  res.setHeader('Cache-Control', 'no-store');
+  res.setHeader('Content-Type', 'application/yaml; charset=utf-8');
+  res.setHeader('Content-Disposition', `attachment; filename="${downloadName(cluster, variant)}"`);
+  res.setHeader('X-Content-Type-Options', 'nosniff');
+  if (access.cookies.length > 0) res.setHeader('Set-Cookie', access.cookies);
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(req.method === 'HEAD' ? undefined : body);
 }

@@ -155,6 +155,8 @@ function caches(memory: MemoryBudget) {
   };
 }
 
+type Caches = ReturnType<typeof caches>;
+
 interface Parts {
   readonly entries: SessionEntries;
   readonly codec: CookieCodec;
@@ -193,26 +195,12 @@ export class SessionService {
     this.#p = this.#parts(options);
   }
 
+  /** The parts, each handed the caches it uses (one budget for all). */
   #parts(options: SessionServiceOptions): Parts {
     const cache = caches(options.memory ?? new MemoryBudget());
-    const clock = this.#clock;
     const codec = new CookieCodec(options.sealer, cache.cookies);
-    const records = new RecordStore({
-      store: this.#store,
-      entries: cache.entries,
-      recordGraceMs: options.recordGraceMs ?? 15 * 60_000,
-      identities: this.#identities,
-      onStoreDown: () => this.#storeDown(),
-      now: () => clock.now(),
-    });
-    const keys = new UserKeyring(this.#config.cookieSecrets, this.#config.issuerUrl);
-    const users = new UserStore({
-      store: this.#store,
-      keys,
-      clock,
-      sessionTtlMs: this.#config.sessionTtlMs,
-      maxSessionsPerUser: this.#config.maxSessionsPerUser,
-    });
+    const records = this.#records(options, cache);
+    const users = this.#users();
     const hot = new HotCache({
       entries: cache.entries,
       codec,
@@ -226,36 +214,8 @@ export class SessionService {
       idleMs: this.#config.sessionIdleTimeoutMs,
       seen: cache.seen,
     });
-    const endings = new Endings({
-      store: this.#store,
-      records,
-      local: cache.endings,
-      clock,
-      log: this.#log,
-      dropCaches: (lookup) => this.#dropCaches(lookup),
-      ...(options.revokeWaitMs !== undefined ? { revokeWaitMs: options.revokeWaitMs } : {}),
-      ...(options.revokeRetryDelaysMs ? { retryDelaysMs: options.revokeRetryDelaysMs } : {}),
-    });
-    const refresher = new RefreshCoordinator({
-      store: this.#store,
-      users,
-      oidc: options.oidc,
-      codec,
-      records,
-      endings,
-      budget: new CallBudget(options.providerCallsPerMinute ?? 10, cache.windows),
-      chains: cache.chains,
-      events: this.#events,
-      log: this.#log,
-      clock,
-      leaseMs: options.lockLeaseMs ?? 5_000,
-      lockWaitMs: options.lockWaitMs ?? 8_000,
-      retryDelaysMs: options.retryDelaysMs ?? [200, 600],
-      identify: (claims) => this.#identify(claims),
-      needsRefresh: (record, at) => this.#needsRefresh(record, at),
-      endedMeanwhile: (sub, lookup) => this.#endedMeanwhile(sub, lookup),
-      joined: (sub, session) => this.#list(sub, session, {}),
-    });
+    const endings = this.#endings(options, cache, records);
+    const refresher = this.#refresher(options, cache, { codec, records, users, endings });
     const userEndings = new UserEndings({ endings, users, refresher, oidc: options.oidc, log: this.#log });
     return {
       entries: cache.entries,
@@ -269,6 +229,66 @@ export class SessionService {
       userEndings,
       logoutJtis: cache.logoutJtis,
     };
+  }
+
+  #records(options: SessionServiceOptions, cache: Caches): RecordStore {
+    const clock = this.#clock;
+    return new RecordStore({
+      store: this.#store,
+      entries: cache.entries,
+      recordGraceMs: options.recordGraceMs ?? 15 * 60_000,
+      identities: this.#identities,
+      onStoreDown: () => this.#storeDown(),
+      now: () => clock.now(),
+    });
+  }
+
+  #users(): UserStore {
+    return new UserStore({
+      store: this.#store,
+      keys: new UserKeyring(this.#config.cookieSecrets, this.#config.issuerUrl),
+      clock: this.#clock,
+      sessionTtlMs: this.#config.sessionTtlMs,
+      maxSessionsPerUser: this.#config.maxSessionsPerUser,
+    });
+  }
+
+  #endings(options: SessionServiceOptions, cache: Caches, records: RecordStore): Endings {
+    return new Endings({
+      store: this.#store,
+      records,
+      local: cache.endings,
+      clock: this.#clock,
+      log: this.#log,
+      dropCaches: (lookup) => this.#dropCaches(lookup),
+      ...(options.revokeWaitMs !== undefined ? { revokeWaitMs: options.revokeWaitMs } : {}),
+      ...(options.revokeRetryDelaysMs ? { retryDelaysMs: options.revokeRetryDelaysMs } : {}),
+    });
+  }
+
+  /** The refresh coordinator: single-flight, the chain's store lock, retries, the call budget. */
+  #refresher(
+    options: SessionServiceOptions,
+    cache: Caches,
+    parts: Pick<Parts, 'codec' | 'records' | 'users' | 'endings'>,
+  ): RefreshCoordinator {
+    return new RefreshCoordinator({
+      store: this.#store,
+      ...parts,
+      oidc: options.oidc,
+      budget: new CallBudget(options.providerCallsPerMinute ?? 10, cache.windows),
+      chains: cache.chains,
+      events: this.#events,
+      log: this.#log,
+      clock: this.#clock,
+      leaseMs: options.lockLeaseMs ?? 5_000,
+      lockWaitMs: options.lockWaitMs ?? 8_000,
+      retryDelaysMs: options.retryDelaysMs ?? [200, 600],
+      identify: (claims) => this.#identify(claims),
+      needsRefresh: (record, at) => this.#needsRefresh(record, at),
+      endedMeanwhile: (sub, lookup) => this.#endedMeanwhile(sub, lookup),
+      joined: (sub, session) => this.#list(sub, session, {}),
+    });
   }
 
   /** True while the store is unreachable and sessions run on the cookie and local caches. */
