@@ -23,7 +23,7 @@ import { type ProxyOnlyEndpoint, proxyOnlyReply } from './proxyOnly.ts';
  * `/oauth2/auth` (nginx auth_request: never 302, 401 instead). It runs on the raw node:http
  * request, before and without the Express stack: every request to every dashboard waits for it.
  *
- * The hot path (hotPath.ts) answers a session seen within the last second; everything else takes
+ * The hot path (hotPath.ts) answers a session seen within its hot window; everything else takes
  * these steps: read the forwarded request → serve `/oauth2/*` on the protected host → a bearer
  * token → the session cookie → authorize → answer (allow, deny, log in, or 401).
  */

@@ -26,7 +26,7 @@ function auditAllowed(
 
 /**
  * The hot path of `/auth` (DESIGN §11), synchronous and allocation-light: a session resolved
- * within the last second (SessionService.peekHot), allowed by the policy, no bearer token. It
+ * within its hot window (SessionService.peekHot: 1 s, 30 s while announcements arrive), allowed by the policy, no bearer token. It
  * answers 200 with the session's upstream headers, built once per resolution; anything else —
  * and any error — returns false, and the full path (auth.ts) answers it properly.
  */

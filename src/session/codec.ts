@@ -1,5 +1,5 @@
 import type { BoundedCache } from '../memory/budget.ts';
-import { estimateBytes, stringBytes } from '../memory/size.ts';
+import { detached, estimateBytes, stringBytes } from '../memory/size.ts';
 import { deriveSessionKeys, fingerprint } from './crypto.ts';
 import type { SessionCookieData, Unsealed } from './model.ts';
 import type { Sealer } from './seal.ts';
@@ -37,13 +37,15 @@ export class CookieCodec {
     if (hit) return hit;
     const data = await this.#sealer.unseal<SessionCookieData>(cookie);
     if (!isCookieData(data)) return undefined;
+    // The presented value is cut from the request's Cookie header: kept, it would keep the header.
+    const value = detached(cookie);
     const unsealed: Unsealed = {
-      value: cookie,
+      value,
       data,
       keys: deriveSessionKeys(data.sid),
       rtHash: fingerprint(data.rt),
     };
-    if (data.exp > now) this.#cache.set(cookie, unsealed, data.exp);
+    if (data.exp > now) this.#cache.set(value, unsealed, data.exp);
     return unsealed;
   }
 

@@ -22,7 +22,10 @@ export type ReplyHeaders = readonly (string | readonly string[])[];
 export interface HotSlot {
   /** The cookie value this resolution answers (the codec's copy of it: not counted again). */
   readonly cookie: string;
+  /** Hot until then, whatever happens. */
   readonly until: number;
+  /** Hot until then while the replicas' announcements reach this one (0: not resolved while they did). */
+  readonly liveUntil: number;
   readonly resolution: Valid;
   headers: ReplyHeaders | undefined;
 }
@@ -33,7 +36,12 @@ export function entryBytes(entry: SessionEntry): number {
   let bytes = 64 + estimateBytes(entry.record) + (entry.tag?.length ?? 0) + 16;
   if (entry.hot) {
     bytes += 96 + (entry.hot.resolution.setCookie?.length ?? 0);
-    if (entry.hot.headers) bytes += estimateBytes(entry.hot.headers, 3);
+    if (entry.hot.headers) {
+      bytes += estimateBytes(entry.hot.headers, 3);
+      // The record's ID token is a view into the Authorization value (hotCache.ts): counted once.
+      const bearer = `Bearer ${entry.record.idToken}`;
+      if (entry.hot.headers.includes(bearer)) bytes -= entry.record.idToken.length;
+    }
   }
   return bytes;
 }

@@ -8,25 +8,59 @@ import type { SessionRecord, Valid } from './model.ts';
  * dropping the entry (sign-out here or announced by another replica, eviction) or replacing its
  * record (refresh) ends it at once; a sign-out elsewhere whose message was lost, within
  * hotCacheMs anyway.
+ *
+ * While the replicas' announcements reach this one (`live`: the pub/sub subscription connected
+ * since its last gap, and every gap drops every entry), no message can have been lost, and a
+ * resolution made then stays hot for `liveMs` (issue 15: with thousands of sessions each is seen
+ * less than once a second, and would otherwise always ask the store). The other changes another
+ * replica makes to a session leave what this one serves valid meanwhile: a refresh elsewhere
+ * leaves this ID token valid (a token due for refresh is never hot), and a cookie rotated
+ * elsewhere is still within its rotation grace (liveMs is shorter).
  */
 export interface HotCacheOptions {
   readonly entries: SessionEntries;
   readonly codec: CookieCodec;
   readonly hotCacheMs: number;
+  /** How long a resolution made while `live` stays hot while it still is (0: hotCacheMs only). */
+  readonly liveMs?: number;
+  /** Whether every other replica's announcement reaches this one now. */
+  readonly live?: () => boolean;
   /** False when the record must be looked at again (identity mapped with an older configuration, refresh due). */
   readonly usable: (record: SessionRecord, now: number) => boolean;
+}
+
+/**
+ * Each string of a session kept once (issue 15): the record's current cookie is the codec's copy
+ * of the same value, and its ID token a view into the `Authorization: Bearer …` value the answer
+ * carries (Node flattens that value into a copy of its own when it writes it). Same contents, so
+ * nothing anyone reads changes; only the duplicate copies become garbage.
+ */
+function shareStrings(record: SessionRecord, cookie: string | undefined, headers: ReplyHeaders): void {
+  const shared = record as { -readonly [K in keyof SessionRecord]: SessionRecord[K] };
+  if (cookie !== undefined && record.cookie === cookie) shared.cookie = cookie;
+  const bearer = `Bearer ${record.idToken}`;
+  for (const value of headers) {
+    if (value === bearer) {
+      shared.idToken = (value as string).slice(7);
+      return;
+    }
+  }
 }
 
 export class HotCache {
   readonly #entries: SessionEntries;
   readonly #codec: CookieCodec;
   readonly #ms: number;
+  readonly #liveMs: number;
+  readonly #live: () => boolean;
   readonly #usable: (record: SessionRecord, now: number) => boolean;
 
   constructor(options: HotCacheOptions) {
     this.#entries = options.entries;
     this.#codec = options.codec;
     this.#ms = options.hotCacheMs;
+    this.#liveMs = Math.max(options.liveMs ?? 0, options.hotCacheMs);
+    this.#live = options.live ?? (() => false);
     this.#usable = options.usable;
   }
 
@@ -42,7 +76,8 @@ export class HotCache {
     const lookup = this.#codec.peek(cookie, now)?.keys.lookup;
     if (lookup === undefined) return undefined;
     const hot = this.#entries.peek(lookup, now)?.hot;
-    if (hot === undefined || hot.cookie !== cookie || hot.until <= now) return undefined;
+    if (hot === undefined || hot.cookie !== cookie) return undefined;
+    if (hot.until <= now && (hot.liveUntil <= now || !this.#live())) return undefined;
     const { resolution } = hot;
     if (
       resolution.sessionEnd <= now ||
@@ -60,7 +95,11 @@ export class HotCache {
     if (this.#ms <= 0) return;
     const entry = this.#entries.peek(lookup, now);
     if (entry === undefined || entry.record !== resolution.record) return;
-    entry.hot = { cookie, until: now + this.#ms, resolution, headers: undefined };
+    // A cookie handed its successor (the one before a rotation) is held for hotCacheMs only: its
+    // grace runs out, and it must be refused then.
+    const long = this.#liveMs > this.#ms && resolution.setCookie === undefined && this.#live();
+    const liveUntil = long ? now + this.#liveMs : 0;
+    entry.hot = { cookie, until: now + this.#ms, liveUntil, resolution, headers: undefined };
     this.#entries.resize(lookup);
   }
 
@@ -71,6 +110,7 @@ export class HotCache {
     if (hot?.resolution !== resolution) return build();
     if (hot.headers === undefined) {
       hot.headers = build();
+      shareStrings(resolution.record, hot.cookie, hot.headers);
       this.#entries.resize(lookup as string);
     }
     return hot.headers;

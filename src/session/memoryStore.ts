@@ -146,6 +146,11 @@ export class MemoryStore implements Store {
     for (const listener of [...listeners]) queueMicrotask(() => listener(message));
   }
 
+  /** In-process: every message is delivered. */
+  subscriptionLive(): boolean {
+    return true;
+  }
+
   subscribe(channel: string, listener: (message: string) => void): () => void {
     let listeners = this.#channels.get(channel);
     if (!listeners) {

@@ -1,5 +1,6 @@
 import { decodeJwt } from 'jose';
 import type { Identity } from '../identity/identity.ts';
+import { detached } from '../memory/size.ts';
 import { ID_TOKEN_MAX_BYTES } from '../oidc/limits.ts';
 import { decrypt, encrypt, type SessionKeys } from './crypto.ts';
 import type { SessionEntries } from './entries.ts';
@@ -41,8 +42,8 @@ export interface RecordStoreOptions {
  */
 const RECORD_MAX_CHARS = 4 * ID_TOKEN_MAX_BYTES;
 
-/** The GCM tag at the end of a blob: it changes with every write. */
-const tagOf = (blob: string) => blob.slice(-22);
+/** The GCM tag at the end of a blob: it changes with every write (kept apart from the blob). */
+const tagOf = (blob: string) => detached(blob.slice(-22));
 
 export class RecordStore {
   readonly #store: Store;

@@ -229,6 +229,10 @@ export class RedisStore implements Store {
     };
   }
 
+  subscriptionLive(): boolean {
+    return this.#subscriber?.status === 'ready';
+  }
+
   #subscriberConnection(): Client {
     if (this.#subscriber) return this.#subscriber;
     const client = this.#client;

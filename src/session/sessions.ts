@@ -103,6 +103,11 @@ export interface SessionServiceOptions {
    * another replica takes effect at once when its message arrives, and within this time anyway.
    */
   readonly hotCacheMs?: number;
+  /**
+   * How long a session resolved while every replica's announcement reaches this one stays hot
+   * (hotCache.ts; default 30 s, at most half the rotation grace and at most SESSION_IDLE_TIMEOUT).
+   */
+  readonly hotLiveMs?: number;
   /** Calls to the provider one session may cause per minute in this process (default 10). */
   readonly providerCallsPerMinute?: number;
   /** How long sign-out waits for the provider's revocation before going on in the background. */
@@ -205,6 +210,8 @@ export class SessionService {
       entries: cache.entries,
       codec,
       hotCacheMs: options.hotCacheMs ?? 1_000,
+      liveMs: this.#hotLiveMs(options.hotLiveMs ?? 30_000),
+      live: () => this.#store.subscriptionLive?.() ?? false,
       usable: (record, at) =>
         (this.#identities?.isCurrent(record.identity) ?? true) && !this.#needsRefresh(record, at),
     });
@@ -229,6 +236,16 @@ export class SessionService {
       userEndings,
       logoutJtis: cache.logoutJtis,
     };
+  }
+
+  /**
+   * The long hot window, within the rotation grace (a cookie rotated elsewhere meanwhile is still
+   * the one before) and within the idle timeout (a session resolved less than that ago cannot be
+   * idle: the idle check happens on every resolution, never on the hot path).
+   */
+  #hotLiveMs(wanted: number): number {
+    const idle = this.#config.sessionIdleTimeoutMs;
+    return Math.min(wanted, this.#graceMs / 2, idle > 0 ? idle : Number.POSITIVE_INFINITY);
   }
 
   #records(options: SessionServiceOptions, cache: Caches): RecordStore {

@@ -48,6 +48,12 @@ export interface Store {
    * connected or reconnected), so that the listener can resynchronise. Returns an unsubscribe.
    */
   subscribe(channel: string, listener: (message: string) => void, onGap?: () => void): () => void;
+  /**
+   * True while every message published on a subscribed channel reaches this process: the
+   * subscription is connected and has been since its last gap (Redis pub/sub delivers on a live
+   * connection and drops a subscriber it cannot keep up with, which is a gap). Absent: never.
+   */
+  subscriptionLive?(): boolean;
   /** True when the backing store answers. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

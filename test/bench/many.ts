@@ -42,6 +42,8 @@ export interface ManyContext {
   readonly redisPid: () => number | undefined;
   /** Starts a reference server (bare.ts) answering `headersFile`'s headers; returns its process. */
   readonly startBare: (port: number, headersFile: string) => Promise<TrackedProcess>;
+  /** Starts bare-sessions.ts answering each cookie of `sessionsFile` its own headers. */
+  readonly startSessionsBare: (port: number, sessionsFile: string) => Promise<TrackedProcess>;
   readonly serviceEnv: (redisUrl: string) => Record<string, string>;
   readonly log: (text: string) => void;
   readonly cleanups: (() => Promise<void>)[];
@@ -115,6 +117,12 @@ const median = (values: readonly number[]): number => {
   return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
 };
 
+/** The two floors: one 200 for every cookie (bare.ts), and each session's own 200 (bare-sessions.ts). */
+interface Bares {
+  readonly one: { readonly port: number; readonly pid: number | undefined };
+  readonly same: { readonly port: number; readonly pid: number | undefined };
+}
+
 interface Measured {
   readonly load: LoadResult;
   readonly cpu: number | undefined;
@@ -148,7 +156,13 @@ export class ManySessions {
         const made = await this.#make(service, size);
         const after = await redisUsedBytes(redis);
         if (bare === undefined) bare = await this.#bare(barePort, service.port);
-        rows.push(await this.#step(service, barePort, bare, scriptPath, size, made, after - before, after));
+        const same = await this.#sessionsBare(service.port, size);
+        try {
+          const bares = { one: { port: barePort, pid: bare.child.pid }, same };
+          rows.push(await this.#step(service, bares, scriptPath, size, made, after - before, after));
+        } finally {
+          await same.proc.stop('SIGKILL');
+        }
       }
       const missSize = this.#s.withMiss ? [...this.#s.sweep].filter((s) => s <= 10_000).pop() : undefined;
       const miss = missSize === undefined ? undefined : await this.#miss(missSize, rows, scriptPath);
@@ -223,6 +237,39 @@ export class ManySessions {
     return this.#ctx.startBare(port, file);
   }
 
+  /**
+   * The bare server answering each of the first `size` sessions its own 200: the headers the
+   * service answered for that cookie (its ID token, its groups), captured here.
+   */
+  async #sessionsBare(servicePort: number, size: number) {
+    const skip = new Set(['date', 'connection', 'keep-alive', 'transfer-encoding']);
+    const sessions: [string, Record<string, string>][] = new Array(size);
+    let next = 0;
+    await Promise.all(
+      Array.from({ length: 16 }, async () => {
+        for (let k = next++; k < size; k = next++) {
+          const cookie = this.#cookies[k] as string;
+          const answer = await get(servicePort, '/auth', {
+            ...this.#headers,
+            Cookie: `${SESSION_COOKIE}=${cookie}`,
+          });
+          if (answer.status !== 200) throw new Error(`many sessions: /auth answered ${answer.status}`);
+          const headers: Record<string, string> = {};
+          for (let i = 0; i + 1 < answer.rawHeaders.length; i += 2) {
+            const name = answer.rawHeaders[i] as string;
+            if (!skip.has(name.toLowerCase())) headers[name] = answer.rawHeaders[i + 1] as string;
+          }
+          sessions[k] = [cookie, headers];
+        }
+      }),
+    );
+    const file = join(this.#dir, `sessions-${size}.json`);
+    writeFileSync(file, JSON.stringify({ cookieName: SESSION_COOKIE, sessions }));
+    const port = await freePort();
+    const proc = await this.#ctx.startSessionsBare(port, file);
+    return { port, pid: proc.child.pid, proc };
+  }
+
   async #load(port: number, pid: number | undefined, scriptPath: string, cookiesFile: string, sec: number) {
     const cpu0 = cpuSeconds(pid);
     const load = await runLoad('wrk', {
@@ -244,30 +291,29 @@ export class ManySessions {
   }
 
   /** Rounds of the service (and, interleaved, of the bare server when `bare` is given). */
-  async #rounds(
-    service: ServiceProcess,
-    bare: { port: number; pid: number | undefined } | undefined,
-    script: string,
-    size: number,
-  ) {
+  async #rounds(service: ServiceProcess, bare: Bares | undefined, script: string, size: number) {
     const file = this.#cookiesFile(size);
     const pid = service.process().child.pid;
     await this.#load(service.port, pid, script, file, this.#s.warmupSec);
+    if (bare) await this.#load(bare.same.port, bare.same.pid, script, file, this.#s.warmupSec);
     const c0 = await counters(service.port);
     const ours: Measured[] = [];
     const bares: Measured[] = [];
+    const sames: Measured[] = [];
     for (let r = 0; r < this.#s.rounds; r++) {
-      if (bare) bares.push(await this.#load(bare.port, bare.pid, script, file, this.#s.durationSec));
+      if (bare) {
+        bares.push(await this.#load(bare.one.port, bare.one.pid, script, file, this.#s.durationSec));
+        sames.push(await this.#load(bare.same.port, bare.same.pid, script, file, this.#s.durationSec));
+      }
       ours.push(await this.#load(service.port, pid, script, file, this.#s.durationSec));
     }
     const outcomes = delta(c0, await counters(service.port));
-    return { ours, bares, outcomes };
+    return { ours, bares, sames, outcomes };
   }
 
   async #step(
     service: ServiceProcess,
-    barePort: number,
-    bare: TrackedProcess,
+    bare: Bares,
     script: string,
     size: number,
     made: { how: string; seconds: number; count: number },
@@ -276,15 +322,11 @@ export class ManySessions {
   ): Promise<ManyRow> {
     const pid = service.process().child.pid;
     const rssAfterLogins = rssMiB(pid);
-    const { ours, bares, outcomes } = await this.#rounds(
-      service,
-      { port: barePort, pid: bare.child.pid },
-      script,
-      size,
-    );
+    const { ours, bares, sames, outcomes } = await this.#rounds(service, bare, script, size);
     const summary = summarise(ours);
     const bareRps = median(bares.map((m) => m.load.rps));
     const bareSummary = summarise(bares);
+    const same = summarise(sames);
     const row: ManyRow = {
       sessions: size,
       made: made.how,
@@ -295,6 +337,10 @@ export class ManySessions {
       bareP99Ms: median(bares.map((m) => m.load.p99Ms)),
       bareCpuUsPerRequest: bareSummary.cpuUsPerRequest,
       ratio: bareRps > 0 ? summary.rps / bareRps : 0,
+      sameBareRps: same.rps,
+      sameBareP99Ms: same.p99Ms,
+      sameBareCpuUsPerRequest: same.cpuUsPerRequest,
+      sameRatio: same.rps > 0 ? summary.rps / same.rps : 0,
       rssAfterLoginsMiB: rssAfterLogins,
       rssAfterLoadMiB: rssMiB(pid),
       ...(await heapAndCaches(service.port)),
@@ -303,7 +349,7 @@ export class ManySessions {
       outcomes,
     };
     this.#ctx.log(
-      `many sessions: ${size} (${made.how}): ${Math.round(row.rps)} req/s (bare ${Math.round(bareRps)}, × ${row.ratio.toFixed(2)}), p99 ${row.p99Ms.toFixed(2)} ms (bare ${row.bareP99Ms.toFixed(2)}), CPU per request ${row.cpuUsPerRequest?.toFixed(0)} µs (bare ${row.bareCpuUsPerRequest?.toFixed(0)}), RSS ${row.rssAfterLoginsMiB?.toFixed(0)} → ${row.rssAfterLoadMiB?.toFixed(0)} MiB (heap used ${row.heapMiB.toFixed(0)}, caches ${row.cacheMiB.toFixed(0)}), outcomes ${JSON.stringify(outcomes)}`,
+      `many sessions: ${size} (${made.how}): ${Math.round(row.rps)} req/s (bare ${Math.round(bareRps)}, × ${row.ratio.toFixed(2)}; bare answering each session's own 200 ${Math.round(same.rps)}, × ${(row.sameRatio ?? 0).toFixed(2)}), p99 ${row.p99Ms.toFixed(2)} ms (bare ${row.bareP99Ms.toFixed(2)}), CPU per request ${row.cpuUsPerRequest?.toFixed(0)} µs (bare ${row.bareCpuUsPerRequest?.toFixed(0)}), RSS ${row.rssAfterLoginsMiB?.toFixed(0)} → ${row.rssAfterLoadMiB?.toFixed(0)} MiB (heap used ${row.heapMiB.toFixed(0)}, caches ${row.cacheMiB.toFixed(0)}), outcomes ${JSON.stringify(outcomes)}`,
     );
     return row;
   }

@@ -117,6 +117,11 @@ export interface ManyRow {
   /** The bare server's CPU microseconds per request (a figure other load on the machine skews less). */
   readonly bareCpuUsPerRequest?: number | undefined;
   readonly ratio: number;
+  /** The bare server answering each session's own 200 (bare-sessions.ts), and the ratio to it. */
+  readonly sameBareRps?: number;
+  readonly sameBareP99Ms?: number;
+  readonly sameBareCpuUsPerRequest?: number | undefined;
+  readonly sameRatio?: number;
   readonly rssAfterLoginsMiB: number | undefined;
   readonly rssAfterLoadMiB: number | undefined;
   /** After load: V8 heap used, and the bytes the caches are charged with (the service's gauges). */
@@ -334,19 +339,20 @@ function manyMarkdown(many: ManyResult, m: Meta): string[] {
     `**Many sessions** (issue 15: N distinct sessions, one user in ten with 150 groups of 40 characters; ` +
       `\`wrk -t${m.threads} -c${m.connections}\` with a Lua script giving each request the next session's cookie, round robin; ` +
       `the service with the Redis store${many.nodeFlags ? ` and the Deployment's flags \`${many.nodeFlags}\`` : ''}, ` +
-      'the bare `node:http` server answering the same 200, rounds interleaved; sessions are real logins through the Dex stand-in ' +
+      'the bare `node:http` server answering the 200 of one 2-group session to every request (column "× bare", what the targets are judged by) ' +
+      'and a bare server answering each session its own 200 from a Map by cookie (its ID token and groups: column "× own-200 bare"), rounds interleaved; sessions are real logins through the Dex stand-in ' +
       'or, for larger N, sealed the way a login seals them — SessionService.create from stand-in-signed ID tokens into the same Redis, column "made"):',
     '',
-    '| sessions | made | req/s | × bare | p50 ms | p99 ms (bare) | CPU per request (bare) | service RSS after logins → after load | Redis per session | session-cache misses |',
-    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
+    '| sessions | made | req/s | × bare | × own-200 bare | p50 ms | p99 ms (bare) | CPU per request (bare, own-200 bare) | service RSS after logins → after load | Redis per session | session-cache misses |',
+    '| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
   ];
   for (const row of many.rows) {
     const flag = row.bad + row.errors > 0 ? ` ⚠ ${row.bad} bad, ${row.errors} errors` : '';
     const perSession =
       row.redisBytesPerSession === undefined ? '–' : `${(row.redisBytesPerSession / 1024).toFixed(1)} KiB`;
     lines.push(
-      `| ${int(row.sessions)}${flag} | ${row.made} (${row.makeSeconds.toFixed(0)} s) | ${int(row.rps)} | ${ratio(row.ratio)} | ${ms(row.p50Ms)} | ` +
-        `${ms(row.p99Ms)} (${ms(row.bareP99Ms)}) | ${us(row.cpuUsPerRequest)} (${us(row.bareCpuUsPerRequest)}) | ${mib(row.rssAfterLoginsMiB)} → ${mib(row.rssAfterLoadMiB)} | ` +
+      `| ${int(row.sessions)}${flag} | ${row.made} (${row.makeSeconds.toFixed(0)} s) | ${int(row.rps)} | ${ratio(row.ratio)} | ${row.sameRatio === undefined ? '–' : ratio(row.sameRatio)} | ${ms(row.p50Ms)} | ` +
+        `${ms(row.p99Ms)} (${ms(row.bareP99Ms)}) | ${us(row.cpuUsPerRequest)} (${us(row.bareCpuUsPerRequest)}, ${us(row.sameBareCpuUsPerRequest)}) | ${mib(row.rssAfterLoginsMiB)} → ${mib(row.rssAfterLoadMiB)} | ` +
         `${perSession} | ${missRate(row.outcomes)} |`,
     );
   }

@@ -802,6 +802,8 @@ async function manySessions(tool: LoadTool, results: Results): Promise<void> {
       redisPid: () => redis.pid(),
       startBare: (barePort, headersFile) =>
         startReference('bare.ts', barePort, { BENCH_HEADERS_FILE: headersFile }),
+      startSessionsBare: (barePort, sessionsFile) =>
+        startReference('bare-sessions.ts', barePort, { BENCH_SESSION_HEADERS_FILE: sessionsFile }),
       serviceEnv: (url) => serviceEnv(dex, url),
       log,
       cleanups,

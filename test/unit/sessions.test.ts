@@ -202,6 +202,50 @@ describe('the hot cache', () => {
     expect(await b.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
   });
 
+  /** The store, with its subscription reported live or not as `live` says. */
+  const withSubscription = (live: { now: boolean }) =>
+    new Proxy(store, {
+      get: (target, name) => (name === 'subscriptionLive' ? () => live.now : bound(target, name)),
+    });
+
+  it('holds a session resolved while every announcement arrives for 30 s, not longer', async () => {
+    const live = { now: true };
+    const b = service({ store: withSubscription(live) });
+    const { cookie } = await service().create(provider.tokens('rt-0'));
+    valid(await b.resolve(cookie));
+    clock.advance(29_000);
+    expect(b.peekHot(cookie)?.kind).toBe('valid');
+    clock.advance(1_001);
+    expect(b.peekHot(cookie)).toBeUndefined();
+  });
+
+  it('holds a session for one second only while announcements may be lost', async () => {
+    const live = { now: false };
+    const b = service({ store: withSubscription(live) });
+    const { cookie } = await service().create(provider.tokens('rt-0'));
+    valid(await b.resolve(cookie));
+    clock.advance(900);
+    expect(b.peekHot(cookie)?.kind).toBe('valid');
+    clock.advance(101);
+    expect(b.peekHot(cookie)).toBeUndefined();
+    // Resolved while the subscription was down: not held longer once it is back either.
+    valid(await b.resolve(cookie));
+    live.now = true;
+    clock.advance(1_001);
+    expect(b.peekHot(cookie)).toBeUndefined();
+  });
+
+  it('falls back to one second as soon as the subscription is lost', async () => {
+    const live = { now: true };
+    const b = service({ store: withSubscription(live) });
+    const { cookie } = await service().create(provider.tokens('rt-0'));
+    valid(await b.resolve(cookie));
+    clock.advance(5_000);
+    expect(b.peekHot(cookie)?.kind).toBe('valid');
+    live.now = false; // a sign-out announced now could be lost: ask the store
+    expect(b.peekHot(cookie)).toBeUndefined();
+  });
+
   it('never serves a token that is due for refresh', async () => {
     const sessions = service();
     const { cookie } = await sessions.create(provider.tokens('rt-0'));
@@ -344,7 +388,12 @@ describe('sign-out', () => {
 
   it('holds on a replica that missed the message: what it remembers is checked with the provider again', async () => {
     const deaf: Store = new Proxy(store, {
-      get: (target, name) => (name === 'subscribe' ? () => () => undefined : bound(target, name)),
+      get: (target, name) =>
+        name === 'subscribe'
+          ? () => () => undefined
+          : name === 'subscriptionLive'
+            ? () => false // what a replica that misses messages knows of its subscription
+            : bound(target, name),
     });
     const a = service();
     const b = service({ store: deaf });
@@ -487,6 +536,18 @@ describe('SESSION_IDLE_TIMEOUT', () => {
     expect(await a.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
   });
 
+  it('ends an idle session even when its last resolution was hot: the hot window is never longer than the timeout', async () => {
+    const short = loadConfig({ ...settings, SESSION_IDLE_TIMEOUT: '3s' });
+    const a = service({ config: short }); // the memory store's subscription is live: 30 s were possible
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    valid(await a.resolve(cookie));
+    clock.advance(2_999);
+    expect(a.peekHot(cookie)?.kind).toBe('valid'); // a use: the idle time starts again
+    clock.advance(3_001);
+    expect(a.peekHot(cookie)).toBeUndefined();
+    expect(await a.resolve(cookie)).toEqual({ kind: 'none', reason: 'idle' });
+  });
+
   it('keeps a session used within the timeout on any replica, and writes its last use at most once per interval', async () => {
     const counted = counting();
     const a = service({ config: idle, store: counted.store });
@@ -625,19 +686,29 @@ describe('the memory budget', () => {
     const { cookie } = await sessions.create(bigTokens('rt-0'));
     const r = valid(await sessions.resolve(cookie));
     const before = bytesOf(memory, 'sessions').bytes;
-    const headers = sessions.replyHeaders(r, () => ['Authorization', `Bearer ${r.record.idToken}`]);
+    const idToken = r.record.idToken;
+    const groups = r.record.identity.groups.join(',');
+    const headers = sessions.replyHeaders(r, () => [
+      'Authorization',
+      `Bearer ${r.record.idToken}`,
+      'X-Auth-Request-Groups',
+      groups,
+    ]);
     expect(sessions.replyHeaders(r, () => ['built again'])).toBe(headers);
     const stats = bytesOf(memory, 'sessions');
     expect(stats.entries).toBe(1);
-    // The headers are charged to the session's entry…
-    expect(stats.bytes - before).toBeGreaterThan(8000);
+    // The headers are charged to the session's entry, the ID token in them not a second time: the
+    // record's token is now a view into the Authorization value, with the same content.
+    expect(r.record.idToken).toBe(idToken);
+    expect(stats.bytes - before).toBeGreaterThan(groups.length);
+    expect(stats.bytes - before).toBeLessThan(groups.length + idToken.length / 2);
     // … and the whole session (ID token, 150 groups, headers) is charged about once: not five copies.
     expect(memory.usedBytes).toBeLessThan(3 * (8000 + 150 * 40) + 4000);
     expect(bytesOf(memory, 'cookies').entries).toBe(1);
   });
 });
 
-describe('the cold path (issue 15): a session past its hot second', () => {
+describe('the cold path (issue 15): a session past its hot window', () => {
   /** The store, recording which session records were read whole and which only checked. */
   const counting = (inner: Store) => {
     const reads = { whole: 0, checked: 0, unchanged: 0 };
@@ -670,7 +741,7 @@ describe('the cold path (issue 15): a session past its hot second', () => {
     const { cookie } = await a.create(provider.tokens('rt-0'));
     const first = valid(await b.resolve(cookie));
     expect(reads).toEqual({ whole: 1, checked: 0, unchanged: 0 });
-    clock.advance(1_001);
+    clock.advance(30_001); // past the hot window
     const second = valid(await b.resolve(cookie));
     expect(second.record).toBe(first.record);
     expect(reads).toEqual({ whole: 1, checked: 1, unchanged: 1 });
@@ -692,7 +763,7 @@ describe('the cold path (issue 15): a session past its hot second', () => {
     const { cookie } = await a.create(provider.tokens('rt-0'));
     valid(await b.resolve(cookie));
     await a.destroy(cookie);
-    clock.advance(1_001);
+    clock.advance(30_001); // past the hot window
     expect(await b.resolve(cookie)).toEqual({ kind: 'none', reason: 'signed_out' });
   });
 });

@@ -332,12 +332,17 @@ describe('redis store pub/sub across replicas', () => {
       };
       await publishUntilHeard('one');
       expect(heard).toContain('one');
+      // Live: every message reaches it (what lets the hot cache hold sessions longer).
+      expect(b.subscriptionLive()).toBe(true);
       const gapsBefore = gaps;
       await server.kill('SIGKILL');
+      for (let i = 0; i < 100 && b.subscriptionLive(); i++) await sleep(20);
+      expect(b.subscriptionLive()).toBe(false); // messages published now are lost
       await server.start();
       await publishUntilHeard('two'); // resubscribed by itself
       expect(heard).toContain('two');
       expect(gaps).toBeGreaterThan(gapsBefore);
+      expect(b.subscriptionLive()).toBe(true);
     } finally {
       await a.close();
       await b.close();
