@@ -1,5 +1,5 @@
 import type { BoundedCache } from '../memory/budget.ts';
-import { estimateBytes } from '../memory/size.ts';
+import { estimateBytes, stringBytes } from '../memory/size.ts';
 import type { SessionRecord, Valid } from './model.ts';
 
 /**
@@ -38,9 +38,11 @@ export function entryBytes(entry: SessionEntry): number {
     bytes += 96 + (entry.hot.resolution.setCookie?.length ?? 0);
     if (entry.hot.headers) {
       bytes += estimateBytes(entry.hot.headers, 3);
-      // The record's ID token is a view into the Authorization value (hotCache.ts): counted once.
+      // Kept once (hotCache.ts): the record's ID token is a view into the Authorization value, and
+      // its cookie the unsealed cookie's key, which the cookies cache is charged with.
       const bearer = `Bearer ${entry.record.idToken}`;
       if (entry.hot.headers.includes(bearer)) bytes -= entry.record.idToken.length;
+      if (entry.hot.cookie === entry.record.cookie) bytes -= stringBytes(entry.record.cookie);
     }
   }
   return bytes;
