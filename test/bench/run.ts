@@ -557,7 +557,14 @@ async function loginAndStorm(results: Results): Promise<void> {
   // user: the sessions of one user share a token chain).
   const stack = await startStack({
     dex: { users, idTokenTtl: settings.stormTtlSec },
-    env: { LOG_LEVEL: 'warn', LOGIN_RATE_LIMIT_BURST: '0', LOGIN_LOOP_LIMIT: '0' },
+    // The load generator stands for the proxy: named exactly, as a deployment names its Traefik,
+    // it may hold more than a quarter of MAX_CONNECTIONS (its 1,000 sockets would be cut otherwise).
+    env: {
+      LOG_LEVEL: 'warn',
+      LOGIN_RATE_LIMIT_BURST: '0',
+      LOGIN_LOOP_LIMIT: '0',
+      TRUSTED_PROXIES: '127.0.0.1',
+    },
     replicas: { count: settings.stormReplicas, processes: true, inProcess: false, fromDist: true },
   });
   cleanups.push(() => stack.close());
