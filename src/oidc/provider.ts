@@ -11,6 +11,7 @@ import { type LogoutToken, verifyLogoutToken } from './logoutToken.ts';
 import { refresh } from './refresh.ts';
 import { revokeRefreshToken } from './revoke.ts';
 import { type Observe, Transport } from './transport.ts';
+import { Turns } from './turns.ts';
 import type {
   AuthorizationRequest,
   BearerVerifyOptions,
@@ -42,6 +43,8 @@ export interface OidcProviderOptions {
   readonly clock: Clock;
   /** Per-call timeout for provider requests, ms. */
   readonly timeoutMs?: number;
+  /** Token-endpoint calls at once (default MAX_CONCURRENT_TOKEN_CALLS). */
+  readonly maxConcurrentTokenCalls?: number;
   /** Least time between two JWKS fetches for an unknown `kid`, ms (default 30 s). */
   readonly jwksCooldownMs?: number;
   /** Told about every HTTP round trip to the provider (metrics). */
@@ -50,10 +53,15 @@ export interface OidcProviderOptions {
 
 const MAX_BACKOFF_MS = 30_000;
 
+/** Token-endpoint calls (code exchanges, refresh grants) one replica makes at once; more wait their turn. */
+export const MAX_CONCURRENT_TOKEN_CALLS = 16;
+
 export class OidcClient implements OidcProvider {
   readonly issuer: string;
   readonly #options: OidcProviderOptions;
   readonly #transport: Transport;
+  /** Turns at the token endpoint (turns.ts): a refresh storm never times out calls the provider granted. */
+  readonly #tokenCalls: Turns;
   #discovered: Discovered | undefined;
   #inflight: Promise<Discovered | undefined> | undefined;
   #lastAttempt = 0;
@@ -69,6 +77,7 @@ export class OidcClient implements OidcProvider {
     this.#options = options;
     this.issuer = options.config.issuerUrl;
     this.#transport = new Transport(options.observe, () => options.clock.now());
+    this.#tokenCalls = new Turns(options.maxConcurrentTokenCalls ?? MAX_CONCURRENT_TOKEN_CALLS);
     void this.#ensure();
   }
 
@@ -199,14 +208,17 @@ export class OidcClient implements OidcProvider {
   }
 
   async exchangeCode(callbackUrl: URL, request: AuthorizationRequest): Promise<TokenResult> {
-    return exchangeCode(await this.#ready(), this.#config, this.#options.clock, callbackUrl, request);
+    const d = await this.#ready();
+    return this.#tokenCalls.run(() =>
+      exchangeCode(d, this.#config, this.#options.clock, callbackUrl, request),
+    );
   }
 
   async refresh(refreshToken: string): Promise<RefreshResult> {
     const d = await this.#ready().catch(() => {
       throw new RefreshError('transient', 'provider not discovered');
     });
-    return refresh(d, this.#config, this.#options.clock, refreshToken);
+    return this.#tokenCalls.run(() => refresh(d, this.#config, this.#options.clock, refreshToken));
   }
 
   async revokeRefreshToken(refreshToken: string): Promise<'revoked' | 'spent' | 'refused'> {
