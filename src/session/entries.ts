@@ -1,5 +1,5 @@
 import type { BoundedCache } from '../memory/budget.ts';
-import { estimateBytes, stringBytes } from '../memory/size.ts';
+import { estimateBytes } from '../memory/size.ts';
 import type { SessionRecord, Valid } from './model.ts';
 
 /**
@@ -28,6 +28,8 @@ export interface HotSlot {
   readonly liveUntil: number;
   readonly resolution: Valid;
   headers: ReplyHeaders | undefined;
+  /** Bytes the record shares with the headers and the cookies cache once they are built (hotCache.ts). */
+  shared: number;
 }
 
 export type SessionEntries = BoundedCache<SessionEntry>;
@@ -36,14 +38,7 @@ export function entryBytes(entry: SessionEntry): number {
   let bytes = 64 + estimateBytes(entry.record) + (entry.tag?.length ?? 0) + 16;
   if (entry.hot) {
     bytes += 96 + (entry.hot.resolution.setCookie?.length ?? 0);
-    if (entry.hot.headers) {
-      bytes += estimateBytes(entry.hot.headers, 3);
-      // Kept once (hotCache.ts): the record's ID token is a view into the Authorization value, and
-      // its cookie the unsealed cookie's key, which the cookies cache is charged with.
-      const bearer = `Bearer ${entry.record.idToken}`;
-      if (entry.hot.headers.includes(bearer)) bytes -= entry.record.idToken.length;
-      if (entry.hot.cookie === entry.record.cookie) bytes -= stringBytes(entry.record.cookie);
-    }
+    if (entry.hot.headers) bytes += estimateBytes(entry.hot.headers, 3) - entry.hot.shared;
   }
   return bytes;
 }

@@ -1,3 +1,4 @@
+import { stringBytes } from '../memory/size.ts';
 import type { CookieCodec } from './codec.ts';
 import type { ReplyHeaders, SessionEntries } from './entries.ts';
 import type { SessionRecord, Valid } from './model.ts';
@@ -33,18 +34,23 @@ export interface HotCacheOptions {
  * Each string of a session kept once (issue 15): the record's current cookie is the codec's copy
  * of the same value, and its ID token a view into the `Authorization: Bearer …` value the answer
  * carries (Node flattens that value into a copy of its own when it writes it). Same contents, so
- * nothing anyone reads changes; only the duplicate copies become garbage.
+ * nothing anyone reads changes; only the duplicate copies become garbage. Returns the bytes no
+ * longer held twice (the cookie is charged to the cookies cache, its key).
  */
-function shareStrings(record: SessionRecord, cookie: string | undefined, headers: ReplyHeaders): void {
+function shareStrings(record: SessionRecord, cookie: string, headers: ReplyHeaders): number {
   const shared = record as { -readonly [K in keyof SessionRecord]: SessionRecord[K] };
-  if (cookie !== undefined && record.cookie === cookie) shared.cookie = cookie;
-  const bearer = `Bearer ${record.idToken}`;
-  for (const value of headers) {
-    if (value === bearer) {
-      shared.idToken = (value as string).slice(7);
-      return;
-    }
+  let bytes = 0;
+  if (record.cookie === cookie) {
+    shared.cookie = cookie;
+    bytes += stringBytes(cookie);
   }
+  const bearer = `Bearer ${record.idToken}`;
+  const value = headers.find((v) => v === bearer);
+  if (typeof value === 'string') {
+    shared.idToken = value.slice(7);
+    bytes += record.idToken.length;
+  }
+  return bytes;
 }
 
 export class HotCache {
@@ -99,7 +105,7 @@ export class HotCache {
     // grace runs out, and it must be refused then.
     const long = this.#liveMs > this.#ms && resolution.setCookie === undefined && this.#live();
     const liveUntil = long ? now + this.#liveMs : 0;
-    entry.hot = { cookie, until: now + this.#ms, liveUntil, resolution, headers: undefined };
+    entry.hot = { cookie, until: now + this.#ms, liveUntil, resolution, headers: undefined, shared: 0 };
     this.#entries.resize(lookup);
   }
 
@@ -110,7 +116,7 @@ export class HotCache {
     if (hot?.resolution !== resolution) return build();
     if (hot.headers === undefined) {
       hot.headers = build();
-      shareStrings(resolution.record, hot.cookie, hot.headers);
+      hot.shared = shareStrings(resolution.record, hot.cookie, hot.headers);
       this.#entries.resize(lookup as string);
     }
     return hot.headers;

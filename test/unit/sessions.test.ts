@@ -208,11 +208,17 @@ describe('the hot cache', () => {
       get: (target, name) => (name === 'subscriptionLive' ? () => live.now : bound(target, name)),
     });
 
-  it('holds a session resolved while every announcement arrives for 30 s, not longer', async () => {
-    const live = { now: true };
+  /** A session created on one replica and resolved on `b`, whose subscription is as `live` says. */
+  const resolvedOn = async (live: { now: boolean }) => {
     const b = service({ store: withSubscription(live) });
     const { cookie } = await service().create(provider.tokens('rt-0'));
     valid(await b.resolve(cookie));
+    return { b, cookie };
+  };
+
+  it('holds a session resolved while every announcement arrives for 30 s, not longer', async () => {
+    const live = { now: true };
+    const { b, cookie } = await resolvedOn(live);
     clock.advance(29_000);
     expect(b.peekHot(cookie)?.kind).toBe('valid');
     clock.advance(1_001);
@@ -221,9 +227,7 @@ describe('the hot cache', () => {
 
   it('holds a session for one second only while announcements may be lost', async () => {
     const live = { now: false };
-    const b = service({ store: withSubscription(live) });
-    const { cookie } = await service().create(provider.tokens('rt-0'));
-    valid(await b.resolve(cookie));
+    const { b, cookie } = await resolvedOn(live);
     clock.advance(900);
     expect(b.peekHot(cookie)?.kind).toBe('valid');
     clock.advance(101);
@@ -237,9 +241,7 @@ describe('the hot cache', () => {
 
   it('falls back to one second as soon as the subscription is lost', async () => {
     const live = { now: true };
-    const b = service({ store: withSubscription(live) });
-    const { cookie } = await service().create(provider.tokens('rt-0'));
-    valid(await b.resolve(cookie));
+    const { b, cookie } = await resolvedOn(live);
     clock.advance(5_000);
     expect(b.peekHot(cookie)?.kind).toBe('valid');
     live.now = false; // a sign-out announced now could be lost: ask the store
