@@ -55,6 +55,12 @@ const MAX_BACKOFF_MS = 30_000;
 
 /** Token-endpoint calls (code exchanges, refresh grants) one replica makes at once; more wait their turn. */
 export const MAX_CONCURRENT_TOKEN_CALLS = 16;
+/** An impatient refresh that got no turn within the call timeout: failed as a timed-out call does. */
+const NO_TURN = () =>
+  new RefreshError(
+    'transient',
+    'the provider is busy: no turn at its token endpoint within the call timeout',
+  );
 
 export class OidcClient implements OidcProvider {
   readonly issuer: string;
@@ -214,11 +220,16 @@ export class OidcClient implements OidcProvider {
     );
   }
 
-  async refresh(refreshToken: string): Promise<RefreshResult> {
+  async refresh(
+    refreshToken: string,
+    options: { readonly impatient?: boolean } = {},
+  ): Promise<RefreshResult> {
     const d = await this.#ready().catch(() => {
       throw new RefreshError('transient', 'provider not discovered');
     });
-    return this.#tokenCalls.run(() => refresh(d, this.#config, this.#options.clock, refreshToken));
+    const call = () => refresh(d, this.#config, this.#options.clock, refreshToken);
+    if (!options.impatient) return this.#tokenCalls.run(call);
+    return this.#tokenCalls.run(call, this.#options.timeoutMs ?? 10_000, NO_TURN);
   }
 
   async revokeRefreshToken(refreshToken: string): Promise<'revoked' | 'spent' | 'refused'> {

@@ -5,7 +5,9 @@
  * at once: the provider answers them one after the other, the last ones run into the per-call
  * timeout although the provider did grant them, and their retries present a refresh token the
  * provider already rotated (extra grants at best, a revoked grant and a signed-out user at worst).
- * Waiting here costs no timeout: the per-call timeout starts when the call does.
+ * Waiting here costs no timeout: the per-call timeout starts when the call does. A caller that
+ * can do without the call (a session whose token is still valid) bounds its wait: a provider that
+ * hangs must not hold such requests longer than a call would.
  */
 export class Turns {
   readonly #limit: number;
@@ -21,12 +23,14 @@ export class Turns {
     return { running: this.#running, waiting: this.#waiting.length };
   }
 
-  async run<T>(call: () => Promise<T>): Promise<T> {
-    if (this.#running >= this.#limit) {
-      await new Promise<void>((resolve) => this.#waiting.push(resolve));
-    } else {
-      this.#running++;
-    }
+  /** Runs `call` in its turn; throws `waitedTooLong()` when no turn came within `maxWaitMs`. */
+  async run<T>(
+    call: () => Promise<T>,
+    maxWaitMs = Number.POSITIVE_INFINITY,
+    waitedTooLong: () => Error = () => new Error('no turn'),
+  ): Promise<T> {
+    if (this.#running >= this.#limit) await this.#turn(maxWaitMs, waitedTooLong);
+    else this.#running++;
     try {
       return await call();
     } finally {
@@ -35,5 +39,23 @@ export class Turns {
       if (next) next();
       else this.#running--;
     }
+  }
+
+  /** Waits for a slot handed over by a finished call; gives up (throws) after `maxWaitMs`. */
+  #turn(maxWaitMs: number, waitedTooLong: () => Error): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      const take = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = Number.isFinite(maxWaitMs)
+        ? setTimeout(() => {
+            const at = this.#waiting.indexOf(take);
+            if (at !== -1) this.#waiting.splice(at, 1);
+            reject(waitedTooLong());
+          }, maxWaitMs)
+        : undefined;
+      this.#waiting.push(take);
+    });
   }
 }

@@ -99,7 +99,12 @@ export interface OidcProvider {
   reachable(): Promise<boolean>;
   authorizationUrl(request: AuthorizationRequest): Promise<string>;
   exchangeCode(callbackUrl: URL, request: AuthorizationRequest): Promise<TokenResult>;
-  refresh(refreshToken: string): Promise<RefreshResult>;
+  /**
+   * A refresh grant. Token-endpoint calls take turns (at most MAX_CONCURRENT_TOKEN_CALLS at once
+   * per replica); an `impatient` one — its session can go on with the current token — waits at
+   * most the call timeout for its turn, then fails as a timed-out call does.
+   */
+  refresh(refreshToken: string, options?: { readonly impatient?: boolean }): Promise<RefreshResult>;
   /**
    * Ends a refresh token's usefulness (sign-out): RFC 7009 revocation where discovery offers it,
    * else the token is spent with a refresh grant whose answer is dropped (see revoke.ts).

@@ -392,7 +392,8 @@ export class RefreshCoordinator {
     for (let attempt = 0; ; attempt++) {
       this.#spendBudget(request.session);
       try {
-        return await this.#o.oidc.refresh(rt);
+        // A session that can go on with its current token does not queue behind a storm for long.
+        return await this.#o.oidc.refresh(rt, { impatient: !request.patient });
       } catch (error) {
         const refreshError =
           error instanceof RefreshError ? error : new RefreshError('transient', String(error));

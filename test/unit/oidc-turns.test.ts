@@ -123,3 +123,58 @@ describe('the provider’s token endpoint under a refresh storm', () => {
     expect(outcomes).toEqual(Array.from({ length: 8 }, () => 'terminal'));
   });
 });
+
+describe('Turns against a provider that hangs', () => {
+  it('gives up a wait longer than maxWaitMs with the caller’s error, and keeps its count of slots right', async () => {
+    const turns = new Turns(1);
+    let release: () => void = () => undefined;
+    const first = turns.run(() => new Promise<string>((resolve) => (release = () => resolve('first'))));
+    const second = turns.run(
+      async () => 'second',
+      50,
+      () => new RefreshError('transient', 'no turn'),
+    );
+    await expect(second).rejects.toMatchObject({ kind: 'transient', message: 'no turn' });
+    expect(turns.load).toEqual({ running: 1, waiting: 0 });
+    release();
+    expect(await first).toBe('first');
+    expect(turns.load).toEqual({ running: 0, waiting: 0 });
+    expect(await turns.run(async () => 'third')).toBe('third');
+  });
+});
+
+describe('an impatient refresh (its session can go on with the current token)', () => {
+  it('waits at most the call timeout for its turn, then fails as a timed-out call does; a patient one waits', async () => {
+    const provider = await slowProvider(300);
+    closers.push(() => provider.server.close());
+    const oidc = createOidcProvider({
+      config: loadConfig({
+        OIDC_ISSUER_URL: provider.issuer,
+        OIDC_ALLOW_INSECURE_HTTP: 'true',
+        OIDC_CLIENT_ID: 'storm',
+        OIDC_CLIENT_SECRET: 'storm-secret-0123456789',
+        COOKIE_SECRET: TEST_COOKIE_SECRET,
+      }),
+      clock: systemClock,
+      log: silentLogger(),
+      timeoutMs: 500,
+      maxConcurrentTokenCalls: 1,
+    });
+    closers.push(() => oidc.close());
+    const kindOf = (p: Promise<unknown>) =>
+      p.then(
+        () => 'granted',
+        (error: unknown) => (error instanceof RefreshError ? `${error.kind}: ${error.message}` : 'other'),
+      );
+    // One turn, 300 ms a call: the second waits 300 ms, the fourth 900 ms (beyond the 500 ms timeout).
+    const first = kindOf(oidc.refresh('rt-1', { impatient: true }));
+    const second = kindOf(oidc.refresh('rt-2', { impatient: true }));
+    const patient = kindOf(oidc.refresh('rt-3'));
+    const fourth = kindOf(oidc.refresh('rt-4', { impatient: true }));
+    expect(await first).toMatch(/^terminal/);
+    expect(await second).toMatch(/^terminal/);
+    expect(await fourth).toMatch(/^transient: the provider is busy/);
+    expect(await patient).toMatch(/^terminal/); // waited 600 ms for its turn, then got its answer
+    expect(provider.seen.calls).toBe(3);
+  });
+});
