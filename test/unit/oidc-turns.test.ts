@@ -89,26 +89,31 @@ afterEach(() => {
   for (const close of closers.splice(0)) close();
 });
 
+/** Our provider client for `issuer`, closed after the test. */
+function clientOf(issuer: string, options: { timeoutMs: number; maxConcurrentTokenCalls: number }) {
+  const oidc = createOidcProvider({
+    config: loadConfig({
+      OIDC_ISSUER_URL: issuer,
+      OIDC_ALLOW_INSECURE_HTTP: 'true',
+      OIDC_CLIENT_ID: 'storm',
+      OIDC_CLIENT_SECRET: 'storm-secret-0123456789',
+      COOKIE_SECRET: TEST_COOKIE_SECRET,
+    }),
+    clock: systemClock,
+    log: silentLogger(),
+    ...options,
+  });
+  closers.push(() => oidc.close());
+  return oidc;
+}
+
 describe('the provider’s token endpoint under a refresh storm', () => {
   it('gets at most maxConcurrentTokenCalls grants at once per replica; waiting does not count against the call timeout', async () => {
     const provider = await slowProvider(120);
     closers.push(() => provider.server.close());
-    const oidc = createOidcProvider({
-      config: loadConfig({
-        OIDC_ISSUER_URL: provider.issuer,
-        OIDC_ALLOW_INSECURE_HTTP: 'true',
-        OIDC_CLIENT_ID: 'storm',
-        OIDC_CLIENT_SECRET: 'storm-secret-0123456789',
-        COOKIE_SECRET: TEST_COOKIE_SECRET,
-      }),
-      clock: systemClock,
-      log: silentLogger(),
-      // Each call takes 120 ms, all eight together 480 ms: far beyond the timeout, had they
-      // been timed from their request rather than from their turn.
-      timeoutMs: 400,
-      maxConcurrentTokenCalls: 2,
-    });
-    closers.push(() => oidc.close());
+    // Each call takes 120 ms, all eight together 480 ms: far beyond the timeout, had they been
+    // timed from their request rather than from their turn.
+    const oidc = clientOf(provider.issuer, { timeoutMs: 400, maxConcurrentTokenCalls: 2 });
     const outcomes = await Promise.all(
       Array.from({ length: 8 }, (_, i) =>
         oidc.refresh(`rt-${i}`).then(
@@ -147,20 +152,7 @@ describe('an impatient refresh (its session can go on with the current token)', 
   it('waits at most the call timeout for its turn, then fails as a timed-out call does; a patient one waits', async () => {
     const provider = await slowProvider(300);
     closers.push(() => provider.server.close());
-    const oidc = createOidcProvider({
-      config: loadConfig({
-        OIDC_ISSUER_URL: provider.issuer,
-        OIDC_ALLOW_INSECURE_HTTP: 'true',
-        OIDC_CLIENT_ID: 'storm',
-        OIDC_CLIENT_SECRET: 'storm-secret-0123456789',
-        COOKIE_SECRET: TEST_COOKIE_SECRET,
-      }),
-      clock: systemClock,
-      log: silentLogger(),
-      timeoutMs: 500,
-      maxConcurrentTokenCalls: 1,
-    });
-    closers.push(() => oidc.close());
+    const oidc = clientOf(provider.issuer, { timeoutMs: 500, maxConcurrentTokenCalls: 1 });
     const kindOf = (p: Promise<unknown>) =>
       p.then(
         () => 'granted',
