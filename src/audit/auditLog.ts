@@ -2,6 +2,7 @@ import { hostname } from 'node:os';
 import { type DestinationStream, destination, symbols } from 'pino';
 import { isPretty, type Logger, requestContext } from '../log.ts';
 import {
+  type AuditDecidedBy,
   type AuditEventType,
   type AuditRequest,
   type AuditWho,
@@ -49,6 +50,12 @@ export interface AuditLog {
   /** Whether an allowed decision is to be written now (the sample); ask before building it. */
   sampleAllow(): boolean;
   decision(event: DecisionEvent): void;
+  /**
+   * An allowed decision of the hot path, the same line decision() writes from parts made once:
+   * `who` is whoFragment() of the session (kept with its hot slot), `decidedBy` one of the
+   * authorizer's shared allow decisions (its fields are made once per decision object).
+   */
+  allowed(who: string, request: AuditRequest, decidedBy: AuditDecidedBy, requestId: string): void;
   login(who: AuditWho, request: AuditRequest): void;
   /** A refresh at the provider (once per refresh, by the replica that made it). */
   refresh(who: AuditWho, outcome: 'ok' | 'refused'): void;
@@ -64,6 +71,7 @@ export interface AuditLog {
 export const NO_AUDIT: AuditLog = {
   sampleAllow: () => false,
   decision() {},
+  allowed() {},
   login() {},
   refresh() {},
   signOut() {},
@@ -107,7 +115,8 @@ const MAX_PENDING = 64 * 1024;
 /** How long a line may wait for the next write. */
 const FLUSH_MS = 50;
 
-function whoJson(who: AuditWho | undefined): string {
+/** The `,"user":…,"sub":…,"groups":[…]` part of a line ('' for nobody). */
+export function whoFragment(who: AuditWho | undefined): string {
   if (who === undefined) return '';
   const json = JSON.stringify({ user: who.user, sub: who.sub, groups: who.groups });
   return json.length > 2 ? `,${json.slice(1, -1)}` : '';
@@ -132,6 +141,8 @@ class StreamAuditLog implements AuditLog {
   #scheduled = false;
   #lastNow = Number.NaN;
   #lastTime = '';
+  /** The decided fields of each allow decision object (the authorizer shares them). */
+  readonly #allowFields = new WeakMap<AuditDecidedBy, string>();
 
   constructor(sink: Sink, options: AuditOptions) {
     this.#sink = sink;
@@ -157,6 +168,22 @@ class StreamAuditLog implements AuditLog {
       ...decidedFields(event.outcome, event.status, by, event.reason),
       requestId: event.requestId,
     });
+  }
+
+  allowed(who: string, r: AuditRequest, by: AuditDecidedBy, requestId: string): void {
+    try {
+      let decided = this.#allowFields.get(by);
+      if (decided === undefined) {
+        decided = `,${JSON.stringify(decidedFields('allow', 200, by, undefined)).slice(1, -1)}`;
+        this.#allowFields.set(by, decided);
+      }
+      const where = `"method":${JSON.stringify(r.method)},"host":${JSON.stringify(r.host)},"path":${JSON.stringify(r.path)},"client":${JSON.stringify(r.clientIp)}`;
+      this.#queue(
+        `{"audit":true,"time":"${this.#time()}","event":"decision","replica":${this.#replicaJson}${who},${where}${decided},"requestId":${JSON.stringify(requestId)}}\n`,
+      );
+    } catch {
+      // a broken stream never breaks a request
+    }
   }
 
   login(who: AuditWho, request: AuditRequest): void {
@@ -244,7 +271,7 @@ class StreamAuditLog implements AuditLog {
       const rest = JSON.stringify(fields);
       const tail = rest.length > 2 ? `,${rest.slice(1, -1)}` : '';
       this.#queue(
-        `{"audit":true,"time":"${time}","event":"${event}","replica":${this.#replicaJson}${whoJson(who)}${tail}}\n`,
+        `{"audit":true,"time":"${time}","event":"${event}","replica":${this.#replicaJson}${whoFragment(who)}${tail}}\n`,
       );
     } catch {
       // a broken stream never breaks a request (the file's error handler said it once)

@@ -1,4 +1,5 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { whoFragment } from '../audit/auditLog.ts';
 import type { Decision } from '../authz/policy.ts';
 import type { Deps } from '../deps.ts';
 import type { OriginalRequest } from '../forward/original.ts';
@@ -13,15 +14,12 @@ function auditAllowed(
   req: IncomingMessage,
   hot: { original: OriginalRequest; session: Valid; decision: Decision },
 ): void {
-  const { identity } = hot.session.record;
-  deps.audit.decision({
-    status: 200,
-    outcome: 'allow',
-    who: { user: identity.user, sub: identity.sub, groups: identity.groups },
-    request: hot.original,
-    decidedBy: hot.decision,
-    requestId: requestIdOf(req),
+  const { session } = hot;
+  const who = deps.sessions.auditWho(session, () => {
+    const { identity } = session.record;
+    return whoFragment({ user: identity.user, sub: identity.sub, groups: identity.groups });
   });
+  deps.audit.allowed(who, hot.original, hot.decision, requestIdOf(req));
 }
 
 /**

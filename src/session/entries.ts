@@ -1,5 +1,5 @@
 import type { BoundedCache } from '../memory/budget.ts';
-import { estimateBytes } from '../memory/size.ts';
+import { estimateBytes, stringBytes } from '../memory/size.ts';
 import type { SessionRecord, Valid } from './model.ts';
 
 /**
@@ -28,6 +28,8 @@ export interface HotSlot {
   readonly liveUntil: number;
   readonly resolution: Valid;
   headers: ReplyHeaders | undefined;
+  /** The audit stream's who-part of this session's lines (auditLog.ts whoFragment), once asked for. */
+  auditWho: string | undefined;
   /** Bytes the record shares with the headers and the cookies cache once they are built (hotCache.ts). */
   shared: number;
 }
@@ -39,6 +41,7 @@ export function entryBytes(entry: SessionEntry): number {
   if (entry.hot) {
     bytes += 96 + (entry.hot.resolution.setCookie?.length ?? 0);
     if (entry.hot.headers) bytes += estimateBytes(entry.hot.headers, 3) - entry.hot.shared;
+    if (entry.hot.auditWho !== undefined) bytes += stringBytes(entry.hot.auditWho);
   }
   return bytes;
 }

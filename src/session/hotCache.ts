@@ -105,7 +105,15 @@ export class HotCache {
     // grace runs out, and it must be refused then.
     const long = this.#liveMs > this.#ms && resolution.setCookie === undefined && this.#live();
     const liveUntil = long ? now + this.#liveMs : 0;
-    entry.hot = { cookie, until: now + this.#ms, liveUntil, resolution, headers: undefined, shared: 0 };
+    entry.hot = {
+      cookie,
+      until: now + this.#ms,
+      liveUntil,
+      resolution,
+      headers: undefined,
+      auditWho: undefined,
+      shared: 0,
+    };
     this.#entries.resize(lookup);
   }
 
@@ -120,5 +128,17 @@ export class HotCache {
       this.#entries.resize(lookup as string);
     }
     return hot.headers;
+  }
+
+  /** The audit stream's who-part of a hot resolution's lines, made once by `build` and kept in its slot. */
+  auditWho(resolution: Valid, build: () => string, now: number): string {
+    const lookup = resolution.ref;
+    const hot = lookup === undefined ? undefined : this.#entries.peek(lookup, now)?.hot;
+    if (hot?.resolution !== resolution) return build();
+    if (hot.auditWho === undefined) {
+      hot.auditWho = build();
+      this.#entries.resize(lookup as string);
+    }
+    return hot.auditWho;
   }
 }

@@ -427,6 +427,11 @@ export class SessionService {
     return this.#p.hot.headers(session, build, this.#clock.now());
   }
 
+  /** The audit stream's who-part of a resolved session's lines, made once by `build` while it is hot. */
+  auditWho(session: Valid, build: () => string): string {
+    return this.#p.hot.auditWho(session, build, this.#clock.now());
+  }
+
   /** Resolves a session cookie, presented on `host`, to a fresh ID token, refreshing when needed. */
   async resolve(cookie: string, host?: string): Promise<Resolution> {
     const now = this.#clock.now();

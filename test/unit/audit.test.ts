@@ -2,8 +2,9 @@ import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSyn
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type AuditRequest, createAuditLog, NO_AUDIT } from '../../src/audit/auditLog.ts';
+import { type AuditRequest, createAuditLog, NO_AUDIT, whoFragment } from '../../src/audit/auditLog.ts';
 import { type EvaluablePolicy, evaluate } from '../../src/authz/evaluate.ts';
+import type { Decision } from '../../src/authz/policy.ts';
 import { buildRbacIndex } from '../../src/authz/rbac.ts';
 import { ConfigError, loadConfig } from '../../src/config.ts';
 import { identityFromClaims } from '../../src/identity/claims.ts';
@@ -186,6 +187,64 @@ describe('the audit writer', () => {
         requestId: 'two',
       }),
     ]);
+  });
+});
+
+describe('the hot path’s allowed decisions', () => {
+  it('are the very lines decision() writes, made from parts kept per session and per decision, whatever the values hold', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'audit-hot-'));
+    dirs.push(dir);
+    const path = join(dir, 'audit.jsonl');
+    const log = createLogger({ destination: new LogCapture() });
+    const audit = createAuditLog({
+      target: { kind: 'file', path },
+      allowRate: 1,
+      replica: 'r"1',
+      log,
+      now: () => 0,
+    });
+    const who = { user: 'jane "j" \u2028 \\', sub: 'sub\n1', groups: ['a,b', '\u0000', 'ü', '"'] };
+    const hostile: AuditRequest = { method: 'GET', host: 'h"x', path: '/p\\"\u007f', clientIp: '::1' };
+    const decisions: readonly Decision[] = [
+      { allowed: true, source: 'rule', rule: { index: 2, match: 'h/"p' } },
+      { allowed: true, source: 'rbac', binding: 'b"1' },
+      { allowed: true },
+    ];
+    for (const [i, by] of decisions.entries()) {
+      audit.decision({
+        status: 200,
+        outcome: 'allow',
+        who,
+        request: hostile,
+        decidedBy: by,
+        requestId: `id-${i}`,
+      });
+      audit.allowed(whoFragment(who), hostile, by, `id-${i}`);
+      audit.allowed(whoFragment(who), hostile, by, `id-${i}`); // the decision's fields, made once, again
+    }
+    audit.allowed(whoFragment(undefined), request, decisions[2] as Decision, 'nobody');
+    audit.decision({
+      status: 200,
+      outcome: 'allow',
+      request,
+      decidedBy: decisions[2] as Decision,
+      requestId: 'nobody',
+    });
+    audit.close();
+    await waitFor(() => existsSync(path) && readFileSync(path, 'utf8').split('\n').length > 11);
+    const lines = readFileSync(path, 'utf8').trim().split('\n');
+    expect(lines).toHaveLength(11);
+    for (let i = 0; i < 3; i++) {
+      expect(lines[3 * i + 1]).toBe(lines[3 * i]);
+      expect(lines[3 * i + 2]).toBe(lines[3 * i]);
+      expect(JSON.parse(lines[3 * i] as string)).toMatchObject({
+        ...who,
+        host: 'h"x',
+        decision: 'allow',
+        status: 200,
+      });
+    }
+    expect(lines[10]).toBe(lines[9]);
   });
 });
 

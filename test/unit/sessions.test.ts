@@ -709,6 +709,27 @@ describe('the memory budget', () => {
     expect(memory.usedBytes).toBeLessThan(3 * (8000 + 150 * 40) + 4000);
     expect(bytesOf(memory, 'cookies').entries).toBe(1);
   });
+
+  it('keeps the audit stream’s who-part with the hot slot: made once, charged to the entry, gone with the slot', async () => {
+    const memory = new MemoryBudget(64 * 1024 * 1024);
+    const sessions = service({ memory });
+    const { cookie } = await sessions.create(bigTokens('rt-0'));
+    const r = valid(await sessions.resolve(cookie));
+    const before = bytesOf(memory, 'sessions').bytes;
+    let built = 0;
+    const who = () => {
+      built++;
+      return `,"groups":${JSON.stringify(r.record.identity.groups)}`;
+    };
+    const part = sessions.auditWho(r, who);
+    expect(sessions.auditWho(r, who)).toBe(part);
+    expect(built).toBe(1);
+    expect(bytesOf(memory, 'sessions').bytes - before).toBeGreaterThanOrEqual(part.length);
+    // A resolution that is not the slot's (ended, replaced) gets its part made afresh, never kept.
+    expect(await sessions.end({ sub: r.record.u as string, session: r.ref })).toBe(true);
+    sessions.auditWho(r, who);
+    expect(built).toBe(2);
+  });
 });
 
 describe('the cold path (issue 15): a session past its hot window', () => {
