@@ -14,6 +14,8 @@ export interface SessionEntry {
   /** The authentication tag of the encrypted blob `record` was read from or written as. */
   tag: string | undefined;
   hot: HotSlot | undefined;
+  /** Bytes of the record's group names that are the pool's copies (charged there, once: internGroups). */
+  groupsShared: number;
 }
 
 /** A 200's headers as Node's writeHead takes them: name, value, name, value… */
@@ -37,11 +39,36 @@ export interface HotSlot {
 export type SessionEntries = BoundedCache<SessionEntry>;
 
 export function entryBytes(entry: SessionEntry): number {
-  let bytes = 64 + estimateBytes(entry.record) + (entry.tag?.length ?? 0) + 16;
+  let bytes = 64 + estimateBytes(entry.record) - entry.groupsShared + (entry.tag?.length ?? 0) + 16;
   if (entry.hot) {
     bytes += 96 + (entry.hot.resolution.setCookie?.length ?? 0);
     if (entry.hot.headers) bytes += estimateBytes(entry.hot.headers, 3) - entry.hot.shared;
     if (entry.hot.auditWho !== undefined) bytes += stringBytes(entry.hot.auditWho);
   }
   return bytes;
+}
+
+/** The pool of group names the sessions share (bounded like every cache; the name is its own key). */
+export type GroupNames = BoundedCache<string>;
+
+/**
+ * Puts the pool's copy of each group name into `groups` (same contents: nothing anyone reads
+ * changes), adding the names it lacks. A platform's users share their groups — a team's members
+ * hold the same few hundred names — so a session's groups cost it one pointer each rather than a
+ * string each (issue 15: 150 groups of 40 characters were 8 KB per session). Returns the bytes of
+ * the names no longer held by this session alone. A name the pool later evicts stays shared by the
+ * sessions that hold it, uncharged, until they go: at most the pool's own share of the budget.
+ */
+export function internGroups(groups: readonly string[], pool: GroupNames): number {
+  if (groups.length === 0 || Object.isFrozen(groups)) return 0;
+  const names = groups as string[];
+  let shared = 0;
+  for (let i = 0; i < names.length; i++) {
+    const name = names[i] as string;
+    const pooled = pool.peek(name, 0);
+    if (pooled === undefined) pool.set(name, name, Number.POSITIVE_INFINITY);
+    else names[i] = pooled;
+    shared += stringBytes(name);
+  }
+  return shared;
 }

@@ -3,7 +3,7 @@ import type { Identity } from '../identity/identity.ts';
 import { detached } from '../memory/size.ts';
 import { ID_TOKEN_MAX_BYTES } from '../oidc/limits.ts';
 import { decrypt, encrypt, type SessionKeys } from './crypto.ts';
-import type { SessionEntries } from './entries.ts';
+import { type GroupNames, internGroups, type SessionEntries } from './entries.ts';
 import type { SessionRecord } from './model.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
 
@@ -28,6 +28,8 @@ export interface IdentityMapper {
 export interface RecordStoreOptions {
   readonly store: Store;
   readonly entries: SessionEntries;
+  /** The group names the sessions share (entries.ts internGroups). */
+  readonly groupNames: GroupNames;
   /** How long a record outlives its ID token, so a stale cookie can still find the current one. */
   readonly recordGraceMs: number;
   readonly identities: IdentityMapper | undefined;
@@ -48,6 +50,7 @@ const tagOf = (blob: string) => detached(blob.slice(-22));
 export class RecordStore {
   readonly #store: Store;
   readonly #entries: SessionEntries;
+  readonly #groupNames: GroupNames;
   readonly #graceMs: number;
   readonly #identities: IdentityMapper | undefined;
   readonly #onStoreDown: () => void;
@@ -57,6 +60,7 @@ export class RecordStore {
   constructor(options: RecordStoreOptions) {
     this.#store = options.store;
     this.#entries = options.entries;
+    this.#groupNames = options.groupNames;
     this.#graceMs = options.recordGraceMs;
     this.#identities = options.identities;
     this.#onStoreDown = options.onStoreDown;
@@ -167,6 +171,7 @@ export class RecordStore {
     const now = this.#now();
     const entry = this.#entries.peek(lookup, now);
     if (entry && entry.record === record && entry.tag === tag) return;
-    this.#entries.set(lookup, { record, tag, hot: undefined }, until);
+    const groupsShared = internGroups(record.identity.groups, this.#groupNames);
+    this.#entries.set(lookup, { record, tag, hot: undefined, groupsShared }, until);
   }
 }

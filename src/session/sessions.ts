@@ -152,6 +152,8 @@ function caches(memory: MemoryBudget) {
   return {
     entries: memory.cache<SessionEntry>('sessions', { share: 0.55, sizeOf: entryBytes }),
     cookies: memory.cache<Unsealed>('cookies', { share: 0.15, sizeOf: CookieCodec.sizeOf }),
+    // The name is the entry's key (charged there); its value the same string.
+    groupNames: memory.cache<string>('group-names', { share: 0.04, sizeOf: () => 0 }),
     chains: memory.cache<Chain>('chains', { share: 0.05, sizeOf: (c) => estimateBytes(c) }),
     seen: memory.cache<Seen>('activity', { share: 0.05, sizeOf: () => 40 }),
     endings: memory.cache<number>('endings', { share: 0.1, sizeOf: () => 16 }),
@@ -253,6 +255,7 @@ export class SessionService {
     return new RecordStore({
       store: this.#store,
       entries: cache.entries,
+      groupNames: cache.groupNames,
       recordGraceMs: options.recordGraceMs ?? 15 * 60_000,
       identities: this.#identities,
       onStoreDown: () => this.#storeDown(),
