@@ -710,6 +710,32 @@ describe('the memory budget', () => {
     expect(bytesOf(memory, 'cookies').entries).toBe(1);
   });
 
+  it('keeps one copy of each group name for all the sessions in the group, and charges each session only its pointers', async () => {
+    // Ten users in the same 150 groups, and ten of as many groups of the same lengths, each their own.
+    const charged = async (nameOf: (user: number, group: number) => string) => {
+      const memory = new MemoryBudget(64 * 1024 * 1024);
+      const sessions = service({ memory, config: { ...config, maxSessionsPerUser: 1_000 } });
+      const records = [];
+      for (let u = 0; u < 10; u++) {
+        const tokens = provider.tokens(`rt-${u}`);
+        const own = groups.map((_, g) => nameOf(u, g));
+        const { cookie } = await sessions.create({ ...tokens, claims: { ...tokens.claims, groups: own } });
+        records.push(valid(await sessions.resolve(cookie)).record);
+      }
+      return { sessions: bytesOf(memory, 'sessions').bytes, names: bytesOf(memory, 'group-names'), records };
+    };
+    const shared = await charged((_, g) => groups[g] as string);
+    const own = await charged((u, g) => `${String(u).padStart(2, '0')}${(groups[g] as string).slice(2)}`);
+    expect(shared.names.entries).toBe(150);
+    expect(own.names.entries).toBe(1500);
+    // Same contents as the claims said, whoever holds the copies.
+    expect(shared.records.map((r) => r.identity.groups)).toEqual(Array.from({ length: 10 }, () => groups));
+    // Each session charges pointers only; the pool charges each name once.
+    const nameBytes = 150 * (16 + 40);
+    expect(own.sessions).toBe(shared.sessions);
+    expect(shared.sessions + shared.names.bytes).toBeLessThan(own.sessions + own.names.bytes - 9 * nameBytes);
+  });
+
   it('keeps the audit stream’s who-part with the hot slot: made once, charged to the entry, gone with the slot', async () => {
     const memory = new MemoryBudget(64 * 1024 * 1024);
     const sessions = service({ memory });
