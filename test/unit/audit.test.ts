@@ -248,6 +248,32 @@ describe('the hot path’s allowed decisions', () => {
   });
 });
 
+describe('an audit file under load', () => {
+  it('gets every line whole, in order, whatever its characters and length (lines longer than a write included)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'audit-bytes-'));
+    dirs.push(dir);
+    const path = join(dir, 'audit.jsonl');
+    const log = createLogger({ destination: new LogCapture() });
+    const audit = createAuditLog({ target: { kind: 'file', path }, allowRate: 1, replica: 'r', log });
+    const users = ['jane', '日本語のユーザー'.repeat(40), '😀'.repeat(300), 'a"\\\n'];
+    const many = Array.from({ length: 3000 }, (_, i) => `grupo-ñ-${i}-€`);
+    const by = { allowed: true, source: 'default' } as const;
+    for (let i = 0; i < 4000; i++) {
+      const who = { user: users[i % users.length], sub: `s${i}`, groups: i === 1234 ? many : ['g'] };
+      audit.allowed(whoFragment(who), request, by, `id-${i}`);
+    }
+    audit.close();
+    await waitFor(() => existsSync(path) && readFileSync(path, 'utf8').split('\n').length > 4000);
+    const lines = readFileSync(path, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
+    expect(lines.map((l) => l.requestId)).toEqual(Array.from({ length: 4000 }, (_, i) => `id-${i}`));
+    expect(lines.map((l) => l.user)).toEqual(Array.from({ length: 4000 }, (_, i) => users[i % users.length]));
+    expect(lines[1234].groups).toEqual(many);
+  });
+});
+
 describe('an audit file that cannot be written', () => {
   it('is said once in the log, and never fails the caller', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'audit-bad-'));
