@@ -16,7 +16,7 @@ import { type SealedUser, sealSessions } from '../support/sealedSessions.ts';
 import { TEST_DEFAULTS } from '../support/service.ts';
 import { RUNTIME_FLAGS, type ServiceProcess, startServiceProcess } from '../support/serviceProcess.ts';
 import { type LoadResult, runLoad } from './load.ts';
-import { cpuSeconds, rssMiB } from './proc.ts';
+import { cpuSeconds, rssAnonMiB, rssMiB } from './proc.ts';
 import type { ManyResult, ManyRow, MissRow } from './report.ts';
 import { appHost, forwardAuthHeaders, get, login, SESSION_COOKIE } from './sessions.ts';
 
@@ -343,13 +343,14 @@ export class ManySessions {
       sameRatio: same.rps > 0 ? summary.rps / same.rps : 0,
       rssAfterLoginsMiB: rssAfterLogins,
       rssAfterLoadMiB: rssMiB(pid),
+      rssAnonAfterLoadMiB: rssAnonMiB(pid),
       ...(await heapAndCaches(service.port)),
       redisBytesPerSession: made.count >= 100 ? redisDelta / made.count : undefined,
       redisMiB: redisTotal / 2 ** 20,
       outcomes,
     };
     this.#ctx.log(
-      `many sessions: ${size} (${made.how}): ${Math.round(row.rps)} req/s (bare ${Math.round(bareRps)}, × ${row.ratio.toFixed(2)}; bare answering each session's own 200 ${Math.round(same.rps)}, × ${(row.sameRatio ?? 0).toFixed(2)}), p99 ${row.p99Ms.toFixed(2)} ms (bare ${row.bareP99Ms.toFixed(2)}), CPU per request ${row.cpuUsPerRequest?.toFixed(0)} µs (bare ${row.bareCpuUsPerRequest?.toFixed(0)}), RSS ${row.rssAfterLoginsMiB?.toFixed(0)} → ${row.rssAfterLoadMiB?.toFixed(0)} MiB (heap used ${row.heapMiB.toFixed(0)}, caches ${row.cacheMiB.toFixed(0)}), outcomes ${JSON.stringify(outcomes)}`,
+      `many sessions: ${size} (${made.how}): ${Math.round(row.rps)} req/s (bare ${Math.round(bareRps)}, × ${row.ratio.toFixed(2)}; bare answering each session's own 200 ${Math.round(same.rps)}, × ${(row.sameRatio ?? 0).toFixed(2)}), p99 ${row.p99Ms.toFixed(2)} ms (bare ${row.bareP99Ms.toFixed(2)}), CPU per request ${row.cpuUsPerRequest?.toFixed(0)} µs (bare ${row.bareCpuUsPerRequest?.toFixed(0)}), RSS ${row.rssAfterLoginsMiB?.toFixed(0)} → ${row.rssAfterLoadMiB?.toFixed(0)} MiB (anonymous ${row.rssAnonAfterLoadMiB?.toFixed(0)}, heap used ${row.heapMiB.toFixed(0)}, caches ${row.cacheMiB.toFixed(0)}), outcomes ${JSON.stringify(outcomes)}`,
     );
     return row;
   }

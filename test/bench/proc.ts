@@ -59,6 +59,21 @@ export function rssMiB(pid: number | undefined): number | undefined {
   }
 }
 
+/**
+ * The anonymous part of the resident set in MiB (RssAnon: heap, stacks, buffers), or undefined.
+ * The rest is mapped files — above all the node binary's own code (~50 MiB of Node 24), shared
+ * and reclaimable.
+ */
+export function rssAnonMiB(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined;
+  try {
+    const m = /^RssAnon:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m?.[1] === undefined ? undefined : Number(m[1]) / 1024;
+  } catch {
+    return undefined;
+  }
+}
+
 /** CPU seconds the whole machine has spent busy (all cores; /proc/stat minus idle and iowait). */
 export function machineBusySeconds(): number {
   try {

@@ -166,6 +166,7 @@ describe('the benchmark harness', () => {
       ratio: 0.6,
       rssAfterLoginsMiB: 120,
       rssAfterLoadMiB: 140,
+      rssAnonAfterLoadMiB: 90,
       heapMiB: 80,
       cacheMiB: 40,
       redisBytesPerSession: 9_830,
@@ -214,6 +215,8 @@ describe('the benchmark harness', () => {
     expect(text).toMatch(/\|\s+10,000 \| logins \+ sealed \(21 s\) \|\s+9,000 \|\s+0\.60 \|/);
     expect(text).toContain('9.6 KiB');
     expect(text).toContain('25 %');
+    expect(text).toContain('120 MiB → 140 MiB (90 MiB)');
+    expect(text).toMatch(/RSS after 10,000 sessions and load ≤ 150 MB\s+\| 147 MB \(94 MB anonymous\)/);
     expect(text).toContain('a miss costs about 150 µs of service CPU more than a hit');
     // The targets, judged from the same numbers: measured ones met or not, the rest open.
     const judged = Object.fromEntries(targets(results).map((t) => [t.target, t.met]));
