@@ -48,31 +48,28 @@ export function cpuSeconds(pid: number | undefined): number | undefined {
   }
 }
 
-/** Resident set size in MiB (VmRSS), or undefined when the process is gone. */
-export function rssMiB(pid: number | undefined): number | undefined {
+/** A `… kB` field of /proc/<pid>/status in MiB, or undefined when the process is gone. */
+function statusMiB(pid: number | undefined, field: 'VmRSS' | 'RssAnon'): number | undefined {
   if (pid === undefined) return undefined;
   try {
-    const m = /^VmRSS:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    const m = new RegExp(`^${field}:\\s+(\\d+)\\s+kB$`, 'm').exec(
+      readFileSync(`/proc/${pid}/status`, 'utf8'),
+    );
     return m?.[1] === undefined ? undefined : Number(m[1]) / 1024;
   } catch {
     return undefined;
   }
 }
 
+/** Resident set size in MiB (VmRSS), or undefined when the process is gone. */
+export const rssMiB = (pid: number | undefined): number | undefined => statusMiB(pid, 'VmRSS');
+
 /**
  * The anonymous part of the resident set in MiB (RssAnon: heap, stacks, buffers), or undefined.
  * The rest is mapped files — above all the node binary's own code (~50 MiB of Node 24), shared
  * and reclaimable.
  */
-export function rssAnonMiB(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined;
-  try {
-    const m = /^RssAnon:\s+(\d+)\s+kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m?.[1] === undefined ? undefined : Number(m[1]) / 1024;
-  } catch {
-    return undefined;
-  }
-}
+export const rssAnonMiB = (pid: number | undefined): number | undefined => statusMiB(pid, 'RssAnon');
 
 /** CPU seconds the whole machine has spent busy (all cores; /proc/stat minus idle and iowait). */
 export function machineBusySeconds(): number {
