@@ -56,8 +56,10 @@ export type GroupNames = BoundedCache<string>;
  * changes), adding the names it lacks. A platform's users share their groups — a team's members
  * hold the same few hundred names — so a session's groups cost it one pointer each rather than a
  * string each (issue 15: 150 groups of 40 characters were 8 KB per session). Returns the bytes of
- * the names no longer held by this session alone. A name the pool later evicts stays shared by the
- * sessions that hold it, uncharged, until they go: at most the pool's own share of the budget.
+ * the names this session found in the pool, which it need not be charged for again: a name it
+ * brings itself stays charged to it in full, so an identity provider sending thousands of names
+ * no one else holds cannot make the pool's evictions leave them uncounted. What can go uncounted
+ * is one copy of a shared name after the session that brought it is gone.
  */
 export function internGroups(groups: readonly string[], pool: GroupNames): number {
   if (groups.length === 0 || Object.isFrozen(groups)) return 0;
@@ -66,9 +68,12 @@ export function internGroups(groups: readonly string[], pool: GroupNames): numbe
   for (let i = 0; i < names.length; i++) {
     const name = names[i] as string;
     const pooled = pool.peek(name, 0);
-    if (pooled === undefined) pool.set(name, name, Number.POSITIVE_INFINITY);
-    else names[i] = pooled;
-    shared += stringBytes(name);
+    if (pooled === undefined) {
+      pool.set(name, name, Number.POSITIVE_INFINITY);
+    } else {
+      names[i] = pooled;
+      shared += stringBytes(name);
+    }
   }
   return shared;
 }
