@@ -88,7 +88,14 @@ export class Activity {
       return false; // Redis down: never a reason to end a session
     }
     if (shared === undefined) return false; // unknown (Redis lost its data): not idle
-    return now - Math.max(shared, seen?.at ?? shared) >= this.#idleMs;
+    const last = Math.max(shared, seen?.at ?? shared);
+    if (now - last >= this.#idleMs) return true;
+    // The store holds a use that recent: the touch that follows this resolution need not write
+    // one again before the interval is over (issue 15: a session evicted from this replica's
+    // memory wrote its last use at every read back, one more Redis call per cache miss).
+    if (seen === undefined) this.#seen.set(lookup, { at: last, written: shared }, now + this.#idleMs);
+    else seen.written = Math.max(seen.written, shared);
+    return false;
   }
 
   forget(lookup: string): void {

@@ -570,6 +570,22 @@ describe('SESSION_IDLE_TIMEOUT', () => {
     expect(counted.writes() - before).toBeGreaterThan(10);
   });
 
+  it('does not write a last use it has just read from the store: a replica reading a session back costs no write', async () => {
+    const counted = counting();
+    const a = service({ config: idle, store: counted.store });
+    const b = service({ config: idle, store: counted.store });
+    const { cookie } = await a.create(provider.tokens('rt-0'));
+    clock.advance(30_000); // used on a moments ago; b has never seen it (a new replica, an evicted entry)
+    valid(await a.resolve(cookie));
+    const before = counted.writes();
+    valid(await b.resolve(cookie));
+    expect(counted.writes()).toBe(before);
+    // … and once the interval (an eighth of the timeout) is over, b's uses are written again.
+    clock.advance(76_000);
+    valid(await b.resolve(cookie));
+    expect(counted.writes()).toBe(before + 1);
+  });
+
   it('never calls a session idle because Redis lost its data', async () => {
     const a = service({ config: idle });
     const { cookie } = await a.create(provider.tokens('rt-0'));
