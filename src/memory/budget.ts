@@ -226,20 +226,25 @@ export class MemoryBudget {
     if (delta > 0 && this.#used > this.#maxBytes) this.#shrink();
   }
 
-  /** Evicts from the cache furthest over its share until the budget holds. */
+  /**
+   * Evicts from the cache furthest over its share until the budget holds. An account that gives
+   * nothing up (the group-names pool: bounded by its share on its own) is passed over.
+   */
   #shrink(): void {
+    const spent = new Set<Account>();
     while (this.#used > this.#maxBytes) {
       let victim: Account | undefined;
       let worst = -1;
       for (const cache of this.#caches) {
-        if (cache.size === 0) continue;
+        if (cache.size === 0 || spent.has(cache)) continue;
         const ratio = cache.bytes / (cache.share * this.#maxBytes);
         if (ratio > worst) {
           worst = ratio;
           victim = cache;
         }
       }
-      if (!victim?.evictOldest()) return;
+      if (victim === undefined) return;
+      if (!victim.evictOldest()) spent.add(victim);
     }
   }
 }

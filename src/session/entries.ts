@@ -1,5 +1,5 @@
 import type { BoundedCache } from '../memory/budget.ts';
-import { estimateBytes, stringBytes } from '../memory/size.ts';
+import { estimateBytes } from '../memory/size.ts';
 import type { SessionRecord, Valid } from './model.ts';
 
 /**
@@ -14,7 +14,7 @@ export interface SessionEntry {
   /** The authentication tag of the encrypted blob `record` was read from or written as. */
   tag: string | undefined;
   hot: HotSlot | undefined;
-  /** Bytes of the record's group names that are the pool's copies (charged there, once: internGroups). */
+  /** Bytes of the record's group names that are the pool's copies (charged there, once: groupNames.ts). */
   groupsShared: number;
 }
 
@@ -43,37 +43,8 @@ export function entryBytes(entry: SessionEntry): number {
   if (entry.hot) {
     bytes += 96 + (entry.hot.resolution.setCookie?.length ?? 0);
     if (entry.hot.headers) bytes += estimateBytes(entry.hot.headers, 3) - entry.hot.shared;
-    if (entry.hot.auditWho !== undefined) bytes += stringBytes(entry.hot.auditWho);
+    // JSON keeps the users' own characters: charged as two-byte, whatever they are (≤ 1 KB).
+    if (entry.hot.auditWho !== undefined) bytes += 16 + 2 * entry.hot.auditWho.length;
   }
   return bytes;
-}
-
-/** The pool of group names the sessions share (bounded like every cache; the name is its own key). */
-export type GroupNames = BoundedCache<string>;
-
-/**
- * Puts the pool's copy of each group name into `groups` (same contents: nothing anyone reads
- * changes), adding the names it lacks. A platform's users share their groups — a team's members
- * hold the same few hundred names — so a session's groups cost it one pointer each rather than a
- * string each (issue 15: 150 groups of 40 characters were 8 KB per session). Returns the bytes of
- * the names this session found in the pool, which it need not be charged for again: a name it
- * brings itself stays charged to it in full, so an identity provider sending thousands of names
- * no one else holds cannot make the pool's evictions leave them uncounted. What can go uncounted
- * is one copy of a shared name after the session that brought it is gone.
- */
-export function internGroups(groups: readonly string[], pool: GroupNames): number {
-  if (groups.length === 0 || Object.isFrozen(groups)) return 0;
-  const names = groups as string[];
-  let shared = 0;
-  for (let i = 0; i < names.length; i++) {
-    const name = names[i] as string;
-    const pooled = pool.peek(name, 0);
-    if (pooled === undefined) {
-      pool.set(name, name, Number.POSITIVE_INFINITY);
-    } else {
-      names[i] = pooled;
-      shared += stringBytes(name);
-    }
-  }
-  return shared;
 }

@@ -3,7 +3,8 @@ import type { Identity } from '../identity/identity.ts';
 import { detached } from '../memory/size.ts';
 import { ID_TOKEN_MAX_BYTES } from '../oidc/limits.ts';
 import { decrypt, encrypt, type SessionKeys } from './crypto.ts';
-import { type GroupNames, internGroups, type SessionEntries } from './entries.ts';
+import type { SessionEntries } from './entries.ts';
+import { type GroupNames, internGroups } from './groupNames.ts';
 import type { SessionRecord } from './model.ts';
 import { type Store, StoreUnavailableError } from './store.ts';
 
@@ -28,7 +29,7 @@ export interface IdentityMapper {
 export interface RecordStoreOptions {
   readonly store: Store;
   readonly entries: SessionEntries;
-  /** The group names the sessions share (entries.ts internGroups). */
+  /** The group names the sessions share (groupNames.ts). */
   readonly groupNames: GroupNames;
   /** How long a record outlives its ID token, so a stale cookie can still find the current one. */
   readonly recordGraceMs: number;

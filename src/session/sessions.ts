@@ -14,6 +14,7 @@ import { CookieCodec } from './codec.ts';
 import { fingerprint, newSessionId } from './crypto.ts';
 import { Endings } from './endings.ts';
 import { entryBytes, type ReplyHeaders, type SessionEntries, type SessionEntry } from './entries.ts';
+import { GroupNames } from './groupNames.ts';
 import { HotCache } from './hotCache.ts';
 import {
   isNewer,
@@ -152,8 +153,7 @@ function caches(memory: MemoryBudget) {
   return {
     entries: memory.cache<SessionEntry>('sessions', { share: 0.55, sizeOf: entryBytes }),
     cookies: memory.cache<Unsealed>('cookies', { share: 0.15, sizeOf: CookieCodec.sizeOf }),
-    // The name is the entry's key (charged there); its value the same string.
-    groupNames: memory.cache<string>('group-names', { share: 0.04, sizeOf: () => 0 }),
+    groupNames: new GroupNames(memory, 0.04),
     chains: memory.cache<Chain>('chains', { share: 0.05, sizeOf: (c) => estimateBytes(c) }),
     seen: memory.cache<Seen>('activity', { share: 0.05, sizeOf: () => 40 }),
     endings: memory.cache<number>('endings', { share: 0.1, sizeOf: () => 16 }),

@@ -4,6 +4,7 @@ import { loadConfig } from '../../src/config.ts';
 import { defaultBudgetBytes, MemoryBudget } from '../../src/memory/budget.ts';
 import { registerCacheMetrics } from '../../src/memory/metrics.ts';
 import { estimateBytes, stringBytes } from '../../src/memory/size.ts';
+import { GroupNames } from '../../src/session/groupNames.ts';
 
 /**
  * One byte budget for every in-process cache (src/memory/): entries are charged by an estimate of
@@ -14,6 +15,22 @@ import { estimateBytes, stringBytes } from '../../src/memory/size.ts';
 const kib = (n: number) => 'x'.repeat(n * 1024);
 
 describe('the memory budget', () => {
+  it('passes over an account that gives nothing up (the group-names pool) and evicts the others until it holds', () => {
+    const budget = new MemoryBudget(10_000);
+    const pool = new GroupNames(budget, 0.1);
+    for (let i = 0; pool.intern(`group-${String(i).padStart(30, '0')}`) !== undefined; i++);
+    const held = pool.size;
+    expect(pool.bytes).toBeLessThanOrEqual(1_000);
+    const cache = budget.cache<string>('other', { share: 0.9, sizeOf: stringBytes });
+    for (let i = 0; i < 20; i++) cache.set(`k${i}`, 'v'.repeat(100), Number.POSITIVE_INFINITY);
+    // Shrunk, the pool is furthest over its share; it keeps its names, the other cache pays.
+    budget.setMaxBytes(3_000);
+    expect(budget.usedBytes).toBeLessThanOrEqual(3_000);
+    expect(pool.size).toBe(held);
+    expect(cache.size).toBeGreaterThan(0);
+    expect(cache.size).toBeLessThan(20);
+  });
+
   it('charges key and value bytes and never holds more than its limit, evicting the least recently used', () => {
     const budget = new MemoryBudget(64 * 1024);
     const cache = budget.cache<string>('c', { share: 1, sizeOf: stringBytes });

@@ -727,7 +727,7 @@ describe('the memory budget', () => {
     expect(bytesOf(memory, 'cookies').entries).toBe(1);
   });
 
-  it('keeps one copy of each group name for all the sessions in the group, charging the sessions that found it there only a pointer', async () => {
+  it('keeps one copy of each group name for all the sessions in the group, and charges each session only its pointers', async () => {
     // Ten users in the same 150 groups, and ten of as many groups of the same lengths, each their own.
     const charged = async (nameOf: (user: number, group: number) => string) => {
       const memory = new MemoryBudget(64 * 1024 * 1024);
@@ -747,33 +747,81 @@ describe('the memory budget', () => {
     expect(own.names.entries).toBe(1500);
     // Same contents as the claims said, whoever holds the copies.
     expect(shared.records.map((r) => r.identity.groups)).toEqual(Array.from({ length: 10 }, () => groups));
-    // A session charges pointers for the names it found in the pool, and in full for the names it
-    // brought (a provider's thousands of names no one shares cannot go uncounted when the pool
-    // evicts them): the nine later sessions of the shared groups are charged 150 strings less.
+    // Each session charges pointers; the pool charges each name once.
     const nameBytes = 150 * (16 + 40);
-    expect(own.sessions - shared.sessions).toBeGreaterThanOrEqual(9 * nameBytes);
-    expect(own.sessions - shared.sessions).toBeLessThan(10 * nameBytes);
+    expect(own.sessions).toBe(shared.sessions);
+    expect(shared.sessions + shared.names.bytes).toBeLessThan(own.sessions + own.names.bytes - 9 * nameBytes);
   });
 
-  it('charges in full the names only one session holds: a provider’s thousands of unique groups cannot go uncounted when the pool evicts them', async () => {
+  /** The bytes of the distinct group names the sessions hold, as the budget estimates strings. */
+  const heldNameBytes = (records: readonly { identity: { groups: readonly string[] } }[]) =>
+    [...new Set(records.flatMap((r) => r.identity.groups))].reduce((n, g) => n + 16 + g.length, 0);
+
+  it('counts every name a session holds, however many unique names a provider sends: the pool stops at its share and gives up nothing', async () => {
     const memory = new MemoryBudget(4 * 1024 * 1024);
     const sessions = service({ memory, config: { ...config, maxSessionsPerUser: 1_000 } });
-    const perSession = 2_000;
-    const nameBytes = perSession * (16 + 30);
+    const cookies: string[] = [];
     for (let u = 0; u < 12; u++) {
       const tokens = provider.tokens(`rt-${u}`);
       const own = Array.from(
-        { length: perSession },
+        { length: 2_000 },
         (_, g) => `u${String(u).padStart(3, '0')}-${String(g).padStart(24, '0')}`,
       );
       const { cookie } = await sessions.create({ ...tokens, claims: { ...tokens.claims, groups: own } });
       valid(await sessions.resolve(cookie));
-      const entries = bytesOf(memory, 'sessions');
-      // Every session held is charged at least for its own strings, however the pool fares.
-      expect(entries.bytes / entries.entries).toBeGreaterThan(nameBytes);
+      cookies.push(cookie);
+      // What the service still holds (a hot session is one whose entry is kept).
+      const held = cookies.flatMap((c) => sessions.peekHot(c)?.record ?? []);
+      expect(held.length).toBeGreaterThan(0);
+      expect(memory.usedBytes).toBeGreaterThan(heldNameBytes(held));
       expect(memory.usedBytes).toBeLessThanOrEqual(memory.maxBytes);
     }
-    expect(bytesOf(memory, 'group-names').evictions).toBeGreaterThan(0);
+    const pool = bytesOf(memory, 'group-names');
+    expect(pool.evictions).toBe(0);
+    expect(pool.bytes).toBeLessThanOrEqual(0.04 * memory.maxBytes);
+    expect(pool.entries).toBeLessThan(12 * 2_000); // full: the later names stay their sessions' own
+  });
+
+  it('still counts a session’s names after its refresh, with or without a new ID token', async () => {
+    const own = Array.from({ length: 2_000 }, (_, g) => `r-${String(g).padStart(27, '0')}`);
+    // The provider's tokens, at login and at every refresh, name these groups.
+    const tokensOf = provider.tokens.bind(provider);
+    provider.tokens = (rt: string) => {
+      const t = tokensOf(rt);
+      return { ...t, claims: { ...t.claims, groups: [...own] } };
+    };
+    for (const withoutIdToken of [false, true]) {
+      const memory = new MemoryBudget(64 * 1024 * 1024);
+      const sessions = service({ memory });
+      const { cookie } = await sessions.create(provider.tokens(`rt-${withoutIdToken}`));
+      valid(await sessions.resolve(cookie));
+      provider.withoutIdToken = withoutIdToken;
+      clock.advance(600_000 - 20_000); // due
+      const r = valid(await sessions.resolve(cookie));
+      expect(r.refreshed).toBe(true);
+      expect(r.record.identity.groups).toEqual(own);
+      expect(memory.usedBytes).toBeGreaterThan(heldNameBytes([r.record]));
+      // The refreshed record holds the pool's copies, charged there: under any pressure the pool
+      // keeps them (a budget shrunk below it evicts everything else first, and then stops).
+      memory.setMaxBytes(64 * 1024);
+      expect(bytesOf(memory, 'group-names').entries).toBe(2_000);
+      expect(bytesOf(memory, 'group-names').evictions).toBe(0);
+      provider.withoutIdToken = false;
+    }
+  });
+
+  it('charges a kept audit who-part for the two-byte characters the users’ names may have', async () => {
+    const memory = new MemoryBudget(64 * 1024 * 1024);
+    const sessions = service({ memory });
+    const groups = Array.from({ length: 20 }, (_, i) => `группа-разработки-${i}-ж`);
+    const t = provider.tokens('rt-0');
+    const { cookie } = await sessions.create({ ...t, claims: { ...t.claims, groups } });
+    const r = valid(await sessions.resolve(cookie));
+    const before = bytesOf(memory, 'sessions').bytes;
+    const part = sessions.auditWho(r, () => `,"groups":${JSON.stringify(r.record.identity.groups)}`);
+    expect(part.length).toBeGreaterThan(256);
+    expect(part.length).toBeLessThanOrEqual(1024);
+    expect(bytesOf(memory, 'sessions').bytes - before).toBeGreaterThanOrEqual(2 * part.length);
   });
 
   it('keeps the audit stream’s who-part with the hot slot: made once, charged to the entry, gone with the slot', async () => {
