@@ -233,6 +233,8 @@ describe("Dex's one refresh token per user and client", () => {
     expect((await first.get(`${stack.appUrl}/one/next`, { accept: 'application/json' })).status).toBe(200);
     // Both are due: one refresh grant renews both, with the newest token, never the deleted one.
     await untilDue();
+    // The renewed token falls due no sooner than this (issued during the next request).
+    const renewedDue = Date.now() + (TTL - SKEW) * 1000;
     expect((await first.get(`${stack.appUrl}/one/later`, { accept: 'application/json' })).status).toBe(200);
     expect((await second.get(`${stack.appUrl}/two/later`, { accept: 'application/json' })).status).toBe(200);
     await untilExpired();
@@ -240,7 +242,11 @@ describe("Dex's one refresh token per user and client", () => {
       200,
     );
     expect((await first.get(`${stack.appUrl}/one/expired`, { accept: 'application/json' })).status).toBe(200);
-    expect(stack.dex.counts.refreshGrants - grants).toBe(1);
+    // One grant for both — and, on a machine so slow that the renewed token fell due too before
+    // these last requests (seen once in CI), one more for it, never one per browser.
+    const renewedFellDue = Date.now() >= renewedDue ? 1 : 0;
+    expect(stack.dex.counts.refreshGrants - grants).toBeGreaterThanOrEqual(1);
+    expect(stack.dex.counts.refreshGrants - grants).toBeLessThanOrEqual(1 + renewedFellDue);
     expect(stack.dex.counts.tokenErrors).toBe(errors);
   });
 });
