@@ -177,10 +177,8 @@ class StreamAuditLog implements AuditLog {
         decided = `,${JSON.stringify(decidedFields('allow', 200, by, undefined)).slice(1, -1)}`;
         this.#allowFields.set(by, decided);
       }
-      const where = `"method":${JSON.stringify(r.method)},"host":${JSON.stringify(r.host)},"path":${JSON.stringify(r.path)},"client":${JSON.stringify(r.clientIp)}`;
-      this.#queue(
-        `{"audit":true,"time":"${this.#time()}","event":"decision","replica":${this.#replicaJson}${who},${where}${decided},"requestId":${JSON.stringify(requestId)}}\n`,
-      );
+      const where = `,"method":${JSON.stringify(r.method)},"host":${JSON.stringify(r.host)},"path":${JSON.stringify(r.path)},"client":${JSON.stringify(r.clientIp)}`;
+      this.#line('decision', who, `${where}${decided},"requestId":${JSON.stringify(requestId)}`);
     } catch {
       // a broken stream never breaks a request
     }
@@ -267,14 +265,17 @@ class StreamAuditLog implements AuditLog {
   /** One line: the fixed head, who, then the event's own fields (JSON.stringify leaves out the unset ones). */
   #write(event: AuditEventType, who: AuditWho | undefined, fields: Record<string, unknown>): void {
     try {
-      const time = this.#time();
       const rest = JSON.stringify(fields);
-      const tail = rest.length > 2 ? `,${rest.slice(1, -1)}` : '';
-      this.#queue(
-        `{"audit":true,"time":"${time}","event":"${event}","replica":${this.#replicaJson}${whoFragment(who)}${tail}}\n`,
-      );
+      this.#line(event, whoFragment(who), rest.length > 2 ? `,${rest.slice(1, -1)}` : '');
     } catch {
       // a broken stream never breaks a request (the file's error handler said it once)
     }
+  }
+
+  /** The line of an event from its who-part and the rest of its fields (each `,"name":value…`). */
+  #line(event: AuditEventType, who: string, tail: string): void {
+    this.#queue(
+      `{"audit":true,"time":"${this.#time()}","event":"${event}","replica":${this.#replicaJson}${who}${tail}}\n`,
+    );
   }
 }

@@ -8,18 +8,22 @@ import { requestIdOf } from '../http/requestId.ts';
 import type { Valid } from '../session/sessions.ts';
 import { logDecision } from './decisionLog.ts';
 
+/** A session's who-part of its audit lines (kept with its hot slot: hotCache.ts auditWho). */
+const whoOf = ({ record: { identity } }: Valid): string =>
+  whoFragment({ user: identity.user, sub: identity.sub, groups: identity.groups });
+
 /** An allowed decision of the hot path in the audit stream (sampled by AUDIT_ALLOW). */
 function auditAllowed(
   deps: HotPathDeps,
   req: IncomingMessage,
   hot: { original: OriginalRequest; session: Valid; decision: Decision },
 ): void {
-  const { session } = hot;
-  const who = deps.sessions.auditWho(session, () => {
-    const { identity } = session.record;
-    return whoFragment({ user: identity.user, sub: identity.sub, groups: identity.groups });
-  });
-  deps.audit.allowed(who, hot.original, hot.decision, requestIdOf(req));
+  deps.audit.allowed(
+    deps.sessions.auditWho(hot.session, whoOf),
+    hot.original,
+    hot.decision,
+    requestIdOf(req),
+  );
 }
 
 /**

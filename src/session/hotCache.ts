@@ -1,6 +1,6 @@
 import { stringBytes } from '../memory/size.ts';
 import type { CookieCodec } from './codec.ts';
-import type { ReplyHeaders, SessionEntries } from './entries.ts';
+import type { HotSlot, ReplyHeaders, SessionEntries } from './entries.ts';
 import type { SessionRecord, Valid } from './model.ts';
 
 /**
@@ -122,13 +122,12 @@ export class HotCache {
 
   /** The answer headers of a hot resolution, built once by `build` and kept in its slot. */
   headers(resolution: Valid, build: () => ReplyHeaders, now: number): ReplyHeaders {
-    const lookup = resolution.ref;
-    const hot = lookup === undefined ? undefined : this.#entries.peek(lookup, now)?.hot;
-    if (hot?.resolution !== resolution) return build();
+    const hot = this.#slotOf(resolution, now);
+    if (hot === undefined) return build();
     if (hot.headers === undefined) {
       hot.headers = build();
       hot.shared = shareStrings(resolution.record, hot.cookie, hot.headers);
-      this.#entries.resize(lookup as string);
+      this.#entries.resize(resolution.ref);
     }
     return hot.headers;
   }
@@ -138,16 +137,21 @@ export class HotCache {
    * slot — when it is short: a user of many groups would pay in memory (a cache miss, ~140 µs) for
    * what a few microseconds of JSON make again.
    */
-  auditWho(resolution: Valid, build: () => string, now: number): string {
-    const lookup = resolution.ref;
-    const hot = lookup === undefined ? undefined : this.#entries.peek(lookup, now)?.hot;
-    if (hot?.resolution !== resolution) return build();
+  auditWho(resolution: Valid, build: (resolution: Valid) => string, now: number): string {
+    const hot = this.#slotOf(resolution, now);
+    if (hot === undefined) return build(resolution);
     if (hot.auditWho === undefined) {
-      const who = build();
+      const who = build(resolution);
       if (who.length > MAX_KEPT_WHO) return who;
       hot.auditWho = who;
-      this.#entries.resize(lookup as string);
+      this.#entries.resize(resolution.ref);
     }
     return hot.auditWho;
+  }
+
+  /** The hot slot `resolution` is the resolution of, if it still is. */
+  #slotOf(resolution: Valid, now: number): HotSlot | undefined {
+    const hot = this.#entries.peek(resolution.ref, now)?.hot;
+    return hot?.resolution === resolution ? hot : undefined;
   }
 }

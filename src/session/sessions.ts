@@ -431,7 +431,7 @@ export class SessionService {
   }
 
   /** The audit stream's who-part of a resolved session's lines, made once by `build` while it is hot. */
-  auditWho(session: Valid, build: () => string): string {
+  auditWho(session: Valid, build: (session: Valid) => string): string {
     return this.#p.hot.auditWho(session, build, this.#clock.now());
   }
 
