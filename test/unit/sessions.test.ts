@@ -810,6 +810,29 @@ describe('the memory budget', () => {
     }
   });
 
+  it('keeps whatever names a provider sends exactly as sent through the pool: prototype names, empty, control characters, commas, long two-byte ones', async () => {
+    const memory = new MemoryBudget(64 * 1024 * 1024);
+    const sessions = service({ memory, config: { ...config, maxSessionsPerUser: 1_000 } });
+    const hostile = [
+      '__proto__',
+      'constructor',
+      'hasOwnProperty',
+      '',
+      'a,b',
+      '\u0000\r\n',
+      'ü'.repeat(300),
+      '😀',
+      ' x ',
+    ];
+    for (let u = 0; u < 2; u++) {
+      const t = provider.tokens(`rt-${u}`);
+      const { cookie } = await sessions.create({ ...t, claims: { ...t.claims, groups: [...hostile] } });
+      expect(valid(await sessions.resolve(cookie)).record.identity.groups).toEqual(hostile);
+    }
+    expect(bytesOf(memory, 'group-names').entries).toBe(hostile.length);
+    expect(memory.usedBytes).toBeLessThanOrEqual(memory.maxBytes);
+  });
+
   it('charges a kept audit who-part for the two-byte characters the users’ names may have', async () => {
     const memory = new MemoryBudget(64 * 1024 * 1024);
     const sessions = service({ memory });
